@@ -1,0 +1,109 @@
+//! Errors. Every error that refuses a body hands it back.
+
+use std::fmt;
+
+/// Why a queue could not be built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// `capacity(0)`.
+    ZeroCapacity,
+    /// The capacity is over [`MAX_CAPACITY`](crate::MAX_CAPACITY) or its memory could not be
+    /// allocated.
+    CapacityTooLarge(usize),
+    /// `tick(Duration::ZERO)`.
+    ZeroTick,
+    /// The tick is longer than [`MAX_TIMEOUT`](crate::MAX_TIMEOUT).
+    TickTooLong,
+    /// The visibility timeout is zero or longer than [`MAX_TIMEOUT`](crate::MAX_TIMEOUT).
+    InvalidVisibilityTimeout,
+    /// `dead_letter(_, 0)`.
+    ZeroMaxReceives,
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ZeroCapacity => write!(f, "capacity must be at least 1"),
+            Self::CapacityTooLarge(n) => write!(
+                f,
+                "capacity {n} is over the maximum of {} or could not be allocated",
+                crate::MAX_CAPACITY
+            ),
+            Self::ZeroTick => write!(f, "tick must be longer than zero"),
+            Self::TickTooLong => write!(f, "tick must not be longer than MAX_TIMEOUT"),
+            Self::InvalidVisibilityTimeout => {
+                write!(f, "visibility timeout must be longer than zero and at most MAX_TIMEOUT")
+            }
+            Self::ZeroMaxReceives => write!(f, "dead-letter max_receives must be at least 1"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+/// Why a body was not queued. The body always comes back: see [`SendError::into_inner`].
+#[derive(Clone, PartialEq, Eq)]
+pub enum SendError<T> {
+    /// The queue holds `capacity` messages.
+    Full(T),
+    /// The queue was closed.
+    Closed(T),
+    /// The delay is longer than [`MAX_TIMEOUT`](crate::MAX_TIMEOUT).
+    DelayTooLong(T),
+}
+
+impl<T> SendError<T> {
+    /// The body that was not queued.
+    pub fn into_inner(self) -> T {
+        match self {
+            Self::Full(body) | Self::Closed(body) | Self::DelayTooLong(body) => body,
+        }
+    }
+}
+
+impl<T> fmt::Debug for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Full(_) => write!(f, "Full(..)"),
+            Self::Closed(_) => write!(f, "Closed(..)"),
+            Self::DelayTooLong(_) => write!(f, "DelayTooLong(..)"),
+        }
+    }
+}
+
+impl<T> fmt::Display for SendError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Full(_) => write!(f, "the queue is full"),
+            Self::Closed(_) => write!(f, "the queue is closed"),
+            Self::DelayTooLong(_) => write!(f, "the delay is longer than MAX_TIMEOUT"),
+        }
+    }
+}
+
+impl<T> std::error::Error for SendError<T> {}
+
+/// Why a receipt was refused. A refused receipt changes nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReceiptError {
+    /// The lease was settled (deleted or released), the message was delivered again, or the
+    /// receipt was never issued.
+    Stale,
+    /// The lease's deadline has passed.
+    Expired,
+    /// `change_visibility` was asked for a timeout over [`MAX_TIMEOUT`](crate::MAX_TIMEOUT).
+    TimeoutTooLong,
+}
+
+impl fmt::Display for ReceiptError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Stale => write!(f, "the receipt is stale: settled, redelivered or never issued"),
+            Self::Expired => write!(f, "the lease's visibility deadline has passed"),
+            Self::TimeoutTooLong => write!(f, "the timeout is longer than MAX_TIMEOUT"),
+        }
+    }
+}
+
+impl std::error::Error for ReceiptError {}

@@ -1,0 +1,77 @@
+//! visq: a lock-free, allocation-light, in-process message queue with SQS-style visibility
+//! timeouts.
+//!
+//! A [`Queue`] holds up to `capacity` messages in a slab allocated by [`Builder::build`].
+//! Receiving *leases* a message: it stays in the queue, invisible to other receivers, until its
+//! visibility deadline; the [`Delivery`] carries a [`Receipt`] that settles the lease:
+//!
+//! * [`Queue::delete`] acknowledges it (the message is gone);
+//! * [`Queue::release`] gives it back (visible again at once);
+//! * [`Queue::change_visibility`] moves the deadline, earlier or later;
+//! * doing nothing lets the deadline pass: the message is delivered again with a higher
+//!   [`Delivery::receive_count`], or moved to a dead-letter queue after too many receives.
+//!
+//! Delays and deadlines live in a hierarchical timing wheel that the queue's own operations run;
+//! there is no background thread. `send`, `receive`, `delete`, `change_visibility` and
+//! `release` take no lock and allocate nothing (a blocking receive takes a lock only to sleep).
+//!
+//! ```
+//! use std::time::Duration;
+//! use visq::{ManualClock, Queue, ReceiptError};
+//!
+//! let clock = ManualClock::new();
+//! let q: Queue<String> = Queue::builder()
+//!     .capacity(1024)
+//!     .visibility_timeout(Duration::from_secs(30))
+//!     .clock(clock.clone())
+//!     .build()?;
+//!
+//! q.send("hello".to_string()).unwrap();
+//! let first = q.try_receive().unwrap();
+//! assert_eq!(first.body(), "hello");
+//!
+//! // Not settled in time: it comes back, counted.
+//! clock.advance(Duration::from_secs(31));
+//! let second = q.try_receive().unwrap();
+//! assert_eq!(second.receive_count(), 2);
+//! assert_eq!(q.delete(first.receipt()), Err(ReceiptError::Expired));
+//! q.delete(second.receipt()).unwrap();
+//! assert!(q.try_receive().is_none());
+//! # Ok::<(), visq::BuildError>(())
+//! ```
+//!
+//! # How it works
+//!
+//! The algorithm, its states and who may write what are documented module by module:
+//! the slot lifecycle word and body ownership (`slot`), the rings of slot indices (`ring`), the
+//! timing wheel (`wheel`), parking (`waiters`) and the races between operations (`queue`).
+//! Build the docs with `--document-private-items` to read them.
+#![warn(missing_docs, unsafe_op_in_unsafe_fn, rust_2018_idioms)]
+
+mod builder;
+mod clock;
+mod error;
+mod message;
+mod queue;
+mod ring;
+mod slot;
+mod stats;
+mod sync;
+mod waiters;
+mod wheel;
+
+pub use builder::Builder;
+pub use clock::ManualClock;
+pub use error::{BuildError, ReceiptError, SendError};
+pub use message::{Delivery, MessageId, Receipt};
+pub use queue::Queue;
+pub use stats::Stats;
+
+use std::time::Duration;
+
+/// The longest visibility timeout, lease extension or send delay: 12 hours.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(12 * 60 * 60);
+
+/// The largest capacity a queue can be built with (2^28 messages): receipts name the slot in
+/// 28 bits.
+pub const MAX_CAPACITY: usize = 1 << message::SLOT_BITS;

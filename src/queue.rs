@@ -1,0 +1,572 @@
+//! The queue: a slab of slots, a ready ring, a free ring and a timing wheel.
+//!
+//! # Lifecycle
+//!
+//! ```text
+//!            send                 receive                    delete
+//!  Free ──────────────▶ Ready ──────────────▶ InFlight ─────────────────▶ Free
+//!    │  send_delayed      ▲  ▲   release / expiry │  │ change_visibility (same lease)
+//!    └──────▶ Delayed ────┘  └────────────────────┘  └──▶ InFlight
+//!              (wheel)       (or to the dead-letter queue → Free)
+//! ```
+//!
+//! A slot's index moves between the *free ring* (`Free` slots) and the *ready ring* (`Ready`
+//! slots); `InFlight` and `Delayed` slots are in no ring but may have a wheel entry. See
+//! [`crate::slot`] for the lifecycle word and body ownership, [`crate::ring`] for the rings,
+//! [`crate::wheel`] for deadlines and [`crate::waiters`] for blocking.
+//!
+//! # Races, and why each ends with exactly one winner
+//!
+//! * **delete / release / change_visibility / expiry on one lease**: each is a CAS from the
+//!   exact `InFlight(epoch, version)` word it validated. The first CAS to land changes the word;
+//!   the others fail, re-read it and find another epoch or state (`Stale` / `Expired`), or, for
+//!   a change_visibility that only bumped the version, re-validate and retry. Only the winner
+//!   touches the body or the rings.
+//! * **change_visibility racing the wheel firing the old deadline**: the new deadline is stored
+//!   before the version CAS; the wheel loads the word, then the deadline, then CASes the word it
+//!   loaded. If the extension's CAS landed first, the wheel's CAS fails and it re-reads the new
+//!   deadline; if the wheel's landed first, the extension's fails and it reports `Expired`.
+//!   A shortened lease tells the wheel (see [`crate::wheel`]) so it fires on time.
+//! * **Forged or stale receipts while a receiver clones the body**: the receiver clones while
+//!   the slot is `Ready` and popped (owned by it alone), before it publishes `InFlight`, so no
+//!   receipt can reach the slot during the clone.
+//! * **ABA on slot reuse**: each lease bumps the epoch, so a receipt from an earlier lease of a
+//!   reused slot fails validation (up to the 36-bit wrap documented on [`crate::Receipt`]).
+//! * **Dead-letter move racing delete**: the move happens only after a CAS out of `InFlight`
+//!   (by expiry or release), which a racing delete then loses. A full dead-letter queue gives
+//!   the body back; it is written back and the slot waits, `Delayed`, to retry.
+//! * **Lost wake-ups and close**: see [`crate::waiters`]; `close` sets the flag and wakes every
+//!   sleeper, and a sleeper checks the flag after registering.
+
+use crate::builder::{Builder, DeadLetter};
+use crate::clock::Ticks;
+use crate::error::{BuildError, ReceiptError, SendError};
+use crate::message::{Delivery, MessageId, Receipt};
+use crate::ring::IndexRing;
+use crate::slot::{Slot, State, Word, ENDED_BY_EXPIRY};
+use crate::stats::{bump, Counters, Stats};
+use crate::sync::{spin_loop, yield_now, AtomicBool, Ordering};
+use crate::waiters::Waiters;
+use crate::wheel::{Refile, Wheel};
+use crate::MAX_TIMEOUT;
+use std::time::{Duration, Instant};
+
+/// How often a message that could not be moved to a full dead-letter queue tries again.
+const DEAD_LETTER_RETRY: Duration = Duration::from_millis(10);
+/// The longest single sleep of a blocking receive (it re-checks and sleeps again).
+const LONGEST_NAP: Duration = Duration::from_secs(3600);
+
+/// A lock-free MPMC message queue with visibility timeouts. See the [crate docs](crate).
+pub struct Queue<T> {
+    slots: Box<[Slot<T>]>,
+    free: IndexRing,
+    ready: IndexRing,
+    wheel: Wheel,
+    waiters: Waiters,
+    time: Ticks,
+    visibility_timeout: Duration,
+    dead_letter: Option<DeadLetter<T>>,
+    dead_letter_retry_ticks: u64,
+    closed: AtomicBool,
+    counters: Counters,
+}
+
+// SAFETY: the queue owns its bodies (`T: Send` lets them move to whichever thread drops, moves
+// or clones them), and every access to a body is made by the slot's single owner of the moment
+// (see `crate::slot`), so sharing `&Queue` across threads never gives two threads the same body
+// at once; everything else in the queue is atomics and a lock.
+unsafe impl<T: Send> Send for Queue<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Sync for Queue<T> {}
+
+impl<T> Queue<T> {
+    /// Settings for a new queue, with the defaults documented on [`Builder`].
+    pub fn builder() -> Builder<T> {
+        Builder::default()
+    }
+
+    pub(crate) fn allocate(settings: Builder<T>) -> Result<Self, BuildError> {
+        let capacity = settings.capacity;
+        let mut slots = Vec::new();
+        slots
+            .try_reserve_exact(capacity)
+            .map_err(|_| BuildError::CapacityTooLarge(capacity))?;
+        slots.extend((0..capacity).map(|_| Slot::new()));
+        let free = IndexRing::with_capacity(capacity);
+        for index in 0..capacity as u32 {
+            free.push(index).expect("the free ring has room for every slot");
+        }
+        let time = Ticks::new(settings.clock, settings.tick);
+        let levels = Wheel::levels_for(time.ticks_in(MAX_TIMEOUT));
+        Ok(Self {
+            slots: slots.into_boxed_slice(),
+            free,
+            ready: IndexRing::with_capacity(capacity),
+            wheel: Wheel::new(capacity, levels),
+            waiters: Waiters::new(),
+            dead_letter_retry_ticks: time.ticks_in(DEAD_LETTER_RETRY).max(1),
+            time,
+            visibility_timeout: settings.visibility_timeout,
+            dead_letter: settings.dead_letter,
+            closed: AtomicBool::new(false),
+            counters: Counters::default(),
+        })
+    }
+
+    /// The most messages the queue holds at once.
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Queues `body`, visible at once. Fails with the body when the queue is full or closed.
+    ///
+    /// ```
+    /// let q: visq::Queue<&str> = visq::Queue::builder().capacity(1).build().unwrap();
+    /// let first = q.send("a").unwrap();
+    /// assert_eq!(q.send("b").unwrap_err(), visq::SendError::Full("b"));
+    /// assert_eq!(q.try_receive().unwrap().id(), first);
+    /// ```
+    #[inline]
+    pub fn send(&self, body: T) -> Result<MessageId, SendError<T>> {
+        self.enqueue(body, Duration::ZERO)
+    }
+
+    /// Queues `body`, invisible until `delay` has passed on the queue's clock (at most
+    /// [`MAX_TIMEOUT`]; a zero delay is a plain [`Queue::send`]).
+    pub fn send_delayed(&self, body: T, delay: Duration) -> Result<MessageId, SendError<T>> {
+        if delay > MAX_TIMEOUT {
+            return Err(SendError::DelayTooLong(body));
+        }
+        self.enqueue(body, delay)
+    }
+
+    #[inline]
+    fn enqueue(&self, body: T, delay: Duration) -> Result<MessageId, SendError<T>> {
+        if self.is_closed() {
+            return Err(SendError::Closed(body));
+        }
+        let now = self.time.now_nanos();
+        self.run_wheel_if_due(now);
+        let Some((position, index)) = self.free.pop() else {
+            return Err(SendError::Full(body));
+        };
+        let slot = &self.slots[index as usize];
+        // SAFETY: `index` came out of the free ring, so this thread owns the `Free` slot and its
+        // body is empty.
+        unsafe { slot.write_body(body) };
+        slot.id.store(position, Ordering::Relaxed);
+        slot.receive_count.store(0, Ordering::Relaxed);
+        let free = slot.load().with(State::Free, 0);
+        if delay.is_zero() {
+            self.publish_ready(index, free, now);
+        } else {
+            let deadline = self.time.deadline(now, delay);
+            slot.deadline.store(deadline, Ordering::Relaxed);
+            slot.store(free.with(State::Delayed, 0));
+            self.schedule(index, deadline);
+        }
+        bump(&self.counters.sent);
+        Ok(MessageId(position))
+    }
+
+    /// Leases the next visible message, if there is one, without blocking.
+    ///
+    /// The message stays invisible to other receivers until its visibility deadline; settle it
+    /// with [`Queue::delete`], [`Queue::release`] or [`Queue::change_visibility`].
+    ///
+    /// ```
+    /// let q: visq::Queue<u8> = visq::Queue::builder().build().unwrap();
+    /// q.send(1).unwrap();
+    /// let delivery = q.try_receive().unwrap();
+    /// assert_eq!((*delivery.body(), delivery.receive_count()), (1, 1));
+    /// assert!(q.try_receive().is_none()); // leased
+    /// q.delete(delivery.receipt()).unwrap();
+    /// ```
+    #[inline]
+    pub fn try_receive(&self) -> Option<Delivery<T>>
+    where
+        T: Clone,
+    {
+        let now = self.time.now_nanos();
+        self.run_wheel_if_due(now);
+        let (_, index) = self.ready.pop()?;
+        let slot = &self.slots[index as usize];
+        let ready = slot.load();
+        debug_assert_eq!(ready.state(), State::Ready);
+        // A panicking clone must not strand the message outside the ready ring.
+        let give_back = GiveBackOnUnwind { ring: &self.ready, index };
+        // SAFETY: `index` came out of the ready ring, so this thread owns the `Ready` slot and
+        // its body is written; nothing else reads or writes the body until `InFlight` is
+        // published below.
+        let body = unsafe { slot.clone_body() };
+        std::mem::forget(give_back);
+        let receive_count = slot.receive_count.load(Ordering::Relaxed).saturating_add(1);
+        slot.receive_count.store(receive_count, Ordering::Relaxed);
+        let deadline = self.time.deadline(now, self.visibility_timeout);
+        slot.deadline.store(deadline, Ordering::Relaxed);
+        let lease = ready.next_lease();
+        slot.store(lease);
+        bump(&self.counters.received);
+        self.schedule(index, deadline);
+        Some(Delivery {
+            id: MessageId(slot.id.load(Ordering::Relaxed)),
+            receipt: Receipt::new(index, lease.epoch()),
+            receive_count,
+            body,
+        })
+    }
+
+    /// Leases the next visible message, waiting up to `wait` (wall-clock time) for one.
+    ///
+    /// Spins briefly, then parks; a parked receiver uses no CPU and wakes for a send, a close,
+    /// or the next deadline on the queue's wheel (an expiring lease). Returns `None` after
+    /// `wait`, or at once on a closed queue with nothing visible.
+    pub fn receive(&self, wait: Duration) -> Option<Delivery<T>>
+    where
+        T: Clone,
+    {
+        match self.try_receive() {
+            Some(delivery) => Some(delivery),
+            None if wait.is_zero() || self.is_closed() => None,
+            None => self.receive_blocking(wait),
+        }
+    }
+
+    #[cold]
+    fn receive_blocking(&self, wait: Duration) -> Option<Delivery<T>>
+    where
+        T: Clone,
+    {
+        let start = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            if let Some(delivery) = self.try_receive() {
+                return Some(delivery);
+            }
+            if self.is_closed() {
+                return None;
+            }
+            let left = wait.checked_sub(start.elapsed()).filter(|left| !left.is_zero())?;
+            attempt += 1;
+            if attempt <= 6 {
+                (0..1 << attempt).for_each(|_| spin_loop());
+            } else if attempt <= 10 {
+                yield_now();
+            } else {
+                let now = self.time.now_nanos();
+                let until_due = self.time.wall_time_until(now, self.wheel.next_due());
+                let nap = until_due.map_or(left, |due| due.min(left)).min(LONGEST_NAP);
+                self.waiters.sleep(nap, || {
+                    self.ready.has_ready_head()
+                        || self.is_closed()
+                        || self.wheel.is_due(self.time.tick_of(self.time.now_nanos()))
+                });
+            }
+        }
+    }
+
+    /// Appends up to `max` deliveries to `out` and returns how many; waits up to `wait` only
+    /// while it has none. Allocates nothing when `out` has room for `max` more.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let q: visq::Queue<u32> = visq::Queue::builder().build().unwrap();
+    /// for n in 0..5 { q.send(n).unwrap(); }
+    /// let mut batch = Vec::with_capacity(8);
+    /// assert_eq!(q.receive_batch(&mut batch, 8, Duration::from_millis(10)), 5);
+    /// ```
+    pub fn receive_batch(&self, out: &mut Vec<Delivery<T>>, max: usize, wait: Duration) -> usize
+    where
+        T: Clone,
+    {
+        let mut taken = self.take_visible(out, max);
+        if taken == 0 && max > 0 {
+            if let Some(delivery) = self.receive(wait) {
+                out.push(delivery);
+                taken = 1 + self.take_visible(out, max - 1);
+            }
+        }
+        taken
+    }
+
+    fn take_visible(&self, out: &mut Vec<Delivery<T>>, max: usize) -> usize
+    where
+        T: Clone,
+    {
+        let mut taken = 0;
+        while taken < max {
+            let Some(delivery) = self.try_receive() else { break };
+            out.push(delivery);
+            taken += 1;
+        }
+        taken
+    }
+
+    /// Acknowledges a delivery: the message is removed and never delivered again.
+    ///
+    /// Fails with [`ReceiptError::Stale`] or [`ReceiptError::Expired`] (and changes nothing)
+    /// unless `receipt` is the current, unexpired lease.
+    #[inline]
+    pub fn delete(&self, receipt: Receipt) -> Result<(), ReceiptError> {
+        let (index, lease) = self.end_lease(receipt, |lease| lease.with(State::Free, 0))?;
+        let slot = &self.slots[index as usize];
+        // SAFETY: our CAS took the slot out of `InFlight`, so this thread owns it; its body is
+        // written. We move the body out and treat the cell as empty from here on.
+        let body = unsafe { slot.take_body() };
+        debug_assert_eq!(slot.load(), lease.with(State::Free, 0));
+        self.free.push(index).expect("the free ring has room for every slot");
+        bump(&self.counters.deleted);
+        drop(body);
+        Ok(())
+    }
+
+    /// Gives a delivery back: the message is visible again at once (or moves to the
+    /// dead-letter queue, if it has been received too often).
+    pub fn release(&self, receipt: Receipt) -> Result<(), ReceiptError> {
+        let (index, lease) = self.end_lease(receipt, |lease| lease.with(State::Ready, 0))?;
+        bump(&self.counters.released);
+        if let Some(retry_at) =
+            self.make_visible(index, lease.with(State::Ready, 0), self.time.now_nanos())
+        {
+            self.schedule(index, retry_at);
+        }
+        Ok(())
+    }
+
+    /// Sets the lease's deadline to `timeout` from now, longer or shorter. A zero timeout is
+    /// [`Queue::release`]. The receipt stays valid until the new deadline.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use visq::{ManualClock, Queue};
+    /// let clock = ManualClock::new();
+    /// let q: Queue<u8> = Queue::builder()
+    ///     .visibility_timeout(Duration::from_secs(1))
+    ///     .clock(clock.clone())
+    ///     .build()
+    ///     .unwrap();
+    /// q.send(1).unwrap();
+    /// let d = q.try_receive().unwrap();
+    /// q.change_visibility(d.receipt(), Duration::from_secs(60)).unwrap();
+    /// clock.advance(Duration::from_secs(30));
+    /// assert!(q.try_receive().is_none()); // still leased
+    /// q.delete(d.receipt()).unwrap();
+    /// ```
+    pub fn change_visibility(&self, receipt: Receipt, timeout: Duration) -> Result<(), ReceiptError> {
+        if timeout > MAX_TIMEOUT {
+            return Err(ReceiptError::TimeoutTooLong);
+        }
+        if timeout.is_zero() {
+            return self.release(receipt);
+        }
+        let now = self.time.now_nanos();
+        let deadline = self.time.deadline(now, timeout);
+        let slot = self.slots.get(receipt.slot()).ok_or(ReceiptError::Stale)?;
+        loop {
+            let lease = self.validate(receipt, slot, now)?;
+            slot.deadline.store(deadline, Ordering::Relaxed);
+            if slot.cas(lease, lease.next_version()).is_ok() {
+                self.schedule(receipt.slot() as u32, deadline);
+                return Ok(());
+            }
+        }
+    }
+
+    /// Closes the queue: sends fail with [`SendError::Closed`]; receivers drain what is held;
+    /// blocked receivers with nothing visible return `None`.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.waiters.notify_all();
+    }
+
+    /// Whether [`Queue::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Counts and totals. Reads every slot (O(capacity)), allocates nothing.
+    pub fn stats(&self) -> Stats {
+        let now = self.time.now_nanos();
+        self.run_wheel_if_due(now);
+        let mut stats = Stats::default();
+        let mut oldest_ready_since = None;
+        for slot in self.slots.iter() {
+            match slot.load().state() {
+                State::Free => {}
+                State::Ready => {
+                    stats.ready += 1;
+                    let since = slot.ready_since.load(Ordering::Relaxed);
+                    oldest_ready_since = Some(oldest_ready_since.map_or(since, |o: u64| o.min(since)));
+                }
+                State::InFlight => stats.in_flight += 1,
+                State::Delayed => stats.delayed += 1,
+            }
+        }
+        stats.oldest_ready_age =
+            oldest_ready_since.map(|since| Duration::from_nanos(now.saturating_sub(since)));
+        self.counters.fill(&mut stats);
+        stats
+    }
+
+    /// Validates `receipt` and CASes its lease from `InFlight` to `end(lease)`, retrying while
+    /// only the lease version moved. Returns the slot index and the lease word it replaced.
+    #[inline]
+    fn end_lease(&self, receipt: Receipt, end: impl Fn(Word) -> Word) -> Result<(u32, Word), ReceiptError> {
+        let slot = self.slots.get(receipt.slot()).ok_or(ReceiptError::Stale)?;
+        let now = self.time.now_nanos();
+        loop {
+            let lease = self.validate(receipt, slot, now)?;
+            if slot.cas(lease, end(lease)).is_ok() {
+                return Ok((receipt.slot() as u32, lease));
+            }
+        }
+    }
+
+    /// The slot's word if `receipt` is its current, unexpired lease at `now`.
+    #[inline]
+    fn validate(&self, receipt: Receipt, slot: &Slot<T>, now: u64) -> Result<Word, ReceiptError> {
+        let word = slot.load();
+        if word.epoch() != receipt.epoch() {
+            return Err(ReceiptError::Stale);
+        }
+        match word.state() {
+            State::InFlight if slot.deadline.load(Ordering::Relaxed) <= self.time.tick_of(now) => {
+                Err(ReceiptError::Expired)
+            }
+            State::InFlight => Ok(word),
+            State::Ready | State::Delayed if word.tag() == ENDED_BY_EXPIRY => Err(ReceiptError::Expired),
+            _ => Err(ReceiptError::Stale),
+        }
+    }
+
+    /// Makes the owned, `Ready` slot `index` (word `ready`) visible, or moves it to the
+    /// dead-letter queue if it has been received too often. If the dead-letter queue refuses,
+    /// the slot is left `Delayed` and the tick to retry at is returned for the caller to file.
+    fn make_visible(&self, index: u32, ready: Word, now: u64) -> Refile {
+        let slot = &self.slots[index as usize];
+        let Some(dead_letter) = &self.dead_letter else {
+            self.publish_ready(index, ready, now);
+            return None;
+        };
+        if slot.receive_count.load(Ordering::Relaxed) < dead_letter.max_receives {
+            self.publish_ready(index, ready, now);
+            return None;
+        }
+        // SAFETY: the caller owns the `Ready` slot and its body is written; it is either moved
+        // on for good (the slot then becomes `Free`) or written back below.
+        let body = unsafe { slot.take_body() };
+        match dead_letter.queue.send(body) {
+            Ok(_) => {
+                slot.store(ready.with(State::Free, 0));
+                self.free.push(index).expect("the free ring has room for every slot");
+                bump(&self.counters.dead_lettered);
+                None
+            }
+            Err(refused) => {
+                // SAFETY: still the owner; the cell is empty since `take_body`.
+                unsafe { slot.write_body(refused.into_inner()) };
+                bump(&self.counters.dead_letter_retries);
+                let retry_at = self.time.tick_of(now) + self.dead_letter_retry_ticks;
+                slot.deadline.store(retry_at, Ordering::Relaxed);
+                slot.store(ready.with(State::Delayed, ready.tag()));
+                Some(retry_at)
+            }
+        }
+    }
+
+    /// Publishes the owned slot `index` as `Ready` and pushes it to the ready ring.
+    #[inline]
+    fn publish_ready(&self, index: u32, owned: Word, now: u64) {
+        let slot = &self.slots[index as usize];
+        slot.ready_since.store(now, Ordering::Relaxed);
+        slot.store(owned.with(State::Ready, owned.tag()));
+        self.ready.push(index).expect("the ready ring has room for every slot");
+        self.waiters.notify_one();
+    }
+
+    /// Makes sure the wheel will look at slot `index` by tick `deadline`, which was just stored
+    /// along with the state that makes it live.
+    #[inline]
+    fn schedule(&self, index: u32, deadline: u64) {
+        if self.wheel.needs_notice(index, deadline) {
+            self.wheel.notify(index);
+            self.run_wheel();
+        }
+    }
+
+    #[inline]
+    fn run_wheel_if_due(&self, now: u64) {
+        if self.wheel.is_due(self.time.tick_of(now)) {
+            self.run_wheel();
+        }
+    }
+
+    #[cold]
+    fn run_wheel(&self) {
+        let moved_earlier = self.wheel.run(
+            || self.time.tick_of(self.time.now_nanos()),
+            |index, now| self.visit(index, now),
+        );
+        if moved_earlier {
+            self.waiters.notify_all();
+        }
+    }
+
+    /// The wheel's question about slot `index` at tick `now`: expire it or end its delay if its
+    /// deadline has come, or answer the deadline to re-file at; `None` for settled slots.
+    fn visit(&self, index: u32, now: u64) -> Refile {
+        let slot = &self.slots[index as usize];
+        loop {
+            let word = slot.load();
+            let ended_by = match word.state() {
+                State::Free | State::Ready => return None,
+                State::InFlight => ENDED_BY_EXPIRY,
+                State::Delayed => word.tag(),
+            };
+            let deadline = slot.deadline.load(Ordering::Relaxed);
+            if deadline > now {
+                return Some(deadline);
+            }
+            let ready = word.with(State::Ready, ended_by);
+            if slot.cas(word, ready).is_ok() {
+                if word.state() == State::InFlight {
+                    bump(&self.counters.expired);
+                }
+                return self.make_visible(index, ready, self.time.start_of(now));
+            }
+        }
+    }
+}
+
+/// Pushes `index` back to `ring` if dropped (on unwind); forgotten on success.
+struct GiveBackOnUnwind<'a> {
+    ring: &'a IndexRing,
+    index: u32,
+}
+
+impl Drop for GiveBackOnUnwind<'_> {
+    fn drop(&mut self) {
+        let _ = self.ring.push(self.index);
+    }
+}
+
+impl<T> Drop for Queue<T> {
+    fn drop(&mut self) {
+        for slot in self.slots.iter_mut() {
+            if slot.state_exclusive() != State::Free {
+                // SAFETY: `&mut self` excludes every other access; a slot that is not `Free`
+                // holds a written body, dropped here exactly once.
+                unsafe { slot.drop_body() };
+            }
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue")
+            .field("capacity", &self.capacity())
+            .field("closed", &self.is_closed())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,203 @@
+//! A bounded MPMC ring of slot indices (Dmitry Vyukov's bounded MPMC queue, with the sequence
+//! stamp and the value packed into one 64-bit word per cell).
+//!
+//! # Algorithm
+//!
+//! `head` and `tail` are 64-bit positions that only grow; position `p` lives in cell
+//! `p & mask`. Each cell holds one `AtomicU64`:
+//!
+//! | bits 63..32            | bits 31..0 | meaning                                       |
+//! |------------------------|------------|-----------------------------------------------|
+//! | `stamp = p as u32`     | unused     | empty, waiting for the push at position `p`   |
+//! | `stamp = (p+1) as u32` | value      | full, waiting for the pop at position `p`     |
+//!
+//! A pusher reads `tail = t`; if its cell's stamp is `t` it claims the position with a CAS on
+//! `tail`, then publishes `(t+1, value)` with a `Release` store. A popper reads `head = h`; if the
+//! stamp is `h+1` it claims `h` with a CAS on `head`, reads the value (the `Acquire` stamp load
+//! made it visible), and frees the cell for the next lap by storing stamp `h + capacity`.
+//!
+//! Stamps are truncated to 32 bits. A stale truncated stamp can only make a thread *try* a CAS
+//! on the full 64-bit `head`/`tail`, which then fails, so truncation never lets two threads
+//! claim one position; before reporting "full" or "empty" the thread re-reads the index to make
+//! sure it was not looking at a stale lap.
+//!
+//! In this crate every slot index is in at most one ring at a time and each ring has room for
+//! every index, so `push` never finds the ring full; it still reports it rather than assume it.
+//!
+//! Who may write what: `head` is written only by CAS from poppers, `tail` only by CAS from
+//! pushers, a cell only by the thread that claimed its position.
+
+use crate::sync::{AtomicU64, Ordering};
+use crossbeam_utils::CachePadded;
+
+/// A bounded lock-free MPMC ring of `u32` values.
+pub(crate) struct IndexRing {
+    head: CachePadded<AtomicU64>,
+    tail: CachePadded<AtomicU64>,
+    cells: Box<[AtomicU64]>,
+    mask: u64,
+}
+
+#[inline(always)]
+fn pack(stamp: u64, value: u32) -> u64 {
+    (stamp << 32) | u64::from(value)
+}
+
+/// `stamp_of(cell) - expected`, as a signed distance between 32-bit truncated positions.
+#[inline(always)]
+fn stamp_distance(cell: u64, expected: u64) -> i32 {
+    ((cell >> 32) as u32).wrapping_sub(expected as u32) as i32
+}
+
+impl IndexRing {
+    /// A ring with room for at least `capacity` values (rounded up to a power of two).
+    pub(crate) fn with_capacity(capacity: usize) -> Self {
+        let size = capacity.max(1).next_power_of_two();
+        let cells = (0..size as u64).map(|p| AtomicU64::new(pack(p, 0))).collect();
+        Self {
+            head: CachePadded::new(AtomicU64::new(0)),
+            tail: CachePadded::new(AtomicU64::new(0)),
+            cells,
+            mask: size as u64 - 1,
+        }
+    }
+
+    /// Appends `value`; gives it back when the ring is full.
+    #[inline]
+    pub(crate) fn push(&self, value: u32) -> Result<(), u32> {
+        let mut tail = self.tail.load(Ordering::Relaxed);
+        loop {
+            let cell = &self.cells[(tail & self.mask) as usize];
+            let current = cell.load(Ordering::Acquire);
+            match stamp_distance(current, tail) {
+                0 => match self.tail.compare_exchange_weak(
+                    tail,
+                    tail + 1,
+                    Ordering::SeqCst,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        cell.store(pack(tail + 1, value), Ordering::Release);
+                        return Ok(());
+                    }
+                    Err(now) => tail = now,
+                },
+                distance if distance < 0 => {
+                    // The cell still holds the value from one lap ago: full, unless `tail` moved.
+                    let now = self.tail.load(Ordering::Relaxed);
+                    if now == tail {
+                        return Err(value);
+                    }
+                    tail = now;
+                }
+                _ => tail = self.tail.load(Ordering::Relaxed),
+            }
+        }
+    }
+
+    /// Removes the oldest value, with the position it was pushed at (positions count pops from
+    /// zero and only grow). `None` when the ring is empty.
+    #[inline]
+    pub(crate) fn pop(&self) -> Option<(u64, u32)> {
+        let mut head = self.head.load(Ordering::Relaxed);
+        loop {
+            let cell = &self.cells[(head & self.mask) as usize];
+            let current = cell.load(Ordering::Acquire);
+            match stamp_distance(current, head + 1) {
+                0 => match self.head.compare_exchange_weak(
+                    head,
+                    head + 1,
+                    Ordering::SeqCst,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        cell.store(pack(head + self.mask + 1, 0), Ordering::Release);
+                        return Some((head, current as u32));
+                    }
+                    Err(now) => head = now,
+                },
+                distance if distance < 0 => {
+                    // Nothing pushed at `head` yet: empty, unless `head` moved.
+                    let now = self.head.load(Ordering::Relaxed);
+                    if now == head {
+                        return None;
+                    }
+                    head = now;
+                }
+                _ => head = self.head.load(Ordering::Relaxed),
+            }
+        }
+    }
+
+    /// Whether a value looked present at the head at the moment of the call (a hint for
+    /// waiters; it consumes nothing).
+    #[inline]
+    pub(crate) fn has_ready_head(&self) -> bool {
+        let head = self.head.load(Ordering::SeqCst);
+        let cell = self.cells[(head & self.mask) as usize].load(Ordering::SeqCst);
+        stamp_distance(cell, head + 1) == 0
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fifo_and_full() {
+        let ring = IndexRing::with_capacity(3);
+        for v in 0..4 {
+            ring.push(v).unwrap();
+        }
+        assert_eq!(ring.push(9), Err(9));
+        assert!(ring.has_ready_head());
+        for (p, v) in (0..4).enumerate() {
+            assert_eq!(ring.pop(), Some((p as u64, v)));
+        }
+        assert_eq!(ring.pop(), None);
+        assert!(!ring.has_ready_head());
+    }
+
+    #[test]
+    fn many_laps_keep_order() {
+        let ring = IndexRing::with_capacity(2);
+        for v in 0..10_000u32 {
+            ring.push(v).unwrap();
+            assert_eq!(ring.pop(), Some((u64::from(v), v)));
+        }
+    }
+
+    #[test]
+    fn concurrent_values_each_popped_once() {
+        const PER_THREAD: u32 = 20_000;
+        let ring = IndexRing::with_capacity(64);
+        let seen: Vec<AtomicU64> = (0..2 * PER_THREAD).map(|_| AtomicU64::new(0)).collect();
+        std::thread::scope(|s| {
+            for t in 0..2 {
+                let ring = &ring;
+                s.spawn(move || {
+                    for v in t * PER_THREAD..(t + 1) * PER_THREAD {
+                        while ring.push(v).is_err() {
+                            std::thread::yield_now();
+                        }
+                    }
+                });
+            }
+            for _ in 0..2 {
+                let (ring, seen) = (&ring, &seen);
+                s.spawn(move || {
+                    let mut got = 0;
+                    while got < PER_THREAD {
+                        if let Some((_, v)) = ring.pop() {
+                            seen[v as usize].fetch_add(1, Ordering::Relaxed);
+                            got += 1;
+                        } else {
+                            std::thread::yield_now();
+                        }
+                    }
+                });
+            }
+        });
+        assert!(seen.iter().all(|c| c.load(Ordering::Relaxed) == 1));
+    }
+}

@@ -1,0 +1,229 @@
+//! One message slot of the slab: its lifecycle word and the message it holds.
+//!
+//! # The lifecycle word
+//!
+//! Each slot has one `AtomicU64`, packed as
+//!
+//! | bits 63..28  | bits 27..2 | bits 1..0 |
+//! |--------------|------------|-----------|
+//! | epoch (36)   | tag (26)   | state (2) |
+//!
+//! | state      | body     | who owns the slot                                                    |
+//! |------------|----------|----------------------------------------------------------------------|
+//! | `Free`     | empty    | the free ring, or the thread that popped it from there               |
+//! | `Ready`    | written  | the ready ring, or the thread that popped it, or the thread that made it ready and has not pushed it yet |
+//! | `InFlight` | written  | nobody: any thread may try a CAS out of it (delete, release, change_visibility with the receipt; expiry from the wheel) |
+//! | `Delayed`  | written  | nobody: only the wheel's CAS to `Ready` leaves it                      |
+//!
+//! The *epoch* counts leases: a receive moves `Ready(e)` to `InFlight(e+1)` and hands out the
+//! receipt `(slot, e+1)`. Every transition out of `InFlight` is a CAS whose expected value is
+//! the whole word, so a receipt whose epoch or state does not match changes nothing. The epoch
+//! is 36 bits and wraps: a receipt from 2^36 leases ago *of the same slot* would match again.
+//! At 100 million leases per second spread over even 1,024 slots that takes about 8 days, so
+//! a stale receipt would have to be kept that long; the receipt documents this.
+//!
+//! The *tag* means, in `InFlight`, the lease version: each `change_visibility` stores the new
+//! deadline and then bumps the version by CAS, so an expiry that read the old deadline fails
+//! its CAS and re-reads. In every other state the tag records how the last lease ended
+//! ([`ENDED_BY_EXPIRY`] or 0), which lets a late receipt tell "expired" from "settled".
+//!
+//! # Who may touch the body
+//!
+//! Only the slot's owner (per the table): the sender writes it while it holds a `Free` slot
+//! popped from the free ring; a receiver clones it while it holds a `Ready` slot popped from the
+//! ready ring, *before* publishing `InFlight`; the winner of a CAS out of `InFlight` drops or
+//! moves it. No thread ever reads the body of an `InFlight` slot, so a forged receipt racing a
+//! receiver, or a receipt racing expiry, cannot free a body someone is reading.
+
+use crate::sync::{AtomicU32, AtomicU64, Ordering, UnsafeCell};
+use std::mem::MaybeUninit;
+
+/// The four lifecycle states; see the module docs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum State {
+    Free = 0,
+    Ready = 1,
+    InFlight = 2,
+    Delayed = 3,
+}
+
+const STATE_BITS: u32 = 2;
+const TAG_BITS: u32 = 26;
+pub(crate) const EPOCH_BITS: u32 = 36;
+const TAG_SHIFT: u32 = STATE_BITS;
+const EPOCH_SHIFT: u32 = STATE_BITS + TAG_BITS;
+const STATE_MASK: u64 = (1 << STATE_BITS) - 1;
+const TAG_MASK: u64 = (1 << TAG_BITS) - 1;
+pub(crate) const EPOCH_MASK: u64 = (1 << EPOCH_BITS) - 1;
+
+/// Tag of a non-`InFlight` slot whose last lease ended by expiry.
+pub(crate) const ENDED_BY_EXPIRY: u32 = 1;
+
+/// A decoded lifecycle word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Word(u64);
+
+impl Word {
+    pub(crate) fn new(state: State, tag: u32, epoch: u64) -> Self {
+        debug_assert!(u64::from(tag) <= TAG_MASK && epoch <= EPOCH_MASK);
+        Self((epoch << EPOCH_SHIFT) | (u64::from(tag) << TAG_SHIFT) | state as u64)
+    }
+
+    pub(crate) fn state(self) -> State {
+        match self.0 & STATE_MASK {
+            0 => State::Free,
+            1 => State::Ready,
+            2 => State::InFlight,
+            _ => State::Delayed,
+        }
+    }
+
+    pub(crate) fn tag(self) -> u32 {
+        ((self.0 >> TAG_SHIFT) & TAG_MASK) as u32
+    }
+
+    pub(crate) fn epoch(self) -> u64 {
+        self.0 >> EPOCH_SHIFT
+    }
+
+    /// The same epoch in another state with another tag.
+    pub(crate) fn with(self, state: State, tag: u32) -> Self {
+        Self::new(state, tag, self.epoch())
+    }
+
+    /// The next lease's word: `InFlight`, epoch + 1 (wrapping), version 0.
+    pub(crate) fn next_lease(self) -> Self {
+        Self::new(State::InFlight, 0, (self.epoch() + 1) & EPOCH_MASK)
+    }
+
+    /// The same lease with its version bumped (wrapping).
+    pub(crate) fn next_version(self) -> Self {
+        Self::new(State::InFlight, (self.tag() + 1) & TAG_MASK as u32, self.epoch())
+    }
+}
+
+/// One slab slot. Fields other than the body are atomics so that stats can read them while
+/// their owner writes them; see the module docs for who writes what.
+pub(crate) struct Slot<T> {
+    word: AtomicU64,
+    /// Tick at which the lease (`InFlight`) or the delay (`Delayed`) ends.
+    pub(crate) deadline: AtomicU64,
+    /// The message id (written by the sender).
+    pub(crate) id: AtomicU64,
+    /// Deliveries so far (written by the owner).
+    pub(crate) receive_count: AtomicU32,
+    /// Nanoseconds (queue time) at which the message last became ready.
+    pub(crate) ready_since: AtomicU64,
+    body: UnsafeCell<MaybeUninit<T>>,
+}
+
+impl<T> Slot<T> {
+    pub(crate) fn new() -> Self {
+        Self {
+            word: AtomicU64::new(Word::new(State::Free, 0, 0).0),
+            deadline: AtomicU64::new(0),
+            id: AtomicU64::new(0),
+            receive_count: AtomicU32::new(0),
+            ready_since: AtomicU64::new(0),
+            body: UnsafeCell::new(MaybeUninit::uninit()),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn load(&self) -> Word {
+        Word(self.word.load(Ordering::Acquire))
+    }
+
+    /// Publishes `word`; only the slot's owner may store (everyone else uses [`Self::cas`]).
+    #[inline]
+    pub(crate) fn store(&self, word: Word) {
+        self.word.store(word.0, Ordering::Release);
+    }
+
+    /// Compare-and-swap of the whole word; on failure returns the current word.
+    #[inline]
+    pub(crate) fn cas(&self, current: Word, new: Word) -> Result<(), Word> {
+        self.word
+            .compare_exchange(current.0, new.0, Ordering::AcqRel, Ordering::Acquire)
+            .map(|_| ())
+            .map_err(Word)
+    }
+
+    /// Reads the state of a slot that the caller has exclusive access to (`&mut`).
+    pub(crate) fn state_exclusive(&mut self) -> State {
+        self.load().state()
+    }
+
+    /// Moves `body` into the slot.
+    ///
+    /// # Safety
+    /// The caller owns the slot and its body is empty (a `Free` slot it popped from the free
+    /// ring, or a body it took out with [`Self::take_body`]).
+    #[inline]
+    pub(crate) unsafe fn write_body(&self, body: T) {
+        // SAFETY: the caller owns the slot, so no other thread accesses the cell now.
+        self.body.with_mut(|cell| unsafe { (*cell).write(body) });
+    }
+
+    /// Clones the body.
+    ///
+    /// # Safety
+    /// The caller owns the slot (it popped it from the ready ring) and the body is written.
+    #[inline]
+    pub(crate) unsafe fn clone_body(&self) -> T
+    where
+        T: Clone,
+    {
+        // SAFETY: the body is initialised (precondition) and no other thread writes or drops it
+        // while the caller owns the slot, so a shared reference is valid for the clone.
+        self.body.with(|cell| unsafe { (*cell).assume_init_ref().clone() })
+    }
+
+    /// Moves the body out, leaving the slot's body empty.
+    ///
+    /// # Safety
+    /// The caller owns the slot, the body is written, and the caller will not read it again
+    /// before writing a new one.
+    #[inline]
+    pub(crate) unsafe fn take_body(&self) -> T {
+        // SAFETY: initialised and exclusively accessed (preconditions); the caller treats the
+        // cell as empty afterwards, so the value is moved out exactly once.
+        self.body.with_mut(|cell| unsafe { (*cell).assume_init_read() })
+    }
+
+    /// Drops the body in place, leaving it empty.
+    ///
+    /// # Safety
+    /// As for [`Self::take_body`].
+    #[inline]
+    pub(crate) unsafe fn drop_body(&self) {
+        // SAFETY: initialised and exclusively accessed (preconditions); dropped exactly once
+        // because the caller treats the cell as empty afterwards.
+        self.body.with_mut(|cell| unsafe { (*cell).assume_init_drop() });
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn word_fields_round_trip(state in 0u8..4, tag in 0u32..(1 << TAG_BITS), epoch in 0u64..(1 << EPOCH_BITS)) {
+            let state = [State::Free, State::Ready, State::InFlight, State::Delayed][state as usize];
+            let word = Word::new(state, tag, epoch);
+            prop_assert_eq!(word.state(), state);
+            prop_assert_eq!(word.tag(), tag);
+            prop_assert_eq!(word.epoch(), epoch);
+        }
+    }
+
+    #[test]
+    fn epoch_and_version_wrap() {
+        let last = Word::new(State::Ready, 0, EPOCH_MASK);
+        assert_eq!(last.next_lease(), Word::new(State::InFlight, 0, 0));
+        let lease = Word::new(State::InFlight, TAG_MASK as u32, 5);
+        assert_eq!(lease.next_version(), Word::new(State::InFlight, 0, 5));
+    }
+}

@@ -1,0 +1,433 @@
+//! A hierarchical timing wheel of slot deadlines, run by whichever queue operation claims it.
+//!
+//! # Shape
+//!
+//! `levels` levels of 64 buckets each (as in tokio's timer wheel); a bucket of level `k` spans
+//! `64^k` ticks. An entry is a slot index; each slot has at most one entry, linked into its
+//! bucket's doubly linked list through the slot's [`Link`], so filing and unlinking are O(1) and
+//! allocate nothing. An entry is filed at level `k` when its deadline shares all 6-bit digits
+//! above `k` with `elapsed` (the tick the wheel has run up to) and differs at digit `k`. Hence
+//! every entry of level `k` is later than every entry of level `k-1`, and the next bucket to run
+//! is the first occupied one (found from a 64-bit `occupied` mask) of the lowest occupied level.
+//! Running a bucket whose start has come either fires an entry (its filed tick has come) or
+//! re-files it at a lower level (cascading). A deadline further away than half the wheel's range
+//! is filed at the furthest half-range point and re-filed from there; the queue sizes the wheel
+//! so that only a wheel that has been idle a long time ever does this.
+//!
+//! # The wheel never decides; the queue does
+//!
+//! The wheel does not know message states. When an entry's filed tick comes, it asks the queue's
+//! `visit(slot, now)` callback, which reads the slot's *current* state and deadline: a settled
+//! lease (the slot is free or ready) is dropped, an extended one answers its new deadline and is
+//! re-filed, a due one is expired by the callback with a CAS. Settling a lease therefore never
+//! unlinks anything, and the filed tick is only ever a lower bound of the real deadline.
+//!
+//! # Who may write what
+//!
+//! Everything but `Link::filed`'s readers and the inbox belongs to the thread that holds the
+//! claim (`claimed`, taken by CAS, released with `Release`): those fields are atomics accessed
+//! `Relaxed` only so that the crate needs no `unsafe` here; the claim's acquire/release orders
+//! them between successive owners. Other threads never wait for the claim: they leave work in
+//! the inbox, and the owner re-checks the inbox after releasing the claim.
+//!
+//! # Telling the wheel about a new, earlier deadline
+//!
+//! A queue operation that sets a deadline (receive, change_visibility, send_delayed) stores it,
+//! issues a `SeqCst` fence and reads `filed` for the slot. If the slot is filed at or before the
+//! new deadline nothing more is needed (the entry fires first and is re-filed). Otherwise it
+//! calls [`Wheel::notify`]: a per-slot `pending` flag (so each slot is in the inbox at most once,
+//! which is why the inbox, sized for every slot, can never be full) and a push to the inbox.
+//! The owner, before visiting an entry, stores `filed = NEVER` and fences; so either it reads the
+//! new deadline, or the operation reads `NEVER` and notifies (Dekker's pattern, both sides
+//! `SeqCst`). The inbox owner clears `pending` before reading the deadline, for the same reason.
+
+use crate::ring::IndexRing;
+use crate::sync::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
+use crossbeam_utils::CachePadded;
+
+/// "No tick": not filed, or no deadline pending.
+pub(crate) const NEVER: u64 = u64::MAX;
+const NIL: u32 = u32::MAX;
+const BUCKETS: u32 = 64;
+const DIGIT_BITS: u32 = 6;
+
+/// One slot's place in the wheel.
+struct Link {
+    /// The tick the slot is filed at, or `NEVER`. Written by the owner, read by anyone.
+    filed: AtomicU64,
+    /// Set while the slot is in the inbox.
+    pending: AtomicBool,
+    // Owner-only from here on.
+    next: AtomicU32,
+    prev: AtomicU32,
+    bucket: AtomicU32,
+}
+
+struct Level {
+    occupied: AtomicU64,
+    heads: [AtomicU32; BUCKETS as usize],
+}
+
+/// The timing wheel; see the module docs.
+pub(crate) struct Wheel {
+    claimed: CachePadded<AtomicBool>,
+    /// The earliest tick at which running the wheel can do anything (a lower bound of the next
+    /// deadline), or `NEVER`. Published by the owner, read by every queue operation.
+    next_due: CachePadded<AtomicU64>,
+    inbox: IndexRing,
+    elapsed: AtomicU64,
+    levels: Box<[Level]>,
+    links: Box<[Link]>,
+}
+
+/// What the queue says about a slot whose filed tick has come: file it again at this tick, or
+/// drop it (`None`).
+pub(crate) type Refile = Option<u64>;
+
+impl Wheel {
+    /// The number of levels needed so that half the wheel's range covers `max_ticks` (and at
+    /// least one).
+    pub(crate) fn levels_for(max_ticks: u64) -> u32 {
+        let needed = u128::from(max_ticks) * 2 + 2;
+        let mut levels = 1;
+        while (1u128 << (DIGIT_BITS * levels)) < needed {
+            levels += 1;
+        }
+        levels
+    }
+
+    /// A wheel for `slots` slots, starting at tick 0.
+    pub(crate) fn new(slots: usize, levels: u32) -> Self {
+        let links = (0..slots)
+            .map(|_| Link {
+                filed: AtomicU64::new(NEVER),
+                pending: AtomicBool::new(false),
+                next: AtomicU32::new(NIL),
+                prev: AtomicU32::new(NIL),
+                bucket: AtomicU32::new(NIL),
+            })
+            .collect();
+        let levels = (0..levels)
+            .map(|_| Level {
+                occupied: AtomicU64::new(0),
+                heads: std::array::from_fn(|_| AtomicU32::new(NIL)),
+            })
+            .collect();
+        Self {
+            claimed: CachePadded::new(AtomicBool::new(false)),
+            next_due: CachePadded::new(AtomicU64::new(NEVER)),
+            inbox: IndexRing::with_capacity(slots),
+            elapsed: AtomicU64::new(0),
+            levels,
+            links,
+        }
+    }
+
+    /// Whether running the wheel at tick `now` could fire something.
+    #[inline]
+    pub(crate) fn is_due(&self, now: u64) -> bool {
+        now >= self.next_due.load(Ordering::Acquire)
+    }
+
+    /// The earliest tick at which the wheel may have work, or `NEVER`.
+    pub(crate) fn next_due(&self) -> u64 {
+        self.next_due.load(Ordering::Acquire)
+    }
+
+    /// Whether `slot` must be told about a new deadline `deadline` that was just stored: true
+    /// unless it is already filed at or before it. The caller must have stored the deadline
+    /// (and the state that makes it live) before calling.
+    #[inline]
+    pub(crate) fn needs_notice(&self, slot: u32, deadline: u64) -> bool {
+        fence(Ordering::SeqCst);
+        self.links[slot as usize].filed.load(Ordering::SeqCst) > deadline
+    }
+
+    /// Leaves `slot` in the inbox for the owner to (re)file from its current deadline.
+    pub(crate) fn notify(&self, slot: u32) {
+        if !self.links[slot as usize].pending.swap(true, Ordering::SeqCst) {
+            let pushed = self.inbox.push(slot);
+            debug_assert!(pushed.is_ok(), "the inbox has room for every slot");
+        }
+    }
+
+    /// Runs the wheel up to the tick `now()` returns, if no other thread is running it; returns
+    /// at once otherwise (that thread re-checks for new work when it lets go).
+    ///
+    /// `visit(slot, now)` is called for every slot whose filed tick has come and for every
+    /// slot in the inbox; see the module docs for what it must answer. Returns `true` when the
+    /// next due tick moved earlier (waiters may want to sleep less).
+    pub(crate) fn run(&self, now: impl Fn() -> u64, mut visit: impl FnMut(u32, u64) -> Refile) -> bool {
+        let before = self.next_due();
+        let mut moved_earlier = false;
+        while self
+            .claimed
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            let tick = now();
+            self.drain_inbox(tick, &mut visit);
+            self.run_buckets(tick, &mut visit);
+            let next = self.first_bucket().map_or(NEVER, |(_, _, start)| start);
+            self.next_due.store(next, Ordering::Release);
+            moved_earlier |= next < before;
+            self.claimed.store(false, Ordering::Release);
+            // Work left while we held the claim: notices (pushed after our drain) or time that
+            // passed. Whoever pushed it saw the claim taken and left; take it again.
+            fence(Ordering::SeqCst);
+            if !self.inbox.has_ready_head() && !self.is_due(now()) {
+                break;
+            }
+        }
+        moved_earlier
+    }
+
+    fn drain_inbox(&self, now: u64, visit: &mut impl FnMut(u32, u64) -> Refile) {
+        while let Some((_, slot)) = self.inbox.pop() {
+            let link = &self.links[slot as usize];
+            link.pending.store(false, Ordering::SeqCst);
+            if link.filed.load(Ordering::Relaxed) != NEVER {
+                self.unlink(slot);
+            }
+            self.visit_and_refile(slot, now, visit);
+        }
+    }
+
+    fn run_buckets(&self, now: u64, visit: &mut impl FnMut(u32, u64) -> Refile) {
+        while let Some((level, bucket, start)) = self.first_bucket() {
+            if start > now {
+                break;
+            }
+            self.elapsed.store(start.max(self.elapsed.load(Ordering::Relaxed)), Ordering::Relaxed);
+            let mut slot = self.take_bucket(level, bucket);
+            while slot != NIL {
+                let link = &self.links[slot as usize];
+                let next = link.next.load(Ordering::Relaxed);
+                let filed = link.filed.load(Ordering::Relaxed);
+                if filed > now {
+                    self.insert(slot, filed);
+                } else {
+                    self.visit_and_refile(slot, now, visit);
+                }
+                slot = next;
+            }
+        }
+        self.elapsed.store(now.max(self.elapsed.load(Ordering::Relaxed)), Ordering::Relaxed);
+    }
+
+    /// Marks `slot` unfiled, then asks the queue what to do with it.
+    fn visit_and_refile(&self, slot: u32, now: u64, visit: &mut impl FnMut(u32, u64) -> Refile) {
+        self.links[slot as usize].filed.store(NEVER, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        if let Some(deadline) = visit(slot, now) {
+            debug_assert!(deadline > now, "visit answers only deadlines still to come");
+            self.insert(slot, deadline.max(now + 1));
+        }
+    }
+
+    /// The first occupied bucket of the lowest occupied level: `(level, bucket, start tick)`.
+    fn first_bucket(&self) -> Option<(usize, u32, u64)> {
+        let elapsed = self.elapsed.load(Ordering::Relaxed);
+        self.levels.iter().enumerate().find_map(|(level, l)| {
+            let occupied = l.occupied.load(Ordering::Relaxed);
+            if occupied == 0 {
+                return None;
+            }
+            let shift = DIGIT_BITS * level as u32;
+            let position = ((elapsed >> shift) & u64::from(BUCKETS - 1)) as u32;
+            let bucket = (occupied.rotate_right(position).trailing_zeros() + position) % BUCKETS;
+            let span = 1u64 << shift;
+            let level_start = elapsed & !((span << DIGIT_BITS) - 1);
+            let mut start = level_start + u64::from(bucket) * span;
+            if bucket < position {
+                start += span << DIGIT_BITS; // the bucket's next turn
+            }
+            Some((level, bucket, start))
+        })
+    }
+
+    /// Files `slot` at tick `at` (`at > elapsed`).
+    fn insert(&self, slot: u32, at: u64) {
+        let elapsed = self.elapsed.load(Ordering::Relaxed);
+        let top = self.levels.len() - 1;
+        let half_range = 1u64 << (DIGIT_BITS * (top as u32 + 1) - 1);
+        let placed = at.min(elapsed + half_range);
+        let differing = (elapsed ^ placed) | u64::from(BUCKETS - 1);
+        let level = ((63 - differing.leading_zeros()) / DIGIT_BITS) as usize;
+        let level = level.min(top);
+        let bucket = ((placed >> (DIGIT_BITS * level as u32)) & u64::from(BUCKETS - 1)) as u32;
+
+        let link = &self.links[slot as usize];
+        let head = &self.levels[level].heads[bucket as usize];
+        let old_head = head.load(Ordering::Relaxed);
+        link.next.store(old_head, Ordering::Relaxed);
+        link.prev.store(NIL, Ordering::Relaxed);
+        link.bucket.store(level as u32 * BUCKETS + bucket, Ordering::Relaxed);
+        if old_head != NIL {
+            self.links[old_head as usize].prev.store(slot, Ordering::Relaxed);
+        }
+        head.store(slot, Ordering::Relaxed);
+        self.levels[level].occupied.fetch_or(1 << bucket, Ordering::Relaxed);
+        link.filed.store(placed, Ordering::SeqCst);
+    }
+
+    /// Removes `slot` from its bucket's list.
+    fn unlink(&self, slot: u32) {
+        let link = &self.links[slot as usize];
+        let (next, prev) = (link.next.load(Ordering::Relaxed), link.prev.load(Ordering::Relaxed));
+        let id = link.bucket.load(Ordering::Relaxed);
+        let (level, bucket) = ((id / BUCKETS) as usize, id % BUCKETS);
+        if prev == NIL {
+            self.levels[level].heads[bucket as usize].store(next, Ordering::Relaxed);
+            if next == NIL {
+                self.levels[level].occupied.fetch_and(!(1 << bucket), Ordering::Relaxed);
+            }
+        } else {
+            self.links[prev as usize].next.store(next, Ordering::Relaxed);
+        }
+        if next != NIL {
+            self.links[next as usize].prev.store(prev, Ordering::Relaxed);
+        }
+        link.filed.store(NEVER, Ordering::SeqCst);
+    }
+
+    /// Empties a bucket, returning the head of its list.
+    fn take_bucket(&self, level: usize, bucket: u32) -> u32 {
+        self.levels[level].occupied.fetch_and(!(1 << bucket), Ordering::Relaxed);
+        self.levels[level].heads[bucket as usize].swap(NIL, Ordering::Relaxed)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::cell::{Cell, RefCell};
+    use std::collections::BTreeMap;
+
+    /// A wheel over `deadlines`, whose visit fires (records) due slots and re-files the rest.
+    struct Harness {
+        wheel: Wheel,
+        deadlines: RefCell<Vec<u64>>,
+        fired: RefCell<Vec<(u32, u64)>>,
+        now: Cell<u64>,
+    }
+
+    impl Harness {
+        fn new(slots: usize, levels: u32) -> Self {
+            Self {
+                wheel: Wheel::new(slots, levels),
+                deadlines: RefCell::new(vec![NEVER; slots]),
+                fired: RefCell::new(Vec::new()),
+                now: Cell::new(0),
+            }
+        }
+
+        fn set(&self, slot: u32, deadline: u64) {
+            self.deadlines.borrow_mut()[slot as usize] = deadline;
+            if self.wheel.needs_notice(slot, deadline) {
+                self.wheel.notify(slot);
+            }
+        }
+
+        fn run_to(&self, tick: u64) {
+            self.now.set(tick);
+            self.wheel.run(
+                || self.now.get(),
+                |slot, now| {
+                    let deadline = self.deadlines.borrow()[slot as usize];
+                    if deadline == NEVER {
+                        None
+                    } else if deadline > now {
+                        Some(deadline)
+                    } else {
+                        self.deadlines.borrow_mut()[slot as usize] = NEVER;
+                        self.fired.borrow_mut().push((slot, now));
+                        None
+                    }
+                },
+            );
+        }
+    }
+
+    #[test]
+    fn levels_cover_twice_the_span() {
+        assert_eq!(Wheel::levels_for(0), 1);
+        assert_eq!(Wheel::levels_for(31), 1);
+        assert_eq!(Wheel::levels_for(32), 2);
+        // 12 h at 1 ms.
+        assert_eq!(Wheel::levels_for(43_200_000), 5);
+    }
+
+    #[test]
+    fn every_deadline_fires_on_its_tick_stepping_one_tick_at_a_time() {
+        let h = Harness::new(200, 3);
+        let mut expected = BTreeMap::new();
+        for slot in 0..200u32 {
+            let deadline = 1 + u64::from(slot).pow(3) % 150_000;
+            h.set(slot, deadline);
+            expected.insert(slot, deadline);
+        }
+        h.run_to(0);
+        for tick in 1..=150_001 {
+            h.run_to(tick);
+        }
+        let fired: BTreeMap<u32, u64> = h.fired.borrow().iter().copied().collect();
+        assert_eq!(fired, expected);
+    }
+
+    #[test]
+    fn jumping_ahead_fires_everything_due_and_nothing_else() {
+        let h = Harness::new(4, 2);
+        h.set(0, 5);
+        h.set(1, 700);
+        h.set(2, 4000);
+        h.run_to(0);
+        h.run_to(701);
+        let fired: Vec<u32> = h.fired.borrow().iter().map(|&(s, _)| s).collect();
+        assert_eq!(fired, vec![0, 1]);
+        assert_eq!(h.wheel.next_due(), 4000);
+        h.run_to(3999);
+        assert_eq!(h.fired.borrow().len(), 2);
+        h.run_to(4000);
+        assert_eq!(h.fired.borrow().len(), 3);
+        assert_eq!(h.wheel.next_due(), NEVER);
+    }
+
+    #[test]
+    fn shortening_refiles_and_extending_is_lazy() {
+        let h = Harness::new(2, 3);
+        h.set(0, 10_000);
+        h.run_to(0);
+        // Shorter: needs a notice, fires on time.
+        h.set(0, 50);
+        h.run_to(49);
+        assert!(h.fired.borrow().is_empty());
+        h.run_to(50);
+        assert_eq!(*h.fired.borrow(), vec![(0, 50)]);
+        // Longer: no notice; the earlier entry is re-filed when it comes due.
+        h.set(1, 100);
+        h.run_to(60);
+        assert!(!h.wheel.needs_notice(1, 300));
+        h.set(1, 300);
+        h.run_to(100);
+        h.run_to(299);
+        assert_eq!(h.fired.borrow().len(), 1);
+        h.run_to(300);
+        assert_eq!(h.fired.borrow()[1], (1, 300));
+    }
+
+    #[test]
+    fn far_deadlines_are_clamped_and_refiled() {
+        // One level: 64 ticks of range, half of it usable.
+        let h = Harness::new(1, 1);
+        h.set(0, 1_000);
+        h.run_to(0);
+        let mut tick = 0;
+        while h.fired.borrow().is_empty() {
+            tick += 7;
+            h.run_to(tick);
+        }
+        assert_eq!(h.fired.borrow()[0].0, 0);
+        assert!((1_000..1_007).contains(&h.fired.borrow()[0].1));
+    }
+}
