@@ -30,11 +30,13 @@
 //! let first = q.try_receive().unwrap();
 //! assert_eq!(first.body(), "hello");
 //!
-//! // Not settled in time: it comes back, counted.
+//! // Not settled in time: the receipt has expired and the message comes back, counted.
 //! clock.advance(Duration::from_secs(31));
+//! assert_eq!(q.delete(first.receipt()), Err(ReceiptError::Expired));
 //! let second = q.try_receive().unwrap();
 //! assert_eq!(second.receive_count(), 2);
-//! assert_eq!(q.delete(first.receipt()), Err(ReceiptError::Expired));
+//! // Once redelivered, the old receipt is stale.
+//! assert_eq!(q.delete(first.receipt()), Err(ReceiptError::Stale));
 //! q.delete(second.receipt()).unwrap();
 //! assert!(q.try_receive().is_none());
 //! # Ok::<(), visq::BuildError>(())

@@ -385,7 +385,7 @@ mod tests {
         h.run_to(701);
         let fired: Vec<u32> = h.fired.borrow().iter().map(|&(s, _)| s).collect();
         assert_eq!(fired, vec![0, 1]);
-        assert_eq!(h.wheel.next_due(), 4000);
+        assert!(h.wheel.next_due() > 701 && h.wheel.next_due() <= 4000);
         h.run_to(3999);
         assert_eq!(h.fired.borrow().len(), 2);
         h.run_to(4000);
