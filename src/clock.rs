@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 /// assert_eq!(*q.try_receive().unwrap().body(), 7);
 /// assert_eq!(clock.now(), Duration::from_secs(5));
 /// ```
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ManualClock {
     nanos: Arc<AtomicU64>,
 }
@@ -33,7 +33,7 @@ pub struct ManualClock {
 impl ManualClock {
     /// A clock standing at zero.
     pub fn new() -> Self {
-        Self::default()
+        Self { nanos: Arc::new(AtomicU64::new(0)) }
     }
 
     /// Moves the clock forward by `by` (saturating at about 584 years).
@@ -53,6 +53,12 @@ impl ManualClock {
     /// The time elapsed on this clock since it was created.
     pub fn now(&self) -> Duration {
         Duration::from_nanos(self.nanos.load(Ordering::SeqCst))
+    }
+}
+
+impl Default for ManualClock {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

@@ -1,0 +1,67 @@
+//! Shared pieces of the loom models: a tiny queue and a body that counts its drops.
+#![allow(dead_code)]
+
+use loom::sync::atomic::{AtomicUsize, Ordering};
+use loom::sync::Arc;
+use std::time::{Duration, Instant};
+use visq::{ManualClock, Queue};
+
+/// One tick of the models' queues: with a 12 h maximum timeout, a one-minute tick gives a
+/// two-level wheel.
+pub const TICK: Duration = Duration::from_secs(60);
+/// The models' visibility timeout: one tick.
+pub const LEASE: Duration = TICK;
+
+/// A message body that counts how many of its instances are alive.
+#[derive(Debug)]
+pub struct Body {
+    pub value: u32,
+    live: Arc<AtomicUsize>,
+}
+
+impl Body {
+    pub fn new(value: u32, live: &Arc<AtomicUsize>) -> Self {
+        live.fetch_add(1, Ordering::SeqCst);
+        Self { value, live: live.clone() }
+    }
+}
+
+impl Clone for Body {
+    fn clone(&self) -> Self {
+        Self::new(self.value, &self.live)
+    }
+}
+
+impl Drop for Body {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A queue of `capacity` slots on a manual clock, with a one-tick visibility timeout.
+pub fn tiny_queue(capacity: usize, clock: &ManualClock) -> Queue<Body> {
+    Queue::builder()
+        .capacity(capacity)
+        .tick(TICK)
+        .visibility_timeout(LEASE)
+        .clock(clock.clone())
+        .build()
+        .expect("valid settings")
+}
+
+/// Runs `f` under `loom::model` and prints how many interleavings it explored and how long
+/// that took (shown with `--nocapture`).
+pub fn check(name: &str, f: impl Fn() + Sync + Send + 'static) {
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let start = Instant::now();
+    RUNS.store(0, std::sync::atomic::Ordering::Relaxed);
+    loom::model(move || {
+        RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        f();
+    });
+    eprintln!(
+        "{name}: {} interleavings in {:.2?}",
+        RUNS.load(std::sync::atomic::Ordering::Relaxed),
+        start.elapsed()
+    );
+}
