@@ -55,6 +55,10 @@ use std::time::{Duration, Instant};
 const DEAD_LETTER_RETRY: Duration = Duration::from_millis(10);
 /// The longest single sleep of a blocking receive (it re-checks and sleeps again).
 const LONGEST_NAP: Duration = Duration::from_secs(3600);
+/// Re-checks a blocking receive makes spinning (doubling the spin each time), then yielding,
+/// before it parks. None under loom, where a spin is only a scheduling point.
+const SPIN_ATTEMPTS: u32 = if cfg!(loom) { 0 } else { 6 };
+const YIELD_ATTEMPTS: u32 = if cfg!(loom) { 0 } else { 4 };
 
 /// A lock-free MPMC message queue with visibility timeouts. See the [crate docs](crate).
 pub struct Queue<T> {
@@ -202,7 +206,10 @@ impl<T> Queue<T> {
         std::mem::forget(give_back);
         let receive_count = slot.receive_count.load(Ordering::Relaxed).saturating_add(1);
         slot.receive_count.store(receive_count, Ordering::Relaxed);
-        let deadline = self.time.deadline(now, self.visibility_timeout);
+        // The lease starts no earlier than the message became visible, which may be after `now`
+        // was read (another thread's send or wheel run); otherwise it could be born expired.
+        let leased_at = now.max(slot.ready_since.load(Ordering::Relaxed));
+        let deadline = self.time.deadline(leased_at, self.visibility_timeout);
         slot.deadline.store(deadline, Ordering::Relaxed);
         let lease = ready.next_lease();
         slot.store(lease);
@@ -248,18 +255,21 @@ impl<T> Queue<T> {
             }
             let left = wait.checked_sub(start.elapsed()).filter(|left| !left.is_zero())?;
             attempt += 1;
-            if attempt <= 6 {
+            if attempt <= SPIN_ATTEMPTS {
                 (0..1 << attempt).for_each(|_| spin_loop());
-            } else if attempt <= 10 {
+            } else if attempt <= SPIN_ATTEMPTS + YIELD_ATTEMPTS {
                 yield_now();
             } else {
                 let now = self.time.now_nanos();
                 let until_due = self.time.wall_time_until(now, self.wheel.next_due());
                 let nap = until_due.map_or(left, |due| due.min(left)).min(LONGEST_NAP);
+                // Due wheel work is a reason to stay up only if nobody is running the wheel:
+                // a running owner finishes it and wakes us if it makes a message visible.
                 self.waiters.sleep(nap, || {
                     self.ready.has_ready_head()
                         || self.is_closed()
-                        || self.wheel.is_due(self.time.tick_of(self.time.now_nanos()))
+                        || (self.wheel.is_due(self.time.tick_of(self.time.now_nanos()))
+                            && !self.wheel.is_running())
                 });
             }
         }

@@ -2,8 +2,8 @@
 //!
 //! The lock-free paths never take this module's lock unless a receiver is asleep: a notifier
 //! issues a `SeqCst` fence after making a message visible and reads `sleepers`; a receiver
-//! increments `sleepers` (`SeqCst`) under the lock and then re-checks whether it still has to
-//! sleep. Either the notifier sees the sleeper (and takes the lock, which the receiver holds
+//! increments `sleepers` under the lock, issues a `SeqCst` fence and then re-checks whether it
+//! still has to sleep. Either the notifier sees the sleeper (and takes the lock, which the receiver holds
 //! until it is inside `wait`, so the notification cannot fall between the re-check and the
 //! wait), or the receiver's re-check sees the message. This is the lost-wake-up argument of
 //! crossbeam-channel's `SyncWaker`, with a condition variable in place of its waker list.
@@ -47,6 +47,8 @@ impl Waiters {
     pub(crate) fn sleep(&self, timeout: Duration, should_wake: impl FnOnce() -> bool) {
         let guard = lock(&self.lock);
         self.sleepers.fetch_add(1, Ordering::SeqCst);
+        // Pairs with the notifier's fence (store-buffer pattern, fences on both sides).
+        fence(Ordering::SeqCst);
         if !should_wake() {
             drop(self.wake.wait_timeout(guard, timeout));
         }

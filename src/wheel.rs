@@ -129,6 +129,12 @@ impl Wheel {
         now >= self.next_due.load(Ordering::Acquire)
     }
 
+    /// Whether some thread is running the wheel now (it will re-check for due work before it
+    /// stops, so nobody else needs to wait for it).
+    pub(crate) fn is_running(&self) -> bool {
+        self.claimed.load(Ordering::SeqCst)
+    }
+
     /// The earliest tick at which the wheel may have work, or `NEVER`.
     pub(crate) fn next_due(&self) -> u64 {
         self.next_due.load(Ordering::Acquire)
@@ -158,6 +164,9 @@ impl Wheel {
     /// slot in the inbox; see the module docs for what it must answer. Returns `true` when the
     /// next due tick moved earlier (waiters may want to sleep less).
     pub(crate) fn run(&self, now: impl Fn() -> u64, mut visit: impl FnMut(u32, u64) -> Refile) -> bool {
+        // Orders the caller's inbox push before its look at `claimed`, pairing with the fence
+        // an owner issues between letting go and re-checking the inbox.
+        fence(Ordering::SeqCst);
         let before = self.next_due();
         let mut moved_earlier = false;
         while self

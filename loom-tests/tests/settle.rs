@@ -7,10 +7,31 @@ use common::{check, tiny_queue, Body, LEASE, TICK};
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
-use visq::{ManualClock, ReceiptError};
+use visq::{ManualClock, Queue, ReceiptError};
 
-/// (2) delete racing lease expiry: the delete wins and the message is gone, or expiry wins and
-/// the message is delivered again; never both, never neither.
+/// Receives the one message of `q` on `clock`, forgetting the body.
+fn lease(q: &Queue<Body>) -> visq::Receipt {
+    q.try_receive().expect("a visible message").receipt()
+}
+
+/// Asserts the queue holds nothing and every body was dropped once.
+fn assert_empty_and_dropped(q: Arc<Queue<Body>>, live: &AtomicUsize) {
+    let stats = q.stats();
+    assert_eq!((stats.ready, stats.in_flight, stats.delayed), (0, 0, 0));
+    drop(q);
+    assert_eq!(live.load(Ordering::SeqCst), 0, "every body dropped once");
+}
+
+/// Deletes whatever `q` delivers now, asserting there is exactly one and its receive count.
+fn drain_one(q: &Queue<Body>, receive_count: u32) {
+    let d = q.try_receive().expect("the message is visible again");
+    assert_eq!(d.receive_count(), receive_count);
+    q.delete(d.receipt()).unwrap();
+    assert!(q.try_receive().is_none());
+}
+
+/// Model 2: delete racing lease expiry. The delete wins and the message is gone, or expiry
+/// wins and the message is delivered again; never both, never neither.
 #[test]
 fn delete_races_expiry() {
     check("delete_races_expiry", || {
@@ -18,9 +39,7 @@ fn delete_races_expiry() {
         let clock = ManualClock::new();
         let q = Arc::new(tiny_queue(2, &clock));
         q.send(Body::new(1, &live)).unwrap();
-        let first = q.try_receive().unwrap();
-        let receipt = first.receipt();
-        drop(first);
+        let receipt = lease(&q);
 
         let expirer = {
             let (q, clock) = (q.clone(), clock.clone());
@@ -33,17 +52,189 @@ fn delete_races_expiry() {
         let redelivered = expirer.join().unwrap();
 
         match deleted {
-            Ok(()) => assert!(redelivered.is_none(), "deleted and redelivered"),
+            Ok(()) => {
+                assert!(redelivered.is_none(), "deleted and redelivered");
+                assert!(q.try_receive().is_none(), "deleted and still visible");
+            }
             Err(e) => {
                 assert!(matches!(e, ReceiptError::Expired | ReceiptError::Stale));
-                let again = redelivered.or_else(|| q.try_receive().map(|d| d.receipt()));
-                let again = again.expect("neither deleted nor redelivered");
-                q.delete(again).unwrap();
+                match redelivered {
+                    Some(again) => q.delete(again).unwrap(),
+                    None => drain_one(&q, 2),
+                }
             }
         }
         let stats = q.stats();
-        assert_eq!((stats.ready, stats.in_flight, stats.delayed), (0, 0, 0));
-        drop(q);
-        assert_eq!(live.load(Ordering::SeqCst), 0, "every body dropped once");
+        assert_eq!(stats.deleted + stats.expired, if deleted.is_ok() { 1 } else { 2 });
+        assert_empty_and_dropped(q, &live);
+    });
+}
+
+/// Model 3: release racing expiry. Exactly one of them ends the lease; the message is visible
+/// exactly once afterwards, with receive count 2.
+#[test]
+fn release_races_expiry() {
+    check("release_races_expiry", || {
+        let live = Arc::new(AtomicUsize::new(0));
+        let clock = ManualClock::new();
+        let q = Arc::new(tiny_queue(2, &clock));
+        q.send(Body::new(1, &live)).unwrap();
+        let receipt = lease(&q);
+
+        let expirer = {
+            let (q, clock) = (q.clone(), clock.clone());
+            thread::spawn(move || {
+                clock.advance(LEASE + TICK);
+                q.stats().expired
+            })
+        };
+        let released = q.release(receipt);
+        expirer.join().unwrap();
+
+        let stats = q.stats();
+        assert_eq!(stats.released + stats.expired, 1, "exactly one ended the lease");
+        assert_eq!(released.is_ok(), stats.released == 1);
+        drain_one(&q, 2);
+        assert_empty_and_dropped(q, &live);
+    });
+}
+
+/// Model 4a: extending a lease while the wheel fires its old deadline. A successful extension
+/// is never followed by a redelivery before the new deadline; a failed one means the lease
+/// expired.
+#[test]
+fn extend_races_wheel_firing() {
+    check("extend_races_wheel_firing", || {
+        let live = Arc::new(AtomicUsize::new(0));
+        let clock = ManualClock::new();
+        let q = Arc::new(tiny_queue(2, &clock));
+        q.send(Body::new(1, &live)).unwrap();
+        let receipt = lease(&q);
+
+        let wheel = {
+            let (q, clock) = (q.clone(), clock.clone());
+            thread::spawn(move || {
+                clock.advance(LEASE);
+                q.try_receive().map(|d| d.receipt())
+            })
+        };
+        let extended = q.change_visibility(receipt, 3 * TICK);
+        let redelivered = wheel.join().unwrap();
+
+        match extended {
+            Ok(()) => {
+                assert!(redelivered.is_none(), "extended, yet redelivered");
+                assert!(q.try_receive().is_none());
+                q.delete(receipt).unwrap();
+            }
+            Err(e) => {
+                // Expired, or Stale if the message was already delivered again.
+                assert!(matches!(e, ReceiptError::Expired | ReceiptError::Stale));
+                match redelivered {
+                    Some(again) => q.delete(again).unwrap(),
+                    None => drain_one(&q, 2),
+                }
+            }
+        }
+        assert_empty_and_dropped(q, &live);
+    });
+}
+
+/// Model 4b: shortening a lease while the wheel runs: the shortened deadline fires on time even
+/// though the wheel had the slot filed at the original, later one.
+#[test]
+fn shorten_races_wheel_run() {
+    check("shorten_races_wheel_run", || {
+        let live = Arc::new(AtomicUsize::new(0));
+        let clock = ManualClock::new();
+        let q: Arc<Queue<Body>> = Arc::new(
+            Queue::builder()
+                .capacity(2)
+                .tick(TICK)
+                .visibility_timeout(4 * TICK)
+                .clock(clock.clone())
+                .build()
+                .unwrap(),
+        );
+        q.send(Body::new(1, &live)).unwrap();
+        let receipt = lease(&q);
+
+        let wheel = {
+            let (q, clock) = (q.clone(), clock.clone());
+            thread::spawn(move || {
+                clock.advance(TICK);
+                q.try_receive().map(|d| d.receipt())
+            })
+        };
+        q.change_visibility(receipt, TICK).unwrap();
+        let shortened_by = clock.now();
+        let redelivered = wheel.join().unwrap();
+
+        // The new deadline is at most one tick after the call returned: by then it must fire.
+        let due = shortened_by + TICK;
+        clock.advance(due.saturating_sub(clock.now()));
+        match redelivered {
+            Some(again) => q.delete(again).unwrap(),
+            None => drain_one(&q, 2),
+        }
+        assert_empty_and_dropped(q, &live);
+    });
+}
+
+/// Model 5: a stale receipt (from before a redelivery) used concurrently with the new holder's
+/// delete: the stale one always fails, the current one always succeeds.
+#[test]
+fn stale_receipt_races_new_holder() {
+    check("stale_receipt_races_new_holder", || {
+        let live = Arc::new(AtomicUsize::new(0));
+        let clock = ManualClock::new();
+        let q = Arc::new(tiny_queue(2, &clock));
+        q.send(Body::new(1, &live)).unwrap();
+        let stale = lease(&q);
+        clock.advance(LEASE + TICK);
+        let current = lease(&q);
+
+        let old_holder = {
+            let q = q.clone();
+            thread::spawn(move || (q.delete(stale), q.release(stale)))
+        };
+        let deleted = q.delete(current);
+        let (stale_delete, stale_release) = old_holder.join().unwrap();
+
+        assert_eq!(deleted, Ok(()));
+        assert_eq!(stale_delete, Err(ReceiptError::Stale));
+        assert_eq!(stale_release, Err(ReceiptError::Stale));
+        assert_empty_and_dropped(q, &live);
+    });
+}
+
+/// Model 10: slot reuse after delete (ABA): a receipt for a deleted message never acts on the
+/// next message stored in the same slot.
+#[test]
+fn stale_receipt_after_slot_reuse() {
+    check("stale_receipt_after_slot_reuse", || {
+        let live = Arc::new(AtomicUsize::new(0));
+        let clock = ManualClock::new();
+        let q = Arc::new(tiny_queue(1, &clock));
+        q.send(Body::new(1, &live)).unwrap();
+        let old = lease(&q);
+        q.delete(old).unwrap();
+
+        let stale_holder = {
+            let q = q.clone();
+            thread::spawn(move || (q.delete(old), q.release(old), q.change_visibility(old, TICK)))
+        };
+        q.send(Body::new(2, &live)).unwrap();
+        let d = q.try_receive().unwrap();
+        assert_eq!(d.body().value, 2);
+        let current = d.receipt();
+        drop(d);
+        let stale = stale_holder.join().unwrap();
+
+        assert_eq!(stale.0, Err(ReceiptError::Stale));
+        assert_eq!(stale.1, Err(ReceiptError::Stale));
+        assert_eq!(stale.2, Err(ReceiptError::Stale));
+        q.delete(current).unwrap();
+        assert_empty_and_dropped(q, &live);
     });
 }
