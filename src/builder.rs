@@ -69,7 +69,10 @@ impl<T> Builder<T> {
     /// closed, the message stays here, invisible, and the move is retried every 10 ms (counted
     /// in [`Stats::dead_letter_retries`](crate::Stats)).
     pub fn dead_letter(mut self, queue: Arc<Queue<T>>, max_receives: u32) -> Self {
-        self.dead_letter = Some(DeadLetter { queue, max_receives });
+        self.dead_letter = Some(DeadLetter {
+            queue,
+            max_receives,
+        });
         self
     }
 
@@ -103,7 +106,13 @@ impl<T> Builder<T> {
         if self.visibility_timeout.is_zero() || self.visibility_timeout > MAX_TIMEOUT {
             return Err(BuildError::InvalidVisibilityTimeout);
         }
-        if matches!(self.dead_letter, Some(DeadLetter { max_receives: 0, .. })) {
+        if matches!(
+            self.dead_letter,
+            Some(DeadLetter {
+                max_receives: 0,
+                ..
+            })
+        ) {
             return Err(BuildError::ZeroMaxReceives);
         }
         Queue::allocate(self)

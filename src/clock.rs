@@ -33,7 +33,9 @@ pub struct ManualClock {
 impl ManualClock {
     /// A clock standing at zero.
     pub fn new() -> Self {
-        Self { nanos: Arc::new(AtomicU64::new(0)) }
+        Self {
+            nanos: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     /// Moves the clock forward by `by` (saturating at about 584 years).
@@ -100,8 +102,13 @@ impl Ticks {
     #[inline]
     pub(crate) fn now_nanos(&self) -> u64 {
         match &self.source {
-            Source::Monotonic(start) => u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX),
-            Source::Manual(clock) => clock.nanos.load(Ordering::SeqCst).saturating_sub(self.origin),
+            Source::Monotonic(start) => {
+                u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+            }
+            Source::Manual(clock) => clock
+                .nanos
+                .load(Ordering::SeqCst)
+                .saturating_sub(self.origin),
         }
     }
 
@@ -136,7 +143,9 @@ impl Ticks {
     /// the monotonic source only, so the manual source reports `None`.
     pub(crate) fn wall_time_until(&self, nanos: u64, tick: u64) -> Option<Duration> {
         match self.source {
-            Source::Monotonic(_) => Some(Duration::from_nanos(self.start_of(tick).saturating_sub(nanos))),
+            Source::Monotonic(_) => Some(Duration::from_nanos(
+                self.start_of(tick).saturating_sub(nanos),
+            )),
             Source::Manual(_) => None,
         }
     }

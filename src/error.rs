@@ -33,7 +33,10 @@ impl fmt::Display for BuildError {
             Self::ZeroTick => write!(f, "tick must be longer than zero"),
             Self::TickTooLong => write!(f, "tick must not be longer than MAX_TIMEOUT"),
             Self::InvalidVisibilityTimeout => {
-                write!(f, "visibility timeout must be longer than zero and at most MAX_TIMEOUT")
+                write!(
+                    f,
+                    "visibility timeout must be longer than zero and at most MAX_TIMEOUT"
+                )
             }
             Self::ZeroMaxReceives => write!(f, "dead-letter max_receives must be at least 1"),
         }
@@ -99,7 +102,10 @@ pub enum ReceiptError {
 impl fmt::Display for ReceiptError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Stale => write!(f, "the receipt is stale: settled, redelivered or never issued"),
+            Self::Stale => write!(
+                f,
+                "the receipt is stale: settled, redelivered or never issued"
+            ),
             Self::Expired => write!(f, "the lease's visibility deadline has passed"),
             Self::TimeoutTooLong => write!(f, "the timeout is longer than MAX_TIMEOUT"),
         }

@@ -98,7 +98,8 @@ impl<T> Queue<T> {
         slots.extend((0..capacity).map(|_| Slot::new()));
         let free = IndexRing::with_capacity(capacity);
         for index in 0..capacity as u32 {
-            free.push(index).expect("the free ring has room for every slot");
+            free.push(index)
+                .expect("the free ring has room for every slot");
         }
         let time = Ticks::new(settings.clock, settings.tick);
         let levels = Wheel::levels_for(time.ticks_in(MAX_TIMEOUT));
@@ -162,7 +163,7 @@ impl<T> Queue<T> {
         slot.receive_count.store(0, Ordering::Relaxed);
         let free = slot.load().with(State::Free, 0);
         if delay.is_zero() {
-            self.publish_ready(index, free, now);
+            self.publish_ready(index, free, now, now);
         } else {
             let deadline = self.time.deadline(now, delay);
             slot.deadline.store(deadline, Ordering::Relaxed);
@@ -198,7 +199,10 @@ impl<T> Queue<T> {
         let ready = slot.load();
         debug_assert_eq!(ready.state(), State::Ready);
         // A panicking clone must not strand the message outside the ready ring.
-        let give_back = GiveBackOnUnwind { ring: &self.ready, index };
+        let give_back = GiveBackOnUnwind {
+            ring: &self.ready,
+            index,
+        };
         // SAFETY: `index` came out of the ready ring, so this thread owns the `Ready` slot and
         // its body is written; nothing else reads or writes the body until `InFlight` is
         // published below.
@@ -253,7 +257,9 @@ impl<T> Queue<T> {
             if self.is_closed() {
                 return None;
             }
-            let left = wait.checked_sub(start.elapsed()).filter(|left| !left.is_zero())?;
+            let left = wait
+                .checked_sub(start.elapsed())
+                .filter(|left| !left.is_zero())?;
             attempt += 1;
             if attempt <= SPIN_ATTEMPTS {
                 (0..1 << attempt).for_each(|_| spin_loop());
@@ -305,7 +311,9 @@ impl<T> Queue<T> {
     {
         let mut taken = 0;
         while taken < max {
-            let Some(delivery) = self.try_receive() else { break };
+            let Some(delivery) = self.try_receive() else {
+                break;
+            };
             out.push(delivery);
             taken += 1;
         }
@@ -324,7 +332,9 @@ impl<T> Queue<T> {
         // written. We move the body out and treat the cell as empty from here on.
         let body = unsafe { slot.take_body() };
         debug_assert_eq!(slot.load(), lease.with(State::Free, 0));
-        self.free.push(index).expect("the free ring has room for every slot");
+        self.free
+            .push(index)
+            .expect("the free ring has room for every slot");
         bump(&self.counters.deleted);
         drop(body);
         Ok(())
@@ -335,9 +345,8 @@ impl<T> Queue<T> {
     pub fn release(&self, receipt: Receipt) -> Result<(), ReceiptError> {
         let (index, lease) = self.end_lease(receipt, |lease| lease.with(State::Ready, 0))?;
         bump(&self.counters.released);
-        if let Some(retry_at) =
-            self.make_visible(index, lease.with(State::Ready, 0), self.time.now_nanos())
-        {
+        let now = self.time.now_nanos();
+        if let Some(retry_at) = self.make_visible(index, lease.with(State::Ready, 0), now, now) {
             self.schedule(index, retry_at);
         }
         Ok(())
@@ -362,7 +371,11 @@ impl<T> Queue<T> {
     /// assert!(q.try_receive().is_none()); // still leased
     /// q.delete(d.receipt()).unwrap();
     /// ```
-    pub fn change_visibility(&self, receipt: Receipt, timeout: Duration) -> Result<(), ReceiptError> {
+    pub fn change_visibility(
+        &self,
+        receipt: Receipt,
+        timeout: Duration,
+    ) -> Result<(), ReceiptError> {
         if timeout > MAX_TIMEOUT {
             return Err(ReceiptError::TimeoutTooLong);
         }
@@ -405,8 +418,9 @@ impl<T> Queue<T> {
                 State::Free => {}
                 State::Ready => {
                     stats.ready += 1;
-                    let since = slot.ready_since.load(Ordering::Relaxed);
-                    oldest_ready_since = Some(oldest_ready_since.map_or(since, |o: u64| o.min(since)));
+                    let since = slot.visible_since.load(Ordering::Relaxed);
+                    oldest_ready_since =
+                        Some(oldest_ready_since.map_or(since, |o: u64| o.min(since)));
                 }
                 State::InFlight => stats.in_flight += 1,
                 State::Delayed => stats.delayed += 1,
@@ -421,7 +435,11 @@ impl<T> Queue<T> {
     /// Validates `receipt` and CASes its lease from `InFlight` to `end(lease)`, retrying while
     /// only the lease version moved. Returns the slot index and the lease word it replaced.
     #[inline]
-    fn end_lease(&self, receipt: Receipt, end: impl Fn(Word) -> Word) -> Result<(u32, Word), ReceiptError> {
+    fn end_lease(
+        &self,
+        receipt: Receipt,
+        end: impl Fn(Word) -> Word,
+    ) -> Result<(u32, Word), ReceiptError> {
         let slot = self.slots.get(receipt.slot()).ok_or(ReceiptError::Stale)?;
         let now = self.time.now_nanos();
         loop {
@@ -444,7 +462,9 @@ impl<T> Queue<T> {
                 Err(ReceiptError::Expired)
             }
             State::InFlight => Ok(word),
-            State::Ready | State::Delayed if word.tag() == ENDED_BY_EXPIRY => Err(ReceiptError::Expired),
+            State::Ready | State::Delayed if word.tag() == ENDED_BY_EXPIRY => {
+                Err(ReceiptError::Expired)
+            }
             _ => Err(ReceiptError::Stale),
         }
     }
@@ -452,14 +472,15 @@ impl<T> Queue<T> {
     /// Makes the owned, `Ready` slot `index` (word `ready`) visible, or moves it to the
     /// dead-letter queue if it has been received too often. If the dead-letter queue refuses,
     /// the slot is left `Delayed` and the tick to retry at is returned for the caller to file.
-    fn make_visible(&self, index: u32, ready: Word, now: u64) -> Refile {
+    /// `visible_since` is when it became receivable (for stats), `now` the current time.
+    fn make_visible(&self, index: u32, ready: Word, now: u64, visible_since: u64) -> Refile {
         let slot = &self.slots[index as usize];
         let Some(dead_letter) = &self.dead_letter else {
-            self.publish_ready(index, ready, now);
+            self.publish_ready(index, ready, now, visible_since);
             return None;
         };
         if slot.receive_count.load(Ordering::Relaxed) < dead_letter.max_receives {
-            self.publish_ready(index, ready, now);
+            self.publish_ready(index, ready, now, visible_since);
             return None;
         }
         // SAFETY: the caller owns the `Ready` slot and its body is written; it is either moved
@@ -468,7 +489,9 @@ impl<T> Queue<T> {
         match dead_letter.queue.send(body) {
             Ok(_) => {
                 slot.store(ready.with(State::Free, 0));
-                self.free.push(index).expect("the free ring has room for every slot");
+                self.free
+                    .push(index)
+                    .expect("the free ring has room for every slot");
                 bump(&self.counters.dead_lettered);
                 None
             }
@@ -486,11 +509,14 @@ impl<T> Queue<T> {
 
     /// Publishes the owned slot `index` as `Ready` and pushes it to the ready ring.
     #[inline]
-    fn publish_ready(&self, index: u32, owned: Word, now: u64) {
+    fn publish_ready(&self, index: u32, owned: Word, now: u64, visible_since: u64) {
         let slot = &self.slots[index as usize];
         slot.ready_since.store(now, Ordering::Relaxed);
+        slot.visible_since.store(visible_since, Ordering::Relaxed);
         slot.store(owned.with(State::Ready, owned.tag()));
-        self.ready.push(index).expect("the ready ring has room for every slot");
+        self.ready
+            .push(index)
+            .expect("the ready ring has room for every slot");
         self.waiters.notify_one();
     }
 
@@ -542,7 +568,8 @@ impl<T> Queue<T> {
                 if word.state() == State::InFlight {
                     bump(&self.counters.expired);
                 }
-                return self.make_visible(index, ready, self.time.start_of(now));
+                let now = self.time.start_of(now);
+                return self.make_visible(index, ready, now, self.time.start_of(deadline).min(now));
             }
         }
     }

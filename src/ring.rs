@@ -53,7 +53,9 @@ impl IndexRing {
     /// A ring with room for at least `capacity` values (rounded up to a power of two).
     pub(crate) fn with_capacity(capacity: usize) -> Self {
         let size = capacity.max(1).next_power_of_two();
-        let cells = (0..size as u64).map(|p| AtomicU64::new(pack(p, 0))).collect();
+        let cells = (0..size as u64)
+            .map(|p| AtomicU64::new(pack(p, 0)))
+            .collect();
         Self {
             head: CachePadded::new(AtomicU64::new(0)),
             tail: CachePadded::new(AtomicU64::new(0)),

@@ -98,7 +98,11 @@ impl Word {
 
     /// The same lease with its version bumped (wrapping).
     pub(crate) fn next_version(self) -> Self {
-        Self::new(State::InFlight, (self.tag() + 1) & TAG_MASK as u32, self.epoch())
+        Self::new(
+            State::InFlight,
+            (self.tag() + 1) & TAG_MASK as u32,
+            self.epoch(),
+        )
     }
 }
 
@@ -112,8 +116,13 @@ pub(crate) struct Slot<T> {
     pub(crate) id: AtomicU64,
     /// Deliveries so far (written by the owner).
     pub(crate) receive_count: AtomicU32,
-    /// Nanoseconds (queue time) at which the message last became ready.
+    /// Nanoseconds (queue time) at which the message last became ready; a lease starts no
+    /// earlier than this.
     pub(crate) ready_since: AtomicU64,
+    /// Nanoseconds (queue time) since which the message has been receivable, for
+    /// `Stats::oldest_ready_age`: the start of its deadline's tick when the wheel made it ready
+    /// (perhaps long after, if no operation ran the wheel), otherwise `ready_since`.
+    pub(crate) visible_since: AtomicU64,
     body: UnsafeCell<MaybeUninit<T>>,
 }
 
@@ -125,6 +134,7 @@ impl<T> Slot<T> {
             id: AtomicU64::new(0),
             receive_count: AtomicU32::new(0),
             ready_since: AtomicU64::new(0),
+            visible_since: AtomicU64::new(0),
             body: UnsafeCell::new(MaybeUninit::uninit()),
         }
     }
@@ -176,7 +186,8 @@ impl<T> Slot<T> {
     {
         // SAFETY: the body is initialised (precondition) and no other thread writes or drops it
         // while the caller owns the slot, so a shared reference is valid for the clone.
-        self.body.with(|cell| unsafe { (*cell).assume_init_ref().clone() })
+        self.body
+            .with(|cell| unsafe { (*cell).assume_init_ref().clone() })
     }
 
     /// Moves the body out, leaving the slot's body empty.
@@ -188,7 +199,8 @@ impl<T> Slot<T> {
     pub(crate) unsafe fn take_body(&self) -> T {
         // SAFETY: initialised and exclusively accessed (preconditions); the caller treats the
         // cell as empty afterwards, so the value is moved out exactly once.
-        self.body.with_mut(|cell| unsafe { (*cell).assume_init_read() })
+        self.body
+            .with_mut(|cell| unsafe { (*cell).assume_init_read() })
     }
 
     /// Drops the body in place, leaving it empty.
@@ -199,7 +211,8 @@ impl<T> Slot<T> {
     pub(crate) unsafe fn drop_body(&self) {
         // SAFETY: initialised and exclusively accessed (preconditions); dropped exactly once
         // because the caller treats the cell as empty afterwards.
-        self.body.with_mut(|cell| unsafe { (*cell).assume_init_drop() });
+        self.body
+            .with_mut(|cell| unsafe { (*cell).assume_init_drop() });
     }
 }
 

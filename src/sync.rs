@@ -62,5 +62,7 @@ pub(crate) fn yield_now() {
 /// Locks `mutex`, ignoring poisoning: the data behind the crate's locks (a unit) cannot be left
 /// half-updated by a panic.
 pub(crate) fn lock(mutex: &Mutex<()>) -> MutexGuard<'_, ()> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

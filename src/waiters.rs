@@ -19,7 +19,11 @@ pub(crate) struct Waiters {
 
 impl Waiters {
     pub(crate) fn new() -> Self {
-        Self { sleepers: AtomicUsize::new(0), lock: Mutex::new(()), wake: Condvar::new() }
+        Self {
+            sleepers: AtomicUsize::new(0),
+            lock: Mutex::new(()),
+            wake: Condvar::new(),
+        }
     }
 
     /// Wakes one sleeping receiver, if any. Call after making a message visible.

@@ -151,7 +151,10 @@ impl Wheel {
 
     /// Leaves `slot` in the inbox for the owner to (re)file from its current deadline.
     pub(crate) fn notify(&self, slot: u32) {
-        if !self.links[slot as usize].pending.swap(true, Ordering::SeqCst) {
+        if !self.links[slot as usize]
+            .pending
+            .swap(true, Ordering::SeqCst)
+        {
             let pushed = self.inbox.push(slot);
             debug_assert!(pushed.is_ok(), "the inbox has room for every slot");
         }
@@ -163,7 +166,11 @@ impl Wheel {
     /// `visit(slot, now)` is called for every slot whose filed tick has come and for every
     /// slot in the inbox; see the module docs for what it must answer. Returns `true` when the
     /// next due tick moved earlier (waiters may want to sleep less).
-    pub(crate) fn run(&self, now: impl Fn() -> u64, mut visit: impl FnMut(u32, u64) -> Refile) -> bool {
+    pub(crate) fn run(
+        &self,
+        now: impl Fn() -> u64,
+        mut visit: impl FnMut(u32, u64) -> Refile,
+    ) -> bool {
         // Orders the caller's inbox push before its look at `claimed`, pairing with the fence
         // an owner issues between letting go and re-checking the inbox.
         fence(Ordering::SeqCst);
@@ -207,7 +214,10 @@ impl Wheel {
             if start > now {
                 break;
             }
-            self.elapsed.store(start.max(self.elapsed.load(Ordering::Relaxed)), Ordering::Relaxed);
+            self.elapsed.store(
+                start.max(self.elapsed.load(Ordering::Relaxed)),
+                Ordering::Relaxed,
+            );
             let mut slot = self.take_bucket(level, bucket);
             while slot != NIL {
                 let link = &self.links[slot as usize];
@@ -221,12 +231,17 @@ impl Wheel {
                 slot = next;
             }
         }
-        self.elapsed.store(now.max(self.elapsed.load(Ordering::Relaxed)), Ordering::Relaxed);
+        self.elapsed.store(
+            now.max(self.elapsed.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
     }
 
     /// Marks `slot` unfiled, then asks the queue what to do with it.
     fn visit_and_refile(&self, slot: u32, now: u64, visit: &mut impl FnMut(u32, u64) -> Refile) {
-        self.links[slot as usize].filed.store(NEVER, Ordering::SeqCst);
+        self.links[slot as usize]
+            .filed
+            .store(NEVER, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         if let Some(deadline) = visit(slot, now) {
             debug_assert!(deadline > now, "visit answers only deadlines still to come");
@@ -271,38 +286,54 @@ impl Wheel {
         let old_head = head.load(Ordering::Relaxed);
         link.next.store(old_head, Ordering::Relaxed);
         link.prev.store(NIL, Ordering::Relaxed);
-        link.bucket.store(level as u32 * BUCKETS + bucket, Ordering::Relaxed);
+        link.bucket
+            .store(level as u32 * BUCKETS + bucket, Ordering::Relaxed);
         if old_head != NIL {
-            self.links[old_head as usize].prev.store(slot, Ordering::Relaxed);
+            self.links[old_head as usize]
+                .prev
+                .store(slot, Ordering::Relaxed);
         }
         head.store(slot, Ordering::Relaxed);
-        self.levels[level].occupied.fetch_or(1 << bucket, Ordering::Relaxed);
+        self.levels[level]
+            .occupied
+            .fetch_or(1 << bucket, Ordering::Relaxed);
         link.filed.store(placed, Ordering::SeqCst);
     }
 
     /// Removes `slot` from its bucket's list.
     fn unlink(&self, slot: u32) {
         let link = &self.links[slot as usize];
-        let (next, prev) = (link.next.load(Ordering::Relaxed), link.prev.load(Ordering::Relaxed));
+        let (next, prev) = (
+            link.next.load(Ordering::Relaxed),
+            link.prev.load(Ordering::Relaxed),
+        );
         let id = link.bucket.load(Ordering::Relaxed);
         let (level, bucket) = ((id / BUCKETS) as usize, id % BUCKETS);
         if prev == NIL {
             self.levels[level].heads[bucket as usize].store(next, Ordering::Relaxed);
             if next == NIL {
-                self.levels[level].occupied.fetch_and(!(1 << bucket), Ordering::Relaxed);
+                self.levels[level]
+                    .occupied
+                    .fetch_and(!(1 << bucket), Ordering::Relaxed);
             }
         } else {
-            self.links[prev as usize].next.store(next, Ordering::Relaxed);
+            self.links[prev as usize]
+                .next
+                .store(next, Ordering::Relaxed);
         }
         if next != NIL {
-            self.links[next as usize].prev.store(prev, Ordering::Relaxed);
+            self.links[next as usize]
+                .prev
+                .store(prev, Ordering::Relaxed);
         }
         link.filed.store(NEVER, Ordering::SeqCst);
     }
 
     /// Empties a bucket, returning the head of its list.
     fn take_bucket(&self, level: usize, bucket: u32) -> u32 {
-        self.levels[level].occupied.fetch_and(!(1 << bucket), Ordering::Relaxed);
+        self.levels[level]
+            .occupied
+            .fetch_and(!(1 << bucket), Ordering::Relaxed);
         self.levels[level].heads[bucket as usize].swap(NIL, Ordering::Relaxed)
     }
 }

@@ -111,7 +111,7 @@ fn queue_is_send_and_sync_and_shares_across_threads() {
 #[test]
 fn max_timeout_is_at_least_twelve_hours() {
     assert!(MAX_TIMEOUT >= Duration::from_secs(12 * 60 * 60));
-    assert!(MAX_CAPACITY >= 1);
+    const { assert!(MAX_CAPACITY >= 1) };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -126,49 +126,96 @@ fn build_rejects_zero_capacity() {
 
 #[test]
 fn build_rejects_capacity_over_max() {
-    let err = Queue::<u32>::builder().capacity(MAX_CAPACITY + 1).build().unwrap_err();
+    let err = Queue::<u32>::builder()
+        .capacity(MAX_CAPACITY + 1)
+        .build()
+        .unwrap_err();
     assert_eq!(err, BuildError::CapacityTooLarge(MAX_CAPACITY + 1));
-    let err = Queue::<u32>::builder().capacity(usize::MAX).build().unwrap_err();
+    let err = Queue::<u32>::builder()
+        .capacity(usize::MAX)
+        .build()
+        .unwrap_err();
     assert_eq!(err, BuildError::CapacityTooLarge(usize::MAX));
 }
 
 #[test]
 fn build_rejects_zero_tick() {
-    let err = Queue::<u32>::builder().tick(Duration::ZERO).build().unwrap_err();
+    let err = Queue::<u32>::builder()
+        .tick(Duration::ZERO)
+        .build()
+        .unwrap_err();
     assert_eq!(err, BuildError::ZeroTick);
 }
 
 #[test]
 fn build_rejects_tick_over_max_timeout() {
-    let err = Queue::<u32>::builder().tick(MAX_TIMEOUT + NANO).build().unwrap_err();
+    let err = Queue::<u32>::builder()
+        .tick(MAX_TIMEOUT + NANO)
+        .build()
+        .unwrap_err();
     assert_eq!(err, BuildError::TickTooLong);
-    let err = Queue::<u32>::builder().tick(Duration::MAX).build().unwrap_err();
+    let err = Queue::<u32>::builder()
+        .tick(Duration::MAX)
+        .build()
+        .unwrap_err();
     assert_eq!(err, BuildError::TickTooLong);
     // The limit itself is allowed.
-    let q = Queue::<u32>::builder().capacity(4).tick(MAX_TIMEOUT).build().unwrap();
+    let q = Queue::<u32>::builder()
+        .capacity(4)
+        .tick(MAX_TIMEOUT)
+        .build()
+        .unwrap();
     assert_eq!(q.capacity(), 4);
     // So is the smallest tick.
-    Queue::<u32>::builder().capacity(4).tick(NANO).build().unwrap();
+    Queue::<u32>::builder()
+        .capacity(4)
+        .tick(NANO)
+        .build()
+        .unwrap();
 }
 
 #[test]
 fn build_rejects_bad_visibility_timeout() {
-    let err = Queue::<u32>::builder().visibility_timeout(Duration::ZERO).build().unwrap_err();
+    let err = Queue::<u32>::builder()
+        .visibility_timeout(Duration::ZERO)
+        .build()
+        .unwrap_err();
     assert_eq!(err, BuildError::InvalidVisibilityTimeout);
-    let err = Queue::<u32>::builder().visibility_timeout(MAX_TIMEOUT + NANO).build().unwrap_err();
+    let err = Queue::<u32>::builder()
+        .visibility_timeout(MAX_TIMEOUT + NANO)
+        .build()
+        .unwrap_err();
     assert_eq!(err, BuildError::InvalidVisibilityTimeout);
-    let err = Queue::<u32>::builder().visibility_timeout(Duration::MAX).build().unwrap_err();
+    let err = Queue::<u32>::builder()
+        .visibility_timeout(Duration::MAX)
+        .build()
+        .unwrap_err();
     assert_eq!(err, BuildError::InvalidVisibilityTimeout);
-    Queue::<u32>::builder().capacity(4).visibility_timeout(MAX_TIMEOUT).build().unwrap();
-    Queue::<u32>::builder().capacity(4).visibility_timeout(NANO).build().unwrap();
+    Queue::<u32>::builder()
+        .capacity(4)
+        .visibility_timeout(MAX_TIMEOUT)
+        .build()
+        .unwrap();
+    Queue::<u32>::builder()
+        .capacity(4)
+        .visibility_timeout(NANO)
+        .build()
+        .unwrap();
 }
 
 #[test]
 fn build_rejects_zero_max_receives() {
     let dlq: Arc<Queue<u32>> = Arc::new(Queue::builder().capacity(4).build().unwrap());
-    let err = Queue::<u32>::builder().dead_letter(dlq.clone(), 0).build().unwrap_err();
+    let err = Queue::<u32>::builder()
+        .dead_letter(dlq.clone(), 0)
+        .build()
+        .unwrap_err();
     assert_eq!(err, BuildError::ZeroMaxReceives);
-    Queue::<u32>::builder().capacity(4).dead_letter(dlq, 1).build().unwrap();
+    Queue::<u32>::builder()
+        .capacity(4)
+        .dead_letter(dlq, 1)
+        .build()
+        .unwrap();
 }
 
 #[test]
@@ -273,10 +320,14 @@ fn send_closed_gives_the_body_back() {
 fn send_delayed_too_long_gives_the_body_back() {
     let clock = ManualClock::new();
     let q: Queue<String> = queue(&clock, 4, ms(100));
-    let err = q.send_delayed("late".to_string(), MAX_TIMEOUT + NANO).unwrap_err();
+    let err = q
+        .send_delayed("late".to_string(), MAX_TIMEOUT + NANO)
+        .unwrap_err();
     assert_eq!(err, SendError::DelayTooLong("late".to_string()));
     assert_eq!(err.into_inner(), "late");
-    let err = q.send_delayed("later".to_string(), Duration::MAX).unwrap_err();
+    let err = q
+        .send_delayed("later".to_string(), Duration::MAX)
+        .unwrap_err();
     assert_eq!(err.into_inner(), "later");
     let s = q.stats();
     assert_eq!((s.sent, s.ready, s.delayed), (0, 0, 0));
@@ -293,7 +344,11 @@ fn send_delayed_too_long_gives_the_body_back() {
 #[test]
 fn send_errors_display_without_needing_debug_bodies() {
     struct Opaque;
-    let errors = [SendError::Full(Opaque), SendError::Closed(Opaque), SendError::DelayTooLong(Opaque)];
+    let errors = [
+        SendError::Full(Opaque),
+        SendError::Closed(Opaque),
+        SendError::DelayTooLong(Opaque),
+    ];
     let texts: HashSet<String> = errors.iter().map(|e| e.to_string()).collect();
     assert_eq!(texts.len(), 3);
     for e in &errors {
@@ -348,7 +403,11 @@ fn message_ids_grow_in_send_order() {
     let mut last: Option<MessageId> = None;
     let mut seen = HashSet::new();
     for n in 0..500u32 {
-        let id = if n % 3 == 0 { q.send_delayed(n, ms(1)).unwrap() } else { q.send(n).unwrap() };
+        let id = if n % 3 == 0 {
+            q.send_delayed(n, ms(1)).unwrap()
+        } else {
+            q.send(n).unwrap()
+        };
         if let Some(last) = last {
             assert!(id > last, "{id} after {last}");
         }
@@ -407,7 +466,12 @@ fn send_delayed_is_invisible_until_the_delay_has_passed() {
 fn send_delayed_precision_with_a_coarse_unaligned_tick() {
     let clock = ManualClock::new();
     let tick = ms(10);
-    let q: Queue<u8> = Queue::builder().capacity(4).tick(tick).clock(clock.clone()).build().unwrap();
+    let q: Queue<u8> = Queue::builder()
+        .capacity(4)
+        .tick(tick)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
     clock.advance(Duration::from_micros(3_700));
     let sent_at = clock.now();
     let delay = ms(25);
@@ -457,7 +521,10 @@ fn lease_expires_at_its_deadline_within_one_tick() {
     assert_eq!(q.stats().in_flight, 1);
     set_time(&clock, ms(100) + TICK);
     let second = q.try_receive().unwrap();
-    assert_eq!((second.id(), *second.body(), second.receive_count()), (id, "job", 2));
+    assert_eq!(
+        (second.id(), *second.body(), second.receive_count()),
+        (id, "job", 2)
+    );
     assert_ne!(second.receipt(), first.receipt());
     let s = q.stats();
     assert_eq!((s.expired, s.received, s.in_flight, s.ready), (1, 2, 1, 0));
@@ -483,7 +550,8 @@ fn lease_precision_with_a_coarse_unaligned_tick() {
     assert!(q.try_receive().is_none());
     set_time(&clock, leased_at + vis - NANO);
     assert!(q.try_receive().is_none(), "fired early");
-    q.delete(d.receipt()).expect("the receipt is valid before the deadline");
+    q.delete(d.receipt())
+        .expect("the receipt is valid before the deadline");
     // Again with a lease that is not deleted.
     q.send(2).unwrap();
     let leased_at = clock.now();
@@ -515,7 +583,13 @@ fn every_delay_fires_on_its_tick_across_wheel_levels() {
     let mut received = 0;
     let mut now = 0u64;
     while received < N {
-        let next_due = due_ms.iter().zip(&seen).filter(|(_, s)| !**s).map(|(d, _)| *d).min().unwrap();
+        let next_due = due_ms
+            .iter()
+            .zip(&seen)
+            .filter(|(_, s)| !**s)
+            .map(|(d, _)| *d)
+            .min()
+            .unwrap();
         let to = match rng.below(5) {
             0 => now + 1 + rng.below(20_000),
             1 if next_due > now + 1 => next_due - 1,
@@ -525,7 +599,11 @@ fn every_delay_fires_on_its_tick_across_wheel_levels() {
         set_time(&clock, ms(now));
         while let Some(d) = q.try_receive() {
             let n = *d.body();
-            assert!(due_ms[n] <= now, "message due at {} ms fired at {now} ms", due_ms[n]);
+            assert!(
+                due_ms[n] <= now,
+                "message due at {} ms fired at {now} ms",
+                due_ms[n]
+            );
             assert!(!seen[n], "delivered twice");
             assert_eq!(d.receive_count(), 1);
             seen[n] = true;
@@ -534,7 +612,10 @@ fn every_delay_fires_on_its_tick_across_wheel_levels() {
         }
         let pending = due_ms.iter().filter(|&&d| d > now).count();
         for (n, &due) in due_ms.iter().enumerate() {
-            assert!(due > now || seen[n], "message due at {due} ms not visible at {now} ms");
+            assert!(
+                due > now || seen[n],
+                "message due at {due} ms not visible at {now} ms"
+            );
         }
         assert_eq!(q.stats().delayed, pending);
     }
@@ -560,8 +641,8 @@ fn every_lease_fires_on_its_tick_after_extends_and_shortens() {
     set_time(&clock, ms(5_000));
     for &(n, receipt) in &receipts {
         let timeout = match n % 3 {
-            0 => 1 + rng.below(100),          // much shorter
-            1 => 1 + rng.below(600_000),      // either
+            0 => 1 + rng.below(100),           // much shorter
+            1 => 1 + rng.below(600_000),       // either
             _ => 600_000 + rng.below(600_000), // longer
         };
         q.change_visibility(receipt, ms(timeout)).unwrap();
@@ -571,7 +652,13 @@ fn every_lease_fires_on_its_tick_after_extends_and_shortens() {
     let mut received = 0;
     let mut now = 5_000u64;
     while received < N {
-        let next_due = due_ms.iter().zip(&seen).filter(|(_, s)| !**s).map(|(d, _)| *d).min().unwrap();
+        let next_due = due_ms
+            .iter()
+            .zip(&seen)
+            .filter(|(_, s)| !**s)
+            .map(|(d, _)| *d)
+            .min()
+            .unwrap();
         let to = match rng.below(5) {
             0 => now + 1 + rng.below(30_000),
             1 if next_due > now + 1 => next_due - 1,
@@ -581,7 +668,11 @@ fn every_lease_fires_on_its_tick_after_extends_and_shortens() {
         set_time(&clock, ms(now));
         while let Some(d) = q.try_receive() {
             let n = *d.body();
-            assert!(due_ms[n] <= now, "lease due at {} ms expired at {now} ms", due_ms[n]);
+            assert!(
+                due_ms[n] <= now,
+                "lease due at {} ms expired at {now} ms",
+                due_ms[n]
+            );
             assert!(!seen[n]);
             assert_eq!(d.receive_count(), 2);
             seen[n] = true;
@@ -589,7 +680,10 @@ fn every_lease_fires_on_its_tick_after_extends_and_shortens() {
             q.delete(d.receipt()).unwrap();
         }
         for (n, &due) in due_ms.iter().enumerate() {
-            assert!(due > now || seen[n], "lease due at {due} ms still invisible at {now} ms");
+            assert!(
+                due > now || seen[n],
+                "lease due at {due} ms still invisible at {now} ms"
+            );
         }
     }
     let s = q.stats();
@@ -620,11 +714,15 @@ fn one_advance_makes_every_passed_deadline_visible_to_the_next_operation() {
         q.try_receive().unwrap();
     }
     for n in 100..300 {
-        q.send_delayed(n, ms(1 + u64::from(n) * 37 % 10_000)).unwrap();
+        q.send_delayed(n, ms(1 + u64::from(n) * 37 % 10_000))
+            .unwrap();
     }
     clock.advance(Duration::from_secs(11));
     let s = q.stats();
-    assert_eq!((s.ready, s.delayed, s.in_flight, s.expired), (300, 0, 0, 100));
+    assert_eq!(
+        (s.ready, s.delayed, s.in_flight, s.expired),
+        (300, 0, 0, 100)
+    );
 }
 
 #[test]
@@ -632,7 +730,7 @@ fn dropping_a_delivery_does_not_delete_the_message() {
     let clock = ManualClock::new();
     let q: Queue<u8> = queue(&clock, 2, ms(100));
     let id = q.send(1).unwrap();
-    drop(q.try_receive().unwrap());
+    let _ = q.try_receive().unwrap(); // the delivery is dropped here
     assert_eq!(q.stats().in_flight, 1);
     clock.advance(ms(101));
     let d = q.try_receive().unwrap();
@@ -649,8 +747,16 @@ fn assert_refused<T>(q: &Queue<T>, receipt: Receipt, expected: ReceiptError) {
     let before = q.stats();
     assert_eq!(q.delete(receipt), Err(expected), "delete");
     assert_eq!(q.release(receipt), Err(expected), "release");
-    assert_eq!(q.change_visibility(receipt, ms(5)), Err(expected), "change_visibility");
-    assert_eq!(q.change_visibility(receipt, Duration::ZERO), Err(expected), "change_visibility(0)");
+    assert_eq!(
+        q.change_visibility(receipt, ms(5)),
+        Err(expected),
+        "change_visibility"
+    );
+    assert_eq!(
+        q.change_visibility(receipt, Duration::ZERO),
+        Err(expected),
+        "change_visibility(0)"
+    );
     assert_eq!(q.stats(), before, "a refused receipt changed the queue");
 }
 
@@ -694,7 +800,10 @@ fn receipt_expired_then_stale_after_redelivery() {
     // Before any operation has run the wheel.
     assert_eq!(q.delete(d.receipt()), Err(ReceiptError::Expired));
     assert_eq!(q.release(d.receipt()), Err(ReceiptError::Expired));
-    assert_eq!(q.change_visibility(d.receipt(), ms(500)), Err(ReceiptError::Expired));
+    assert_eq!(
+        q.change_visibility(d.receipt(), ms(500)),
+        Err(ReceiptError::Expired)
+    );
     // After the wheel has made it visible again (stats runs it).
     assert_eq!(q.stats().ready, 1);
     assert_refused(&q, d.receipt(), ReceiptError::Expired);
@@ -763,7 +872,10 @@ fn never_issued_receipts_are_stale_and_change_nothing() {
         }
         let before = q.stats();
         assert_eq!(q.delete(Receipt::from_u64(raw)), Err(ReceiptError::Stale));
-        assert_eq!(q.change_visibility(Receipt::from_u64(raw), ms(1)), Err(ReceiptError::Stale));
+        assert_eq!(
+            q.change_visibility(Receipt::from_u64(raw), ms(1)),
+            Err(ReceiptError::Stale)
+        );
         assert_eq!(q.stats(), before);
     }
     let s = q.stats();
@@ -803,8 +915,14 @@ fn timeout_too_long_is_refused_and_changes_nothing() {
     q.send(1).unwrap();
     let d = q.try_receive().unwrap();
     let before = q.stats();
-    assert_eq!(q.change_visibility(d.receipt(), MAX_TIMEOUT + NANO), Err(ReceiptError::TimeoutTooLong));
-    assert_eq!(q.change_visibility(d.receipt(), Duration::MAX), Err(ReceiptError::TimeoutTooLong));
+    assert_eq!(
+        q.change_visibility(d.receipt(), MAX_TIMEOUT + NANO),
+        Err(ReceiptError::TimeoutTooLong)
+    );
+    assert_eq!(
+        q.change_visibility(d.receipt(), Duration::MAX),
+        Err(ReceiptError::TimeoutTooLong)
+    );
     assert_eq!(q.stats(), before);
     // The lease still ends at its original deadline.
     set_time(&clock, ms(100) - TICK);
@@ -901,7 +1019,8 @@ fn change_visibility_shortens_the_lease_and_fires_on_time() {
     assert!(q.try_receive().is_none());
     set_time(&clock, ms(50) - NANO);
     assert!(q.try_receive().is_none());
-    q.delete(d.receipt()).expect("the shortened receipt is valid before its deadline");
+    q.delete(d.receipt())
+        .expect("the shortened receipt is valid before its deadline");
     // Again without deleting: the shortened lease expires long before 30 s.
     q.send(2).unwrap();
     let start = clock.now();
@@ -921,7 +1040,8 @@ fn change_visibility_shortens_a_lease_after_the_wheel_has_moved_on() {
     let d = q.try_receive().unwrap();
     set_time(&clock, ms(5_000));
     assert_eq!(q.stats().in_flight, 1); // runs the wheel up to 5 s
-    q.change_visibility(d.receipt(), Duration::from_secs(1)).unwrap(); // 6 s
+    q.change_visibility(d.receipt(), Duration::from_secs(1))
+        .unwrap(); // 6 s
     q.change_visibility(d.receipt(), ms(20)).unwrap(); // 5.020 s
     set_time(&clock, ms(5_020) - TICK);
     assert!(q.try_receive().is_none());
@@ -958,7 +1078,10 @@ fn release_makes_the_message_visible_at_once_behind_others() {
     let first = q.try_receive().unwrap();
     assert_eq!((first.id(), first.receive_count()), (b, 1));
     let second = q.try_receive().unwrap();
-    assert_eq!((second.id(), second.receive_count(), *second.body()), (a, 2, 1));
+    assert_eq!(
+        (second.id(), second.receive_count(), *second.body()),
+        (a, 2, 1)
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -979,7 +1102,15 @@ fn dead_letter_after_max_receives_by_expiry() {
     assert!(q.try_receive().is_none(), "delivered a third time");
     let s = q.stats();
     assert_eq!(
-        (s.ready, s.delayed, s.in_flight, s.expired, s.dead_lettered, s.received, s.dead_letter_retries),
+        (
+            s.ready,
+            s.delayed,
+            s.in_flight,
+            s.expired,
+            s.dead_lettered,
+            s.received,
+            s.dead_letter_retries
+        ),
         (0, 0, 0, 2, 1, 2, 0)
     );
     let ds = dlq.stats();
@@ -1005,7 +1136,10 @@ fn dead_letter_after_max_receives_by_release() {
     }
     assert!(q.try_receive().is_none());
     let s = q.stats();
-    assert_eq!((s.ready, s.delayed, s.in_flight, s.released, s.dead_lettered), (0, 0, 0, 3, 1));
+    assert_eq!(
+        (s.ready, s.delayed, s.in_flight, s.released, s.dead_lettered),
+        (0, 0, 0, 3, 1)
+    );
     assert_eq!(*dlq.try_receive().unwrap().body(), 5);
 }
 
@@ -1050,7 +1184,14 @@ fn full_dead_letter_queue_keeps_the_message_until_there_is_room() {
     assert!(q.try_receive().is_none());
     let s = q.stats();
     assert_eq!(
-        (s.ready, s.delayed, s.in_flight, s.released, s.dead_lettered, s.dead_letter_retries),
+        (
+            s.ready,
+            s.delayed,
+            s.in_flight,
+            s.released,
+            s.dead_lettered,
+            s.dead_letter_retries
+        ),
         (0, 1, 0, 1, 0, 1)
     );
     assert_refused(&q, d.receipt(), ReceiptError::Stale);
@@ -1060,7 +1201,10 @@ fn full_dead_letter_queue_keeps_the_message_until_there_is_room() {
     clock.advance(ms(10));
     assert!(q.try_receive().is_none());
     let s = q.stats();
-    assert_eq!((s.delayed, s.dead_lettered, s.dead_letter_retries), (1, 0, 2));
+    assert_eq!(
+        (s.delayed, s.dead_lettered, s.dead_letter_retries),
+        (1, 0, 2)
+    );
 
     // Make room; the next retry moves it.
     let filler = dlq.try_receive().unwrap();
@@ -1068,7 +1212,16 @@ fn full_dead_letter_queue_keeps_the_message_until_there_is_room() {
     clock.advance(ms(10));
     assert!(q.try_receive().is_none());
     let s = q.stats();
-    assert_eq!((s.ready, s.delayed, s.in_flight, s.dead_lettered, s.dead_letter_retries), (0, 0, 0, 1, 2));
+    assert_eq!(
+        (
+            s.ready,
+            s.delayed,
+            s.in_flight,
+            s.dead_lettered,
+            s.dead_letter_retries
+        ),
+        (0, 0, 0, 1, 2)
+    );
     let dead = dlq.try_receive().unwrap();
     assert_eq!((*dead.body(), dead.receive_count()), ("poison", 1));
     // The source slot is free.
@@ -1088,7 +1241,16 @@ fn full_dead_letter_queue_after_expiry_keeps_the_message() {
     clock.advance(ms(101));
     assert!(q.try_receive().is_none());
     let s = q.stats();
-    assert_eq!((s.delayed, s.in_flight, s.expired, s.dead_lettered, s.dead_letter_retries), (1, 0, 1, 0, 1));
+    assert_eq!(
+        (
+            s.delayed,
+            s.in_flight,
+            s.expired,
+            s.dead_lettered,
+            s.dead_letter_retries
+        ),
+        (1, 0, 1, 0, 1)
+    );
     assert_refused(&q, d.receipt(), ReceiptError::Expired);
     // Capacity still counts it.
     q.send(8).unwrap();
@@ -1133,7 +1295,10 @@ fn close_refuses_sends_but_receivers_drain() {
     let mut batch = Vec::new();
     assert_eq!(q.receive_batch(&mut batch, 10, Duration::from_secs(10)), 2);
     let s = q.stats();
-    assert_eq!((s.sent, s.deleted, s.released, s.expired, s.in_flight), (3, 1, 1, 2, 2));
+    assert_eq!(
+        (s.sent, s.deleted, s.released, s.expired, s.in_flight),
+        (3, 1, 1, 2, 2)
+    );
 }
 
 #[test]
@@ -1148,7 +1313,11 @@ fn receive_on_a_closed_empty_queue_returns_none_at_once() {
     let mut batch = Vec::new();
     assert_eq!(q.receive_batch(&mut batch, 4, Duration::from_secs(10)), 0);
     assert!(batch.is_empty());
-    assert!(start.elapsed() < Duration::from_secs(1), "took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        start.elapsed()
+    );
 }
 
 #[test]
@@ -1163,7 +1332,11 @@ fn close_wakes_a_blocked_receiver() {
     thread::sleep(ms(50));
     q.close();
     assert!(receiver.join().unwrap().is_none());
-    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        start.elapsed()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1206,7 +1379,11 @@ fn blocking_receive_is_woken_by_a_send() {
     thread::sleep(ms(50));
     let id = q.send(11).unwrap();
     let d = receiver.join().unwrap().expect("woken with the message");
-    assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        start.elapsed()
+    );
     assert_eq!((d.id(), *d.body()), (id, 11));
 }
 
@@ -1224,10 +1401,16 @@ fn blocking_receives_each_get_one_message() {
     for n in 0..4 {
         q.send(n).unwrap();
     }
-    let mut got: Vec<u32> = receivers.into_iter().map(|r| r.join().unwrap().unwrap()).collect();
+    let mut got: Vec<u32> = receivers
+        .into_iter()
+        .map(|r| r.join().unwrap().unwrap())
+        .collect();
     got.sort_unstable();
     assert_eq!(got, vec![0, 1, 2, 3]);
-    assert!(start.elapsed() < Duration::from_secs(5), "a waiter missed its wake-up");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "a waiter missed its wake-up"
+    );
 }
 
 #[test]
@@ -1240,7 +1423,10 @@ fn a_waiter_sees_what_a_manual_clock_advance_made_visible() {
         thread::spawn(move || q.receive(ms(300)))
     };
     clock.advance(Duration::from_secs(61));
-    let d = receiver.join().unwrap().expect("the waiter saw the delayed message");
+    let d = receiver
+        .join()
+        .unwrap()
+        .expect("the waiter saw the delayed message");
     assert_eq!(*d.body(), 5);
 }
 
@@ -1255,9 +1441,19 @@ fn receive_batch_appends_up_to_max() {
     let mut out = vec![q.try_receive().unwrap()];
     assert_eq!(*out[0].body(), 0);
     assert_eq!(q.receive_batch(&mut out, 3, Duration::from_secs(10)), 3);
-    assert_eq!(out.iter().map(|d| *d.body()).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
-    assert_eq!(q.receive_batch(&mut out, 10, Duration::from_secs(10)), 2, "does not wait for more");
-    assert_eq!(out.iter().map(|d| *d.body()).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4, 99]);
+    assert_eq!(
+        out.iter().map(|d| *d.body()).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3]
+    );
+    assert_eq!(
+        q.receive_batch(&mut out, 10, Duration::from_secs(10)),
+        2,
+        "does not wait for more"
+    );
+    assert_eq!(
+        out.iter().map(|d| *d.body()).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3, 4, 99]
+    );
     assert!(out.iter().all(|d| d.receive_count() == 1));
     let s = q.stats();
     assert_eq!((s.in_flight, s.ready, s.received), (6, 0, 6));
@@ -1426,4 +1622,211 @@ fn two_queues_on_one_clock() {
     clock.advance(ms(11));
     assert_eq!(*a.try_receive().unwrap().body(), 1);
     assert_eq!(*b.try_receive().unwrap().body(), 2);
+}
+
+#[test]
+fn deadlines_stay_exact_after_long_idle_periods() {
+    // An idle wheel is not run; the first deadline after a long pause must still be exact.
+    let clock = ManualClock::new();
+    let q: Queue<u32> = queue(&clock, 8, ms(100));
+    let day = Duration::from_secs(86_400);
+    for idle in [day, day * 7, day * 30, day * 365, day * 365 * 50] {
+        clock.advance(idle);
+        let start = clock.now();
+        q.send_delayed(1, MAX_TIMEOUT).unwrap();
+        q.send_delayed(2, ms(50)).unwrap();
+        q.send(3).unwrap();
+        let c = q.try_receive().unwrap();
+        assert_eq!(*c.body(), 3);
+        set_time(&clock, start + ms(50) - TICK);
+        assert!(
+            q.try_receive().is_none(),
+            "delay fired early after {idle:?} idle"
+        );
+        set_time(&clock, start + ms(50) + TICK);
+        let b = q.try_receive().expect("delay fired late");
+        assert_eq!(*b.body(), 2);
+        q.delete(b.receipt()).unwrap();
+        set_time(&clock, start + ms(100) - TICK);
+        assert!(
+            q.try_receive().is_none(),
+            "lease expired early after {idle:?} idle"
+        );
+        set_time(&clock, start + ms(100) + TICK);
+        let c2 = q.try_receive().expect("lease expired late");
+        assert_eq!((*c2.body(), c2.receive_count()), (3, 2));
+        q.delete(c2.receipt()).unwrap();
+        set_time(&clock, start + MAX_TIMEOUT - TICK);
+        assert!(
+            q.try_receive().is_none(),
+            "long delay fired early after {idle:?} idle"
+        );
+        set_time(&clock, start + MAX_TIMEOUT + TICK);
+        let a = q.try_receive().expect("long delay fired late");
+        assert_eq!(*a.body(), 1);
+        q.delete(a.receipt()).unwrap();
+        assert_eq!(q.stats().delayed + q.stats().ready + q.stats().in_flight, 0);
+    }
+}
+
+#[test]
+fn a_lease_left_over_a_long_idle_period_comes_back_once() {
+    let clock = ManualClock::new();
+    let q: Queue<u32> = queue(&clock, 8, ms(100));
+    q.send(1).unwrap();
+    let first = q.try_receive().unwrap();
+    clock.advance(Duration::from_secs(86_400 * 40));
+    assert_eq!(q.delete(first.receipt()), Err(ReceiptError::Expired));
+    let again = q.try_receive().unwrap();
+    assert_eq!(again.receive_count(), 2);
+    assert!(q.try_receive().is_none());
+    assert_eq!(q.stats().expired, 1);
+}
+
+#[test]
+fn exactly_one_of_delete_release_and_expiry_takes_effect_when_they_race() {
+    let clock = ManualClock::new();
+    let q: Queue<u32> = queue(&clock, 4, ms(10));
+    let mut outcomes = [0u32; 3]; // deleted, released, expired
+    for round in 0..500u32 {
+        q.send(round).unwrap();
+        let d = q.try_receive().unwrap();
+        assert_eq!((*d.body(), d.receive_count()), (round, 1));
+        let receipt = d.receipt();
+        let before = q.stats();
+        let (deleted, released) = thread::scope(|s| {
+            let deleter = s.spawn(|| q.delete(receipt));
+            let releaser = s.spawn(|| q.release(receipt));
+            if round % 2 == 0 {
+                clock.advance(ms(11));
+                q.stats();
+            }
+            (deleter.join().unwrap(), releaser.join().unwrap())
+        });
+        let after = q.stats();
+        let effects = (
+            after.deleted - before.deleted,
+            after.released - before.released,
+            after.expired - before.expired,
+        );
+        assert_eq!(
+            effects.0 + effects.1 + effects.2,
+            1,
+            "round {round}: {effects:?}"
+        );
+        assert_eq!(u64::from(deleted.is_ok()), effects.0, "round {round}");
+        assert_eq!(u64::from(released.is_ok()), effects.1, "round {round}");
+        for result in [deleted, released] {
+            assert!(matches!(
+                result,
+                Ok(()) | Err(ReceiptError::Stale) | Err(ReceiptError::Expired)
+            ));
+        }
+        if effects.0 == 1 {
+            outcomes[0] += 1;
+            assert!(
+                q.try_receive().is_none(),
+                "round {round}: delivered after delete"
+            );
+        } else {
+            outcomes[if effects.1 == 1 { 1 } else { 2 }] += 1;
+            let again = q.try_receive().expect("released or expired: visible again");
+            assert_eq!((*again.body(), again.receive_count()), (round, 2));
+            q.delete(again.receipt()).unwrap();
+            assert!(q.try_receive().is_none());
+        }
+    }
+    // All three outcomes happen (the race is real); 250 rounds start with a clock advance.
+    assert_eq!(outcomes.iter().sum::<u32>(), 500);
+    assert!(outcomes[0] > 0 && outcomes[1] > 0, "{outcomes:?}");
+}
+
+#[test]
+fn concurrent_senders_and_receivers_deliver_every_message_exactly_once() {
+    const PRODUCERS: u32 = 3;
+    const PER_PRODUCER: u32 = 5_000;
+    let q: Queue<u32> = Queue::builder().capacity(64).build().unwrap();
+    let seen: Vec<std::sync::atomic::AtomicU32> = (0..PRODUCERS * PER_PRODUCER)
+        .map(|_| std::sync::atomic::AtomicU32::new(0))
+        .collect();
+    let done = std::sync::atomic::AtomicU32::new(0);
+    let start = Instant::now();
+    thread::scope(|s| {
+        for p in 0..PRODUCERS {
+            let q = &q;
+            s.spawn(move || {
+                let mut last = None;
+                for n in p * PER_PRODUCER..(p + 1) * PER_PRODUCER {
+                    let mut body = n;
+                    let id = loop {
+                        match q.send(body) {
+                            Ok(id) => break id,
+                            Err(SendError::Full(back)) => {
+                                body = back;
+                                thread::yield_now();
+                            }
+                            Err(e) => panic!("{e}"),
+                        }
+                    };
+                    assert!(Some(id) > last, "ids grow in send order within a thread");
+                    last = Some(id);
+                }
+            });
+        }
+        for _ in 0..3 {
+            let (q, seen, done) = (&q, &seen, &done);
+            s.spawn(move || {
+                while done.load(std::sync::atomic::Ordering::SeqCst) < PRODUCERS * PER_PRODUCER {
+                    if let Some(d) = q.receive(ms(20)) {
+                        // Every third delivery is given back once, to be delivered again.
+                        if d.receive_count() == 1 && d.body() % 3 == 0 {
+                            q.release(d.receipt()).unwrap();
+                            continue;
+                        }
+                        seen[*d.body() as usize].fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        q.delete(d.receipt()).unwrap();
+                        done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+    });
+    assert!(seen
+        .iter()
+        .all(|c| c.load(std::sync::atomic::Ordering::SeqCst) == 1));
+    let s = q.stats();
+    let total = u64::from(PRODUCERS * PER_PRODUCER);
+    assert_eq!(
+        (s.sent, s.deleted, s.ready, s.in_flight, s.expired),
+        (total, total, 0, 0, 0)
+    );
+    assert_eq!(
+        s.released,
+        (0..PRODUCERS * PER_PRODUCER).filter(|n| n % 3 == 0).count() as u64
+    );
+    assert!(start.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn oldest_ready_age_counts_from_the_deadline_not_from_the_first_look() {
+    // A message is visible from its deadline (within a tick): a receive at any time after it
+    // would have got it. The age must not restart at whichever operation first noticed it.
+    let clock = ManualClock::new();
+    let q: Queue<u32> = queue(&clock, 4, ms(100));
+    q.send_delayed(1, ms(50)).unwrap();
+    set_time(&clock, ms(150));
+    let age = q.stats().oldest_ready_age.expect("visible");
+    assert!(
+        age + TICK >= ms(100) && age <= ms(100),
+        "delayed message visible since 50 ms, age at 150 ms: {age:?}"
+    );
+    let d = q.try_receive().unwrap();
+    // Lease deadline 250 ms; first looked at 280 ms.
+    set_time(&clock, ms(280));
+    let age = q.stats().oldest_ready_age.expect("visible");
+    assert!(
+        age + TICK >= ms(30) && age <= ms(30),
+        "lease expired at 250 ms, age at 280 ms: {age:?}"
+    );
+    assert_eq!(q.delete(d.receipt()), Err(ReceiptError::Expired));
 }

@@ -58,7 +58,10 @@ struct Body {
 impl Body {
     fn new(counts: &Arc<Counts>, value: u32) -> Self {
         counts.created.fetch_add(1, Ordering::SeqCst);
-        Self { value, counts: counts.clone() }
+        Self {
+            value,
+            counts: counts.clone(),
+        }
     }
 }
 
@@ -68,7 +71,10 @@ impl Clone for Body {
             panic!("clone refused");
         }
         self.counts.cloned.fetch_add(1, Ordering::SeqCst);
-        Self { value: self.value, counts: self.counts.clone() }
+        Self {
+            value: self.value,
+            counts: self.counts.clone(),
+        }
     }
 }
 
@@ -104,7 +110,11 @@ fn dropping_the_queue_drops_ready_delayed_and_in_flight_bodies() {
     assert_eq!((s.ready, s.delayed, s.in_flight), (1, 2, 2));
     assert_eq!(counts.all(), (5, 2, 0));
     drop(leased);
-    assert_eq!(counts.all(), (5, 2, 2), "dropping deliveries drops only the clones");
+    assert_eq!(
+        counts.all(),
+        (5, 2, 2),
+        "dropping deliveries drops only the clones"
+    );
     drop(q);
     assert_eq!(counts.all(), (5, 2, 7));
     assert_eq!(counts.live(), 0);
@@ -176,7 +186,9 @@ fn refused_closed_and_too_long_sends_give_the_body_back_undropped() {
     let counts = Counts::new();
     let clock = ManualClock::new();
     let q = queue(&clock, 4);
-    let err = q.send_delayed(Body::new(&counts, 0), visq::MAX_TIMEOUT + ms(1)).unwrap_err();
+    let err = q
+        .send_delayed(Body::new(&counts, 0), visq::MAX_TIMEOUT + ms(1))
+        .unwrap_err();
     assert!(matches!(err, SendError::DelayTooLong(_)));
     assert_eq!(counts.dropped(), 0);
     assert_eq!(err.into_inner().value, 0);
@@ -260,7 +272,10 @@ fn a_full_dead_letter_queue_keeps_the_body_and_drops_it_once() {
     assert_eq!(q.stats().dead_letter_retries, 3);
     clock.advance(ms(30)); // both retried and refused
     let s = q.stats();
-    assert_eq!((s.delayed, s.dead_lettered, s.dead_letter_retries), (2, 0, 5));
+    assert_eq!(
+        (s.delayed, s.dead_lettered, s.dead_letter_retries),
+        (2, 0, 5)
+    );
     drop((d1, d2));
     assert_eq!(counts.all(), (3, 2, 2), "a refused move dropped a body");
 
@@ -302,7 +317,8 @@ fn expiry_and_redelivery_clone_and_never_drop_the_held_body() {
     q.release(released.receipt()).unwrap();
     drop(released);
     let zeroed = q.try_receive().unwrap();
-    q.change_visibility(zeroed.receipt(), Duration::ZERO).unwrap();
+    q.change_visibility(zeroed.receipt(), Duration::ZERO)
+        .unwrap();
     drop(zeroed);
     assert_eq!(counts.all(), (1, 7, 7));
     let mut batch = Vec::new();
@@ -386,8 +402,74 @@ fn many_messages_through_every_path_leave_nothing_alive() {
         }
     }
     let s = q.stats();
-    assert!(s.expired > 0 && s.dead_lettered > 0 && s.dead_letter_retries > 0, "{s:?}");
+    assert!(
+        s.expired > 0 && s.dead_lettered > 0 && s.dead_letter_retries > 0,
+        "{s:?}"
+    );
     drop(held);
+    drop(q);
+    drop(Arc::try_unwrap(dlq).expect("the last reference"));
+    assert_eq!(counts.live(), 0, "{:?}", counts.all());
+}
+
+#[test]
+fn racing_threads_drop_every_body_exactly_once() {
+    let counts = Counts::new();
+    let clock = ManualClock::new();
+    let dlq = Arc::new(queue(&clock, 16));
+    let q = Queue::builder()
+        .capacity(64)
+        .visibility_timeout(ms(5))
+        .dead_letter(dlq.clone(), 3)
+        .tick(ms(1))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let (q, dlq, clock, counts) = (&q, &dlq, &clock, &counts);
+            s.spawn(move || {
+                let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ (t + 1);
+                let mut rand = move |n: u64| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state % n
+                };
+                let mut held = Vec::new();
+                for n in 0..3_000u32 {
+                    match rand(10) {
+                        0 | 1 => drop(q.send(Body::new(counts, n))),
+                        2 => drop(q.send_delayed(Body::new(counts, n), ms(rand(10)))),
+                        3 | 4 => held.extend(q.try_receive()),
+                        5 | 6 if !held.is_empty() => {
+                            let d: visq::Delivery<Body> =
+                                held.swap_remove(rand(held.len() as u64) as usize);
+                            // Other threads hold no copy of this receipt, but expiry races it.
+                            let _ = match rand(3) {
+                                0 => q.delete(d.receipt()),
+                                1 => q.release(d.receipt()),
+                                _ => q.change_visibility(d.receipt(), ms(rand(8))),
+                            };
+                        }
+                        7 if t == 0 => clock.advance(ms(rand(4))),
+                        8 => {
+                            if let Some(d) = dlq.try_receive() {
+                                let _ = dlq.delete(d.receipt());
+                            }
+                        }
+                        _ => {
+                            if held.len() > 16 {
+                                held.clear();
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let s = q.stats();
+    assert!(s.expired > 0 && s.dead_lettered > 0, "{s:?}");
     drop(q);
     drop(Arc::try_unwrap(dlq).expect("the last reference"));
     assert_eq!(counts.live(), 0, "{:?}", counts.all());

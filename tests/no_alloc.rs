@@ -1,0 +1,440 @@
+//! After `build()`, the hot operations allocate nothing (for a `T` whose clone does not
+//! allocate): counted by a global allocator that counts, on the measuring thread only, every
+//! allocation, reallocation and deallocation made inside a measured region.
+//!
+//! Each test measures only its own thread (the counters are thread-local), and no test spawns
+//! threads, so the harness running tests side by side cannot disturb the counts.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::Arc;
+use std::time::Duration;
+use visq::{Delivery, ManualClock, Queue, Receipt, ReceiptError, SendError, MAX_TIMEOUT};
+
+struct Counting;
+
+thread_local! {
+    static MEASURING: Cell<bool> = const { Cell::new(false) };
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+    static DEALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn note(counter: &'static std::thread::LocalKey<Cell<u64>>) {
+    // `try_with`: never panic inside the allocator, even while thread-locals are torn down.
+    let measuring = MEASURING.try_with(Cell::get).unwrap_or(false);
+    if measuring {
+        let _ = counter.try_with(|c| c.set(c.get() + 1));
+    }
+}
+
+// SAFETY: every method forwards to `System` with the caller's arguments; the counting touches
+// only const-initialised thread-locals without destructors, which never allocate.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note(&ALLOCATIONS);
+        // SAFETY: forwarded unchanged.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note(&ALLOCATIONS);
+        // SAFETY: forwarded unchanged.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note(&ALLOCATIONS);
+        // SAFETY: forwarded unchanged.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        note(&DEALLOCATIONS);
+        // SAFETY: forwarded unchanged.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Runs `f` and returns its result with the (allocations + reallocations, deallocations) this
+/// thread made meanwhile.
+fn measure<R>(f: impl FnOnce() -> R) -> (R, u64, u64) {
+    ALLOCATIONS.with(|c| c.set(0));
+    DEALLOCATIONS.with(|c| c.set(0));
+    MEASURING.with(|m| m.set(true));
+    let result = f();
+    MEASURING.with(|m| m.set(false));
+    (
+        result,
+        ALLOCATIONS.with(Cell::get),
+        DEALLOCATIONS.with(Cell::get),
+    )
+}
+
+/// Runs `f`, asserting that it neither allocated nor freed; returns its result.
+#[track_caller]
+fn no_alloc<R>(what: &str, f: impl FnOnce() -> R) -> R {
+    let (result, allocations, deallocations) = measure(f);
+    assert_eq!(
+        (allocations, deallocations),
+        (0, 0),
+        "{what}: (allocations, deallocations)"
+    );
+    result
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// A small deterministic PRNG (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[test]
+fn the_counter_sees_allocations() {
+    let (v, allocations, _) = measure(|| Vec::<u64>::with_capacity(10));
+    assert_eq!(allocations, 1);
+    let ((), _, deallocations) = measure(|| drop(v));
+    assert_eq!(deallocations, 1);
+    let (s, allocations, _) = measure(|| format!("{}", 12345));
+    assert!(allocations >= 1);
+    drop(s);
+    // And the build does allocate, so measuring it would fail.
+    let (q, allocations, _) = measure(|| Queue::<u64>::builder().capacity(8).build().unwrap());
+    assert!(allocations > 0);
+    drop(q);
+}
+
+#[test]
+fn each_operation_allocates_nothing() {
+    let clock = ManualClock::new();
+    let q: Queue<u64> = Queue::builder()
+        .capacity(8)
+        .visibility_timeout(Duration::from_secs(5))
+        .tick(ms(1))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let mut batch: Vec<Delivery<u64>> = Vec::with_capacity(8);
+
+    let id = no_alloc("send", || q.send(1).unwrap());
+    no_alloc("send_delayed", || q.send_delayed(2, ms(10)).unwrap());
+    let d = no_alloc("try_receive", || q.try_receive().unwrap());
+    assert_eq!((d.id(), *d.body()), (id, 1));
+    assert!(no_alloc("try_receive on nothing visible", || q.try_receive()).is_none());
+    assert!(no_alloc("receive(0)", || q.receive(Duration::ZERO)).is_none());
+    no_alloc("delete", || q.delete(d.receipt()).unwrap());
+    assert_eq!(
+        no_alloc("stale delete", || q.delete(d.receipt())),
+        Err(ReceiptError::Stale)
+    );
+    assert_eq!(
+        no_alloc("forged receipt", || q.release(Receipt::from_u64(u64::MAX))),
+        Err(ReceiptError::Stale)
+    );
+
+    clock.advance(ms(10));
+    for n in 3..6 {
+        q.send(n).unwrap();
+    }
+    let taken = no_alloc("receive_batch", || {
+        q.receive_batch(&mut batch, 8, Duration::ZERO)
+    });
+    assert_eq!(taken, 4);
+    assert_eq!(
+        batch.iter().map(|d| *d.body()).collect::<Vec<_>>(),
+        vec![2, 3, 4, 5]
+    );
+    let receipts: Vec<Receipt> = batch.drain(..).map(|d| d.receipt()).collect();
+
+    no_alloc("change_visibility extend", || {
+        q.change_visibility(receipts[0], Duration::from_secs(60))
+            .unwrap()
+    });
+    no_alloc("change_visibility shorten", || {
+        q.change_visibility(receipts[0], ms(5)).unwrap()
+    });
+    no_alloc("change_visibility far", || {
+        q.change_visibility(receipts[1], MAX_TIMEOUT).unwrap()
+    });
+    no_alloc("change_visibility zero", || {
+        q.change_visibility(receipts[2], Duration::ZERO).unwrap()
+    });
+    assert_eq!(
+        no_alloc("change_visibility too long", || q
+            .change_visibility(receipts[1], MAX_TIMEOUT * 2)),
+        Err(ReceiptError::TimeoutTooLong)
+    );
+    no_alloc("release", || q.release(receipts[3]).unwrap());
+    no_alloc("advance", || clock.advance(ms(6)));
+    let stats = no_alloc("stats", || q.stats());
+    assert_eq!(
+        (stats.ready, stats.in_flight, stats.expired, stats.released),
+        (3, 1, 1, 2)
+    );
+    assert_eq!(
+        no_alloc("expired receipt", || q.delete(receipts[0])),
+        Err(ReceiptError::Expired)
+    );
+    let n = no_alloc("receive_batch of redeliveries", || {
+        q.receive_batch(&mut batch, 8, Duration::ZERO)
+    });
+    assert_eq!(n, 3);
+    for d in batch.drain(..) {
+        no_alloc("delete", || q.delete(d.receipt()).unwrap());
+    }
+
+    for n in 0..7 {
+        q.send(n).unwrap();
+    }
+    assert!(matches!(
+        no_alloc("full send", || q.send(99)),
+        Err(SendError::Full(99))
+    ));
+    assert!(matches!(
+        no_alloc("delay too long", || q.send_delayed(98, MAX_TIMEOUT * 2)),
+        Err(SendError::DelayTooLong(98))
+    ));
+    no_alloc("capacity", || assert_eq!(q.capacity(), 8));
+    no_alloc("close", || q.close());
+    assert!(no_alloc("is_closed", || q.is_closed()));
+    assert!(matches!(
+        no_alloc("closed send", || q.send(97)),
+        Err(SendError::Closed(97))
+    ));
+    while let Some(d) = no_alloc("drain after close", || q.receive(Duration::from_secs(10))) {
+        no_alloc("delete after close", || q.delete(d.receipt()).unwrap());
+    }
+    // The leased message is still held; nothing is visible: a closed queue answers at once.
+    assert!(no_alloc("receive on closed", || q.receive(Duration::from_secs(10))).is_none());
+    assert_eq!(q.stats().in_flight, 1);
+}
+
+#[test]
+fn ten_thousand_mixed_operations_allocate_nothing() {
+    const CAPACITY: usize = 256;
+    const OPERATIONS: u64 = 12_000;
+    /// Bodies with this bit were sent with a delay of more than 64^3 ticks (a level-3 wheel
+    /// entry that cascades down as it comes due).
+    const LONG: u64 = 1 << 40;
+    let clock = ManualClock::new();
+    let q: Queue<u64> = Queue::builder()
+        .capacity(CAPACITY)
+        .visibility_timeout(Duration::from_secs(5))
+        .tick(ms(1))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let mut rng = Rng(0x0123_4567_89AB_CDEF);
+    let mut held: Vec<Receipt> = Vec::with_capacity(CAPACITY);
+    let mut batch: Vec<Delivery<u64>> = Vec::with_capacity(32);
+
+    #[derive(Default, Debug)]
+    struct Tally {
+        sent: u64,
+        sent_delayed: u64,
+        full: u64,
+        received: u64,
+        long_fired: u64,
+        deleted: u64,
+        extended: u64,
+        shortened: u64,
+        released: u64,
+        refused_receipts: u64,
+        advanced: u64,
+        stats: u64,
+    }
+    let mut tally = Tally::default();
+
+    let ((), allocations, deallocations) = measure(|| {
+        let note_received = |d: &Delivery<u64>, held: &mut Vec<Receipt>, tally: &mut Tally| {
+            tally.received += 1;
+            if d.body() & LONG != 0 && d.receive_count() == 1 {
+                tally.long_fired += 1;
+            }
+            if held.len() == held.capacity() {
+                held.swap_remove(0);
+            }
+            held.push(d.receipt());
+        };
+        for n in 0..OPERATIONS {
+            match rng.below(100) {
+                0..=19 => match q.send(n) {
+                    Ok(_) => tally.sent += 1,
+                    Err(SendError::Full(_)) => tally.full += 1,
+                    Err(e) => panic!("{e}"),
+                },
+                20..=29 => {
+                    let delay = match rng.below(4) {
+                        0 => 1 + rng.below(64),
+                        1 => 1 + rng.below(262_144),
+                        2 => 262_145 + rng.below(4_000_000),
+                        _ => 1 + rng.below(MAX_TIMEOUT.as_millis() as u64),
+                    };
+                    let body = if delay > 262_144 { n | LONG } else { n };
+                    match q.send_delayed(body, ms(delay)) {
+                        Ok(_) => tally.sent_delayed += 1,
+                        Err(SendError::Full(_)) => tally.full += 1,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                30..=44 => {
+                    if let Some(d) = q.try_receive() {
+                        note_received(&d, &mut held, &mut tally);
+                    }
+                }
+                45..=49 => {
+                    let max = 1 + rng.below(32) as usize;
+                    q.receive_batch(&mut batch, max, Duration::ZERO);
+                    for d in batch.drain(..) {
+                        note_received(&d, &mut held, &mut tally);
+                    }
+                }
+                50..=79 if !held.is_empty() => {
+                    // Mostly the newest receipt (likely still valid), sometimes any.
+                    let receipt = if rng.below(4) == 0 {
+                        held.swap_remove(rng.below(held.len() as u64) as usize)
+                    } else {
+                        held.pop().unwrap()
+                    };
+                    let result = match rng.below(10) {
+                        0..=4 => q.delete(receipt).map(|()| tally.deleted += 1),
+                        5 | 6 => q
+                            .change_visibility(receipt, ms(5_001 + rng.below(3_600_000)))
+                            .map(|()| tally.extended += 1),
+                        7 => q
+                            .change_visibility(receipt, ms(1 + rng.below(5_000)))
+                            .map(|()| tally.shortened += 1),
+                        8 => q.release(receipt).map(|()| tally.released += 1),
+                        _ => q
+                            .change_visibility(receipt, Duration::ZERO)
+                            .map(|()| tally.released += 1),
+                    };
+                    match result {
+                        // A lease that is still valid goes back to the pile.
+                        Ok(()) if held.len() < held.capacity() && rng.below(2) == 0 => {
+                            held.push(receipt)
+                        }
+                        Ok(()) => {}
+                        Err(_) => tally.refused_receipts += 1,
+                    }
+                }
+                80..=94 => {
+                    let by = match rng.below(100) {
+                        0..=94 => rng.below(50),
+                        95..=98 => 1_000 + rng.below(10_000),
+                        _ => 3_600_000 + rng.below(10 * 3_600_000),
+                    };
+                    clock.advance(ms(by));
+                    tally.advanced += 1;
+                }
+                _ => {
+                    let s = q.stats();
+                    assert!(s.ready + s.delayed + s.in_flight <= CAPACITY);
+                    tally.stats += 1;
+                }
+            }
+        }
+    });
+    assert_eq!((allocations, deallocations), (0, 0), "after {tally:?}");
+
+    // The run covered what it claims to.
+    let s = q.stats();
+    assert_eq!(s.sent, tally.sent + tally.sent_delayed);
+    assert_eq!(s.received, tally.received);
+    assert_eq!(s.deleted, tally.deleted);
+    assert_eq!(s.released, tally.released);
+    assert!(s.sent > 2 * CAPACITY as u64, "slots reused: {s:?}");
+    assert!(s.expired > 100, "{s:?}");
+    assert!(tally.full > 0 && tally.long_fired > 10, "{tally:?}");
+    assert!(
+        tally.extended > 100 && tally.shortened > 50 && tally.refused_receipts > 50,
+        "{tally:?}"
+    );
+    assert!(
+        tally.deleted > 500 && tally.released > 100 && tally.stats > 100,
+        "{tally:?}"
+    );
+}
+
+#[test]
+fn dead_letter_moves_and_retries_allocate_nothing() {
+    let clock = ManualClock::new();
+    let dlq: Arc<Queue<u64>> = Arc::new(
+        Queue::builder()
+            .capacity(2)
+            .clock(clock.clone())
+            .build()
+            .unwrap(),
+    );
+    let q: Queue<u64> = Queue::builder()
+        .capacity(64)
+        .visibility_timeout(ms(100))
+        .dead_letter(dlq.clone(), 2)
+        .tick(ms(1))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let mut batch: Vec<Delivery<u64>> = Vec::with_capacity(64);
+    let ((), allocations, deallocations) = measure(|| {
+        for round in 0..200u64 {
+            for n in 0..8 {
+                q.send(round * 8 + n).unwrap();
+            }
+            // Two receives each: the first ends by release, the second by expiry or release.
+            q.receive_batch(&mut batch, 64, Duration::ZERO);
+            for d in batch.drain(..) {
+                q.release(d.receipt()).unwrap();
+            }
+            q.receive_batch(&mut batch, 64, Duration::ZERO);
+            for (i, d) in batch.drain(..).enumerate() {
+                if i % 2 == 0 {
+                    q.release(d.receipt()).unwrap();
+                }
+            }
+            clock.advance(ms(101));
+            // Make room in the DLQ, two at a time; held messages retry every 10 ms.
+            for _ in 0..6 {
+                while let Some(d) = dlq.try_receive() {
+                    dlq.delete(d.receipt()).unwrap();
+                }
+                clock.advance(ms(10));
+                q.stats();
+            }
+        }
+        // Let every held message through.
+        for _ in 0..100 {
+            while let Some(d) = dlq.try_receive() {
+                dlq.delete(d.receipt()).unwrap();
+            }
+            clock.advance(ms(10));
+            q.stats();
+        }
+        while let Some(d) = dlq.try_receive() {
+            dlq.delete(d.receipt()).unwrap();
+        }
+    });
+    assert_eq!((allocations, deallocations), (0, 0));
+    let s = q.stats();
+    assert_eq!(
+        (s.ready, s.delayed, s.in_flight, s.dead_lettered),
+        (0, 0, 0, 1600)
+    );
+    assert!(s.dead_letter_retries > 100, "{s:?}");
+    assert_eq!(dlq.stats().deleted, 1600);
+}
