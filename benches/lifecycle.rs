@@ -16,7 +16,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const MESSAGES: u64 = 100_000;
 
 fn queue(capacity: usize) -> Queue<u64> {
-    Queue::builder().capacity(capacity).build().expect("valid settings")
+    Queue::builder()
+        .capacity(capacity)
+        .build()
+        .expect("valid settings")
 }
 
 fn uncontended(c: &mut Criterion) {

@@ -170,7 +170,6 @@ impl<T> Queue<T> {
             slot.store(free.with(State::Delayed, 0));
             self.schedule(index, deadline);
         }
-        bump(&self.counters.sent);
         Ok(MessageId(position))
     }
 
@@ -202,6 +201,7 @@ impl<T> Queue<T> {
         let give_back = GiveBackOnUnwind {
             ring: &self.ready,
             index,
+            counters: &self.counters,
         };
         // SAFETY: `index` came out of the ready ring, so this thread owns the `Ready` slot and
         // its body is written; nothing else reads or writes the body until `InFlight` is
@@ -217,7 +217,6 @@ impl<T> Queue<T> {
         slot.deadline.store(deadline, Ordering::Relaxed);
         let lease = ready.next_lease();
         slot.store(lease);
-        bump(&self.counters.received);
         self.schedule(index, deadline);
         Some(Delivery {
             id: MessageId(slot.id.load(Ordering::Relaxed)),
@@ -335,7 +334,6 @@ impl<T> Queue<T> {
         self.free
             .push(index)
             .expect("the free ring has room for every slot");
-        bump(&self.counters.deleted);
         drop(body);
         Ok(())
     }
@@ -429,6 +427,13 @@ impl<T> Queue<T> {
         stats.oldest_ready_age =
             oldest_ready_since.map(|since| Duration::from_nanos(now.saturating_sub(since)));
         self.counters.fill(&mut stats);
+        // The common events are counted by the rings' positions, not by counters of their own:
+        // every free-ring pop is a send, every ready-ring pop a receive (less those given back
+        // by a panicking clone), every free-ring push past the initial fill a delete or a move
+        // to the dead-letter queue.
+        stats.sent = self.free.pops();
+        stats.received = self.ready.pops() - self.counters.given_back.load(Ordering::Relaxed);
+        stats.deleted = self.free.pushes() - self.capacity() as u64 - stats.dead_lettered;
         stats
     }
 
@@ -575,14 +580,16 @@ impl<T> Queue<T> {
     }
 }
 
-/// Pushes `index` back to `ring` if dropped (on unwind); forgotten on success.
+/// Pushes `index` back to `ring` if dropped (on unwind), counting it; forgotten on success.
 struct GiveBackOnUnwind<'a> {
     ring: &'a IndexRing,
     index: u32,
+    counters: &'a Counters,
 }
 
 impl Drop for GiveBackOnUnwind<'_> {
     fn drop(&mut self) {
+        bump(&self.counters.given_back);
         let _ = self.ring.push(self.index);
     }
 }

@@ -131,6 +131,16 @@ impl IndexRing {
         }
     }
 
+    /// How many values were ever popped (exact when nothing runs concurrently).
+    pub(crate) fn pops(&self) -> u64 {
+        self.head.load(Ordering::SeqCst)
+    }
+
+    /// How many values were ever pushed (exact when nothing runs concurrently).
+    pub(crate) fn pushes(&self) -> u64 {
+        self.tail.load(Ordering::SeqCst)
+    }
+
     /// Whether a value looked present at the head at the moment of the call (a hint for
     /// waiters; it consumes nothing).
     #[inline]

@@ -36,17 +36,16 @@ pub struct Stats {
     pub oldest_ready_age: Option<Duration>,
 }
 
-/// One event counter per field, each on its own cache line so that producers and consumers do
-/// not contend on one line.
+/// Counters of the rarer events, each on its own cache line. Sends, receives and deletes, the
+/// hot path, are counted by ring positions instead (see `Queue::stats`).
 #[derive(Default)]
 pub(crate) struct Counters {
-    pub(crate) sent: CachePadded<AtomicU64>,
-    pub(crate) received: CachePadded<AtomicU64>,
-    pub(crate) deleted: CachePadded<AtomicU64>,
     pub(crate) released: CachePadded<AtomicU64>,
     pub(crate) expired: CachePadded<AtomicU64>,
     pub(crate) dead_lettered: CachePadded<AtomicU64>,
     pub(crate) dead_letter_retries: CachePadded<AtomicU64>,
+    /// Deliveries given back to the ready ring because cloning the body panicked.
+    pub(crate) given_back: CachePadded<AtomicU64>,
 }
 
 /// Counts one event.
@@ -56,12 +55,9 @@ pub(crate) fn bump(counter: &AtomicU64) {
 }
 
 impl Counters {
-    /// The totals, into `stats`.
+    /// The counted totals, into `stats`.
     pub(crate) fn fill(&self, stats: &mut Stats) {
         let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        stats.sent = read(&self.sent);
-        stats.received = read(&self.received);
-        stats.deleted = read(&self.deleted);
         stats.released = read(&self.released);
         stats.expired = read(&self.expired);
         stats.dead_lettered = read(&self.dead_lettered);

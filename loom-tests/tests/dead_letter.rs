@@ -56,7 +56,10 @@ fn dead_letter_move_races_delete_with_full_dlq() {
             assert_eq!((stats.deleted, stats.dead_lettered, moved), (1, 0, None));
         } else {
             assert_eq!((stats.deleted, stats.dead_lettered, moved), (0, 1, Some(1)));
-            assert!(stats.dead_letter_retries >= 1, "the first move found the DLQ full");
+            assert!(
+                stats.dead_letter_retries >= 1,
+                "the first move found the DLQ full"
+            );
         }
         drop(q);
         drop(dlq);

@@ -65,7 +65,10 @@ fn delete_races_expiry() {
             }
         }
         let stats = q.stats();
-        assert_eq!(stats.deleted + stats.expired, if deleted.is_ok() { 1 } else { 2 });
+        assert_eq!(
+            stats.deleted + stats.expired,
+            if deleted.is_ok() { 1 } else { 2 }
+        );
         assert_empty_and_dropped(q, &live);
     });
 }
@@ -92,7 +95,11 @@ fn release_races_expiry() {
         expirer.join().unwrap();
 
         let stats = q.stats();
-        assert_eq!(stats.released + stats.expired, 1, "exactly one ended the lease");
+        assert_eq!(
+            stats.released + stats.expired,
+            1,
+            "exactly one ended the lease"
+        );
         assert_eq!(released.is_ok(), stats.released == 1);
         drain_one(&q, 2);
         assert_empty_and_dropped(q, &live);
@@ -222,7 +229,13 @@ fn stale_receipt_after_slot_reuse() {
 
         let stale_holder = {
             let q = q.clone();
-            thread::spawn(move || (q.delete(old), q.release(old), q.change_visibility(old, TICK)))
+            thread::spawn(move || {
+                (
+                    q.delete(old),
+                    q.release(old),
+                    q.change_visibility(old, TICK),
+                )
+            })
         };
         q.send(Body::new(2, &live)).unwrap();
         let d = q.try_receive().unwrap();

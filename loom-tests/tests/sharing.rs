@@ -23,7 +23,9 @@ fn send_races_receive_when_nearly_full() {
         let consumer = {
             let q = q.clone();
             thread::spawn(move || {
-                let d = q.try_receive().expect("message 1 was sent before the spawn");
+                let d = q
+                    .try_receive()
+                    .expect("message 1 was sent before the spawn");
                 assert_eq!(d.body().value, 1);
                 q.delete(d.receipt()).unwrap();
             })
@@ -44,7 +46,9 @@ fn send_races_receive_when_nearly_full() {
             expected.push(3);
         }
         for value in expected {
-            let d = q.try_receive().expect("every accepted message is delivered");
+            let d = q
+                .try_receive()
+                .expect("every accepted message is delivered");
             assert_eq!(d.body().value, value, "FIFO");
             q.delete(d.receipt()).unwrap();
         }

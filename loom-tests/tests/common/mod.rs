@@ -22,7 +22,10 @@ pub struct Body {
 impl Body {
     pub fn new(value: u32, live: &Arc<AtomicUsize>) -> Self {
         live.fetch_add(1, Ordering::SeqCst);
-        Self { value, live: live.clone() }
+        Self {
+            value,
+            live: live.clone(),
+        }
     }
 }
 
