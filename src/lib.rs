@@ -77,3 +77,8 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(12 * 60 * 60);
 /// The largest capacity a queue can be built with (2^28 messages): receipts name the slot in
 /// 28 bits.
 pub const MAX_CAPACITY: usize = 1 << message::SLOT_BITS;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -138,6 +138,19 @@ impl<T> Queue<T> {
 
     /// Queues `body`, invisible until `delay` has passed on the queue's clock (at most
     /// [`MAX_TIMEOUT`]; a zero delay is a plain [`Queue::send`]).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use visq::{ManualClock, Queue, SendError};
+    /// let clock = ManualClock::new();
+    /// let q: Queue<&str> = Queue::builder().clock(clock.clone()).build().unwrap();
+    /// q.send_delayed("later", Duration::from_secs(10)).unwrap();
+    /// assert!(q.try_receive().is_none());
+    /// clock.advance(Duration::from_secs(10));
+    /// assert_eq!(*q.try_receive().unwrap().body(), "later");
+    /// let too_long = q.send_delayed("never", Duration::from_secs(13 * 3600));
+    /// assert_eq!(too_long.unwrap_err(), SendError::DelayTooLong("never"));
+    /// ```
     pub fn send_delayed(&self, body: T, delay: Duration) -> Result<MessageId, SendError<T>> {
         if delay > MAX_TIMEOUT {
             return Err(SendError::DelayTooLong(body));
@@ -231,6 +244,16 @@ impl<T> Queue<T> {
     /// Spins briefly, then parks; a parked receiver uses no CPU and wakes for a send, a close,
     /// or the next deadline on the queue's wheel (an expiring lease). Returns `None` after
     /// `wait`, or at once on a closed queue with nothing visible.
+    ///
+    /// ```
+    /// use std::{sync::Arc, thread, time::Duration};
+    /// let q: Arc<visq::Queue<u32>> = Arc::new(visq::Queue::builder().build().unwrap());
+    /// let producer = { let q = q.clone(); thread::spawn(move || q.send(5).unwrap()) };
+    /// let delivery = q.receive(Duration::from_secs(10)).expect("sent within the wait");
+    /// assert_eq!(*delivery.body(), 5);
+    /// producer.join().unwrap();
+    /// assert!(q.receive(Duration::from_millis(1)).is_none());
+    /// ```
     pub fn receive(&self, wait: Duration) -> Option<Delivery<T>>
     where
         T: Clone,
@@ -323,6 +346,14 @@ impl<T> Queue<T> {
     ///
     /// Fails with [`ReceiptError::Stale`] or [`ReceiptError::Expired`] (and changes nothing)
     /// unless `receipt` is the current, unexpired lease.
+    ///
+    /// ```
+    /// let q: visq::Queue<u8> = visq::Queue::builder().build().unwrap();
+    /// q.send(1).unwrap();
+    /// let receipt = q.try_receive().unwrap().receipt();
+    /// assert_eq!(q.delete(receipt), Ok(()));
+    /// assert_eq!(q.delete(receipt), Err(visq::ReceiptError::Stale));
+    /// ```
     #[inline]
     pub fn delete(&self, receipt: Receipt) -> Result<(), ReceiptError> {
         let (index, lease) = self.end_lease(receipt, |lease| lease.with(State::Free, 0))?;
@@ -340,6 +371,14 @@ impl<T> Queue<T> {
 
     /// Gives a delivery back: the message is visible again at once (or moves to the
     /// dead-letter queue, if it has been received too often).
+    ///
+    /// ```
+    /// let q: visq::Queue<u8> = visq::Queue::builder().build().unwrap();
+    /// q.send(1).unwrap();
+    /// let first = q.try_receive().unwrap();
+    /// q.release(first.receipt()).unwrap();
+    /// assert_eq!(q.try_receive().unwrap().receive_count(), 2);
+    /// ```
     pub fn release(&self, receipt: Receipt) -> Result<(), ReceiptError> {
         let (index, lease) = self.end_lease(receipt, |lease| lease.with(State::Ready, 0))?;
         bump(&self.counters.released);
@@ -395,6 +434,15 @@ impl<T> Queue<T> {
 
     /// Closes the queue: sends fail with [`SendError::Closed`]; receivers drain what is held;
     /// blocked receivers with nothing visible return `None`.
+    ///
+    /// ```
+    /// let q: visq::Queue<u8> = visq::Queue::builder().build().unwrap();
+    /// q.send(1).unwrap();
+    /// q.close();
+    /// assert!(q.is_closed());
+    /// assert_eq!(q.send(2), Err(visq::SendError::Closed(2)));
+    /// assert_eq!(*q.try_receive().unwrap().body(), 1); // drains
+    /// ```
     pub fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
         self.waiters.notify_all();
@@ -406,6 +454,16 @@ impl<T> Queue<T> {
     }
 
     /// Counts and totals. Reads every slot (O(capacity)), allocates nothing.
+    ///
+    /// ```
+    /// let q: visq::Queue<u8> = visq::Queue::builder().build().unwrap();
+    /// q.send(1).unwrap();
+    /// q.send(2).unwrap();
+    /// let d = q.try_receive().unwrap();
+    /// q.delete(d.receipt()).unwrap();
+    /// let stats = q.stats();
+    /// assert_eq!((stats.ready, stats.in_flight, stats.sent, stats.deleted), (1, 0, 2, 1));
+    /// ```
     pub fn stats(&self) -> Stats {
         let now = self.time.now_nanos();
         self.run_wheel_if_due(now);
