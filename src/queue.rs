@@ -179,7 +179,7 @@ impl<T> Queue<T> {
             self.publish_ready(index, free, now, now);
         } else {
             let deadline = self.time.deadline(now, delay);
-            slot.deadline.store(deadline, Ordering::Relaxed);
+            slot.deadline.store(deadline, Ordering::Release);
             slot.store(free.with(State::Delayed, 0));
             self.schedule(index, deadline);
         }
@@ -227,12 +227,15 @@ impl<T> Queue<T> {
         // was read (another thread's send or wheel run); otherwise it could be born expired.
         let leased_at = now.max(slot.ready_since.load(Ordering::Relaxed));
         let deadline = self.time.deadline(leased_at, self.visibility_timeout);
-        slot.deadline.store(deadline, Ordering::Relaxed);
+        slot.deadline.store(deadline, Ordering::Release);
+        // Read the id while this thread still owns the slot: once `InFlight` is published the
+        // lease can expire and the slot be recycled for another message.
+        let id = MessageId(slot.id.load(Ordering::Relaxed));
         let lease = ready.next_lease();
         slot.store(lease);
         self.schedule(index, deadline);
         Some(Delivery {
-            id: MessageId(slot.id.load(Ordering::Relaxed)),
+            id,
             receipt: Receipt::new(index, lease.epoch()),
             receive_count,
             body,
@@ -424,7 +427,20 @@ impl<T> Queue<T> {
         let slot = self.slots.get(receipt.slot()).ok_or(ReceiptError::Stale)?;
         loop {
             let lease = self.validate(receipt, slot, now)?;
-            slot.deadline.store(deadline, Ordering::Relaxed);
+            // `deadline` is shared with whoever owns the slot next, so write it only by a CAS
+            // from this lease's own deadline (read, then confirmed by re-reading the word): a
+            // call whose lease ended meanwhile must not move the next lease's deadline.
+            let current = slot.deadline.load(Ordering::Acquire);
+            if slot.load() != lease {
+                continue;
+            }
+            if slot
+                .deadline
+                .compare_exchange(current, deadline, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                continue;
+            }
             if slot.cas(lease, lease.next_version()).is_ok() {
                 self.schedule(receipt.slot() as u32, deadline);
                 return Ok(());
@@ -563,7 +579,7 @@ impl<T> Queue<T> {
                 unsafe { slot.write_body(refused.into_inner()) };
                 bump(&self.counters.dead_letter_retries);
                 let retry_at = self.time.tick_of(now) + self.dead_letter_retry_ticks;
-                slot.deadline.store(retry_at, Ordering::Relaxed);
+                slot.deadline.store(retry_at, Ordering::Release);
                 slot.store(ready.with(State::Delayed, ready.tag()));
                 Some(retry_at)
             }

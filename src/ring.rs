@@ -21,13 +21,20 @@
 //! claim one position; before reporting "full" or "empty" the thread re-reads the index to make
 //! sure it was not looking at a stale lap.
 //!
+//! A cell can lag its index: a popper that won `head` but has not yet freed its cell, or a
+//! pusher that won `tail` but has not yet written it. A thread that meets such a cell reports
+//! "full" (or "empty") only if the indices say so (`tail - head` is the capacity, or zero);
+//! otherwise it spins until the lagging thread finishes its two-instruction step, as crossbeam's
+//! `ArrayQueue` does. Without that, a ring with room could report itself full, and one with
+//! values empty.
+//!
 //! In this crate every slot index is in at most one ring at a time and each ring has room for
 //! every index, so `push` never finds the ring full; it still reports it rather than assume it.
 //!
 //! Who may write what: `head` is written only by CAS from poppers, `tail` only by CAS from
 //! pushers, a cell only by the thread that claimed its position.
 
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{spin_loop, AtomicU64, Ordering};
 use crossbeam_utils::CachePadded;
 
 /// A bounded lock-free MPMC ring of `u32` values.
@@ -85,12 +92,18 @@ impl IndexRing {
                     Err(now) => tail = now,
                 },
                 distance if distance < 0 => {
-                    // The cell still holds the value from one lap ago: full, unless `tail` moved.
+                    // The cell still holds the value from one lap ago. Unless `tail` moved, that
+                    // is a full ring only if that value has not been popped; if its pop has
+                    // claimed `head` but not yet freed the cell, wait for it rather than report
+                    // a ring with room as full.
                     let now = self.tail.load(Ordering::Relaxed);
-                    if now == tail {
+                    if now != tail {
+                        tail = now;
+                    } else if tail.saturating_sub(self.head.load(Ordering::SeqCst)) > self.mask {
                         return Err(value);
+                    } else {
+                        spin_loop();
                     }
-                    tail = now;
                 }
                 _ => tail = self.tail.load(Ordering::Relaxed),
             }
@@ -119,12 +132,17 @@ impl IndexRing {
                     Err(now) => head = now,
                 },
                 distance if distance < 0 => {
-                    // Nothing pushed at `head` yet: empty, unless `head` moved.
+                    // Nothing pushed at `head` yet. Unless `head` moved, that is an empty ring
+                    // only if no push has claimed the position; if one has but not yet written
+                    // the cell, wait for it rather than report a ring with values as empty.
                     let now = self.head.load(Ordering::Relaxed);
-                    if now == head {
+                    if now != head {
+                        head = now;
+                    } else if self.tail.load(Ordering::SeqCst) <= head {
                         return None;
+                    } else {
+                        spin_loop();
                     }
-                    head = now;
                 }
                 _ => head = self.head.load(Ordering::Relaxed),
             }
@@ -211,5 +229,37 @@ mod tests {
             }
         });
         assert!(seen.iter().all(|c| c.load(Ordering::Relaxed) == 1));
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod cycling_tests {
+    use super::*;
+
+    /// The crate's use: every index is always in the ring or held by one thread, so a push of
+    /// a popped index must never find the ring full, however the threads interleave.
+    #[test]
+    fn cycling_indices_never_find_the_ring_full() {
+        for size in [1usize, 2, 4, 64] {
+            let ring = IndexRing::with_capacity(size);
+            for i in 0..size as u32 {
+                ring.push(i).unwrap();
+            }
+            std::thread::scope(|s| {
+                for _ in 0..4 {
+                    let ring = &ring;
+                    s.spawn(move || {
+                        for n in 0..200_000u32 {
+                            if let Some((_, v)) = ring.pop() {
+                                if n % 64 == 0 {
+                                    std::thread::yield_now();
+                                }
+                                ring.push(v).expect("a popped index always fits back");
+                            }
+                        }
+                    });
+                }
+            });
+        }
     }
 }
