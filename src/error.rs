@@ -90,10 +90,12 @@ impl<T> std::error::Error for SendError<T> {}
 /// Why a receipt was refused. A refused receipt changes nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReceiptError {
-    /// The lease was settled (deleted or released), the message was delivered again, or the
-    /// receipt was never issued.
+    /// The lease was settled (deleted or released), the message was delivered again or has
+    /// left the queue (deleted, or moved to the dead-letter queue), or the receipt was never
+    /// issued.
     Stale,
-    /// The lease's deadline has passed.
+    /// The lease's deadline has passed (and the message is still in this queue, not yet
+    /// delivered again).
     Expired,
     /// `change_visibility` was asked for a timeout over [`MAX_TIMEOUT`](crate::MAX_TIMEOUT).
     TimeoutTooLong,

@@ -25,15 +25,20 @@
 //! * Receipts: a receipt from an older lease of the message (redelivered) or of a settled lease
 //!   (deleted, released) or never issued (forged) is `Stale`; the current lease is `Expired`
 //!   once its deadline tick has come, and stays `Expired` after the wheel made it visible, until
-//!   the message is received again. A message whose lease expired and which then went (or is
-//!   waiting to go) to the dead-letter queue accepts `Stale` or `Expired`: the contract names
-//!   neither case, and the crate answers `Expired` while the move waits and `Stale` once done.
+//!   the message is received again, also while it waits for room in a full dead-letter queue.
+//!   Once such a message has been moved to the dead-letter queue (or may have been: see below),
+//!   either `Stale` or `Expired` is accepted: the contract does not say which (the crate answers
+//!   `Stale`, treating the move like a redelivery).
 //! * Dead letters: a message with `receive_count >= max_receives` that becomes visible (expiry
 //!   or release) is offered to the dead-letter queue; if that is full it stays held, counted as
 //!   delayed and in `dead_letter_retries`, and is offered again `ceil(10 ms / tick)` ticks later.
-//!   Which messages of one wheel run get the last places is not observable beyond the counts.
+//!   When one wheel run offers more messages than there are places, which of them got the places
+//!   is not observable beyond the counts, and the model forgets it.
 //! * `change_visibility` with a timeout over `MAX_TIMEOUT` is `TimeoutTooLong` for any receipt;
 //!   a zero timeout is a `release`.
+//! * Ids grow in send order (only that is checked, not their values); receipts are never
+//!   issued twice; `oldest_ready_age` counts from the send or release, or for a message the
+//!   wheel made visible from the start of its deadline's tick.
 //!
 //! Stats are compared after most steps (not all: skipping some leaves due deadlines unprocessed
 //! for the next operations, which exercises the lazy wheel) and always at the end.
@@ -46,7 +51,7 @@ use std::time::Duration;
 use visq::{ManualClock, MessageId, Queue, Receipt, ReceiptError, SendError, MAX_TIMEOUT};
 
 const MS: u64 = 1_000_000;
-const MAX_NANOS: u64 = 12 * 3600 * 1_000_000_000;
+const MAX_NANOS: u64 = MAX_TIMEOUT.as_nanos() as u64;
 const DEAD_LETTER_RETRY_NANOS: u64 = 10 * MS;
 
 const STALE: &[ReceiptError] = &[ReceiptError::Stale];
@@ -70,10 +75,14 @@ struct Config {
 /// Which receipt an operation uses.
 #[derive(Clone, Copy, Debug)]
 enum Pick {
-    /// The receipt of the k-th most recent delivery (0 = the latest).
+    /// The receipt of the k-th most recent delivery (0 = the latest); before there are that
+    /// many, a forged one.
     Recent(usize),
-    /// Any receipt issued so far (index modulo their number).
+    /// Any receipt issued so far (index modulo their number); before any, a forged one.
     Any(usize),
+    /// A receipt of a lease that has not been settled (index modulo their number), whether
+    /// its deadline has passed or not; `Recent(0)` when there is none.
+    Live(usize),
     /// A receipt made from an arbitrary number.
     Forged(u64),
 }
@@ -107,7 +116,8 @@ enum End {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum MState {
-    /// Visible since `since` nanos.
+    /// Visible since `since` nanos (for a message the wheel made visible: the start of its
+    /// deadline's tick, however late the wheel ran).
     Ready {
         since: u64,
     },
@@ -120,8 +130,18 @@ enum MState {
         deadline: u64,
     },
     Deleted,
-    /// Moved to the dead-letter queue, or held waiting for room there.
-    DeadLetter,
+    /// Offered to the dead-letter queue: moved there, or held waiting for room.
+    DeadLetter(Fate),
+}
+
+/// Where a message offered to the dead-letter queue is. When one wheel run offers more messages
+/// than there is room for, which of them got the places is not observable, so the model
+/// forgets it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fate {
+    Waiting,
+    Moved,
+    Unknown,
 }
 
 #[derive(Debug)]
@@ -173,8 +193,8 @@ struct Model {
     msgs: Vec<MMsg>,
     /// Ready messages: groups in FIFO order, any order inside a group.
     ready: VecDeque<Vec<usize>>,
-    /// Retry ticks of messages held because the dead-letter queue was full.
-    dead_letter_waiting: Vec<u64>,
+    /// Messages held because the dead-letter queue was full: retry tick and, where known, which.
+    dead_letter_waiting: Vec<(u64, Option<usize>)>,
     /// Messages in the dead-letter queue now.
     dead_letter_held: usize,
     counts: Snapshot,
@@ -233,51 +253,77 @@ impl Model {
         self.msgs.iter().any(|m| match m.state {
             MState::InFlight { deadline } | MState::Delayed { deadline } => deadline <= t,
             _ => false,
-        }) || self.dead_letter_waiting.iter().any(|&retry| retry <= t)
+        }) || self
+            .dead_letter_waiting
+            .iter()
+            .any(|&(retry, _)| retry <= t)
     }
 
-    /// Offers `n` messages to the dead-letter queue at tick `t`.
-    fn offer_dead_letters(&mut self, n: usize, t: u64) {
+    /// Offers messages (`None`: one of the waiting messages whose identity is not known) to
+    /// the dead-letter queue at tick `t`.
+    fn offer_dead_letters(&mut self, offered: Vec<Option<usize>>, t: u64) {
         let room = self.dead_letter_capacity - self.dead_letter_held;
-        let moved = n.min(room);
+        let moved = offered.len().min(room);
+        let refused = offered.len() - moved;
         self.dead_letter_held += moved;
         self.counts.dead_lettered += moved as u64;
-        let refused = n - moved;
         self.counts.dead_letter_retries += refused as u64;
-        self.dead_letter_waiting
-            .extend(std::iter::repeat(t + self.retry_ticks).take(refused));
+        let retry = t + self.retry_ticks;
+        let fate = match (moved, refused) {
+            (_, 0) => Fate::Moved,
+            (0, _) => Fate::Waiting,
+            _ => Fate::Unknown,
+        };
+        for &i in offered.iter().flatten() {
+            self.msgs[i].state = MState::DeadLetter(fate);
+        }
+        match fate {
+            Fate::Moved => {}
+            Fate::Waiting => self
+                .dead_letter_waiting
+                .extend(offered.into_iter().map(|i| (retry, i))),
+            Fate::Unknown => self
+                .dead_letter_waiting
+                .extend(std::iter::repeat((retry, None)).take(refused)),
+        }
     }
 
     /// One run of the timing wheel at the current time.
     fn run_wheel(&mut self) {
         let t = self.tick();
-        let since = t * self.tick_nanos;
         let max_receives = self.max_receives;
+        let tick_nanos = self.tick_nanos;
         let mut group = Vec::new();
-        let mut offered = 0;
+        let mut offered = Vec::new();
         for (i, msg) in self.msgs.iter_mut().enumerate() {
             match msg.state {
                 MState::InFlight { deadline } if deadline <= t => {
                     self.counts.expired += 1;
                     msg.last_end = End::Expired;
                     if max_receives.is_some_and(|max| msg.receive_count >= max) {
-                        msg.state = MState::DeadLetter;
-                        offered += 1;
+                        offered.push(Some(i));
                     } else {
-                        msg.state = MState::Ready { since };
+                        msg.state = MState::Ready {
+                            since: deadline * tick_nanos,
+                        };
                         group.push(i);
                     }
                 }
                 MState::Delayed { deadline } if deadline <= t => {
-                    msg.state = MState::Ready { since };
+                    msg.state = MState::Ready {
+                        since: deadline * tick_nanos,
+                    };
                     group.push(i);
                 }
                 _ => {}
             }
         }
-        let waiting = self.dead_letter_waiting.len();
-        self.dead_letter_waiting.retain(|&retry| retry > t);
-        offered += waiting - self.dead_letter_waiting.len();
+        let (due, waiting) = self
+            .dead_letter_waiting
+            .iter()
+            .partition(|&&(retry, _)| retry <= t);
+        self.dead_letter_waiting = waiting;
+        offered.extend(due.into_iter().map(|(_, i): (u64, Option<usize>)| i));
         self.offer_dead_letters(offered, t);
         if !group.is_empty() {
             self.ready.push_back(group);
@@ -333,7 +379,8 @@ impl Model {
             (MState::Ready { .. } | MState::Delayed { .. }, End::Expired) => {
                 Verdict::Refused(EXPIRED)
             }
-            (MState::DeadLetter, End::Expired) => Verdict::Refused(STALE_OR_EXPIRED),
+            (MState::DeadLetter(Fate::Waiting), End::Expired) => Verdict::Refused(EXPIRED),
+            (MState::DeadLetter(_), End::Expired) => Verdict::Refused(STALE_OR_EXPIRED),
             _ => Verdict::Refused(STALE),
         }
     }
@@ -351,9 +398,8 @@ impl Model {
         self.counts.released += 1;
         self.msgs[i].last_end = End::Released;
         if self.goes_to_dead_letters(self.msgs[i].receive_count) {
-            self.msgs[i].state = MState::DeadLetter;
             let retries = self.counts.dead_letter_retries;
-            self.offer_dead_letters(1, self.tick());
+            self.offer_dead_letters(vec![Some(i)], self.tick());
             self.counts.dead_letter_retries > retries
         } else {
             self.msgs[i].state = MState::Ready { since: self.now };
@@ -374,7 +420,7 @@ impl Model {
                 }
                 MState::Delayed { .. } => s.delayed += 1,
                 MState::InFlight { .. } => s.in_flight += 1,
-                MState::Deleted | MState::DeadLetter => {}
+                MState::Deleted | MState::DeadLetter(_) => {}
             }
         }
         s.oldest_ready_age = oldest.map(|since| Duration::from_nanos(self.now - since));
@@ -456,7 +502,22 @@ impl Harness {
 
     /// The receipt a pick names, and the lease it belongs to if it was ever issued.
     fn resolve(&self, pick: Pick) -> (Receipt, Option<(usize, u32)>) {
+        let live = |k: usize| {
+            let live: Vec<&Issued> = self
+                .issued
+                .iter()
+                .filter(|r| {
+                    let msg = &self.m.msgs[r.msg];
+                    r.lease == msg.leases && matches!(msg.state, MState::InFlight { .. })
+                })
+                .collect();
+            (!live.is_empty()).then(|| live[k % live.len()].receipt.to_u64())
+        };
         let raw = match pick {
+            Pick::Live(k) => match live(k) {
+                Some(raw) => raw,
+                None => return self.resolve(Pick::Recent(0)),
+            },
             Pick::Recent(k) if self.issued.len() > k => {
                 self.issued[self.issued.len() - 1 - k].receipt.to_u64()
             }
@@ -714,13 +775,14 @@ impl Harness {
         };
         let msg = &mut self.m.msgs[i];
         prop_assert!(
-            msg.state == MState::DeadLetter && !msg.drained,
+            matches!(msg.state, MState::DeadLetter(Fate::Moved | Fate::Unknown)) && !msg.drained,
             "message {} in the dead-letter queue: {:?} {}",
             i,
             msg,
             ctx
         );
         msg.drained = true;
+        msg.state = MState::DeadLetter(Fate::Moved);
         prop_assert_eq!(delivery.receive_count(), 1, "{}", ctx);
         prop_assert_eq!(dlq.delete(delivery.receipt()), Ok(()), "{}", ctx);
         self.m.dead_letter_held -= 1;
@@ -783,21 +845,22 @@ fn advance() -> impl Strategy<Value = u64> {
 
 fn pick() -> impl Strategy<Value = Pick> {
     prop_oneof![
-        6 => (0usize..3).prop_map(Pick::Recent),
-        3 => any::<usize>().prop_map(Pick::Any),
+        5 => any::<usize>().prop_map(Pick::Live),
+        3 => (0usize..3).prop_map(Pick::Recent),
+        2 => any::<usize>().prop_map(Pick::Any),
         1 => prop_oneof![any::<u64>(), Just(0u64), Just(u64::MAX)].prop_map(Pick::Forged),
     ]
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => Just(Op::Send),
+        5 => Just(Op::Send),
         3 => span().prop_map(Op::SendDelayed),
         8 => Just(Op::Receive),
-        4 => pick().prop_map(Op::Delete),
+        6 => pick().prop_map(Op::Delete),
         3 => pick().prop_map(Op::Release),
         4 => (pick(), span()).prop_map(|(p, t)| Op::ChangeVisibility(p, t)),
-        6 => advance().prop_map(Op::Advance),
+        5 => advance().prop_map(Op::Advance),
         1 => Just(Op::DrainDeadLetters),
         1 => Just(Op::Stats),
     ]
@@ -805,7 +868,7 @@ fn op() -> impl Strategy<Value = Op> {
 
 fn config() -> impl Strategy<Value = Config> {
     (
-        1usize..=8,
+        prop_oneof![1 => 1usize..=2, 4 => 3usize..=16],
         prop_oneof![2 => Just(MS), 1 => Just(10 * MS), 3 => 200_000u64..=20 * MS],
         prop_oneof![6 => Just(MS), 1 => Just(250_000u64), 1 => Just(3 * MS)],
         prop::option::weighted(0.4, (2u32..=3, 1usize..=3)),
@@ -823,8 +886,9 @@ fn config() -> impl Strategy<Value = Config> {
 }
 
 proptest! {
+    // 256 cases unless PROPTEST_CASES says otherwise; no regression file is written (failures
+    // found so far are kept as the named tests below).
     #![proptest_config(ProptestConfig {
-        cases: 256,
         failure_persistence: None,
         ..ProptestConfig::default()
     })]
@@ -832,7 +896,7 @@ proptest! {
     #[test]
     fn queue_matches_model(
         cfg in config(),
-        steps in prop::collection::vec((op(), prop::bool::weighted(0.7)), 1..=200),
+        steps in prop::collection::vec((op(), prop::bool::weighted(0.6)), 1..=200),
     ) {
         run_case(&cfg, &steps)?;
     }
@@ -918,9 +982,4 @@ fn settling_before_the_wheel_has_run() {
     .map(|op| (op, false))
     .collect();
     run_case(&plain(4, 5, None), &steps).unwrap();
-}
-
-#[test]
-fn max_timeout_is_accepted() {
-    assert_eq!(MAX_TIMEOUT.as_nanos(), u128::from(MAX_NANOS));
 }
