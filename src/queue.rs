@@ -179,7 +179,7 @@ impl<T> Queue<T> {
             self.publish_ready(index, free, now, now);
         } else {
             let deadline = self.time.deadline(now, delay);
-            slot.deadline.store(deadline, Ordering::Release);
+            slot.set_deadline(deadline);
             slot.store(free.with(State::Delayed, 0));
             self.schedule(index, deadline);
         }
@@ -227,7 +227,7 @@ impl<T> Queue<T> {
         // was read (another thread's send or wheel run); otherwise it could be born expired.
         let leased_at = now.max(slot.ready_since.load(Ordering::Relaxed));
         let deadline = self.time.deadline(leased_at, self.visibility_timeout);
-        slot.deadline.store(deadline, Ordering::Release);
+        slot.set_deadline(deadline);
         // Read the id while this thread still owns the slot: once `InFlight` is published the
         // lease can expire and the slot be recycled for another message.
         let id = MessageId(slot.id.load(Ordering::Relaxed));
@@ -394,6 +394,11 @@ impl<T> Queue<T> {
 
     /// Sets the lease's deadline to `timeout` from now, longer or shorter. A zero timeout is
     /// [`Queue::release`]. The receipt stays valid until the new deadline.
+    ///
+    /// One receipt used by two threads at once (one settling it while the other changes its
+    /// visibility) is a race the caller should avoid: exactly one settlement still wins, but if
+    /// the message's next lease or delay happens to end on the very tick this lease's deadline
+    /// had, the losing call can move that deadline.
     ///
     /// ```
     /// use std::time::Duration;
@@ -579,7 +584,7 @@ impl<T> Queue<T> {
                 unsafe { slot.write_body(refused.into_inner()) };
                 bump(&self.counters.dead_letter_retries);
                 let retry_at = self.time.tick_of(now) + self.dead_letter_retry_ticks;
-                slot.deadline.store(retry_at, Ordering::Release);
+                slot.set_deadline(retry_at);
                 slot.store(ready.with(State::Delayed, ready.tag()));
                 Some(retry_at)
             }

@@ -139,6 +139,17 @@ impl<T> Slot<T> {
         }
     }
 
+    /// Sets the deadline of a slot the caller owns (before publishing the state that makes it
+    /// live). A swap, not a store: a `change_visibility` whose lease has just ended may be
+    /// running its deadline CAS concurrently, and that CAS must either land before this write
+    /// or fail. A plain store gives that too (RMW atomicity), but loom does not model RMW
+    /// atomicity against plain stores of unrelated threads and would report a false
+    /// overwrite; the swap costs one locked instruction on the receive path.
+    #[inline]
+    pub(crate) fn set_deadline(&self, deadline: u64) {
+        self.deadline.swap(deadline, Ordering::AcqRel);
+    }
+
     #[inline]
     pub(crate) fn load(&self) -> Word {
         Word(self.word.load(Ordering::Acquire))

@@ -188,6 +188,40 @@ fn shorten_races_wheel_run() {
     });
 }
 
+/// Model 4c: shortening a lease while the wheel visits it. The lease was extended first, which
+/// tells the wheel nothing (the slot stays filed at the original, earlier deadline); when that
+/// tick comes the wheel visits the slot and re-files it at the extended deadline. Shortening
+/// the lease meanwhile must still fire on time, whether the wheel has the slot filed earlier
+/// (no notice needed), is visiting it (the wheel's `filed = NEVER` + fence against the
+/// operation's deadline store + fence), or has re-filed it at the extended, later deadline
+/// (a notice is needed).
+#[test]
+fn shorten_races_wheel_visit() {
+    check("shorten_races_wheel_visit", || {
+        let live = Arc::new(AtomicUsize::new(0));
+        let clock = ManualClock::new();
+        let q = Arc::new(tiny_queue(2, &clock));
+        q.send(Body::new(1, &live)).unwrap();
+        let receipt = lease(&q); // deadline tick 1, filed at 1
+        q.change_visibility(receipt, 4 * TICK).unwrap(); // deadline tick 4, still filed at 1
+        clock.advance(TICK); // the filed tick has come; the lease has not ended
+
+        let wheel = {
+            let q = q.clone();
+            // Runs the wheel: visits the slot and re-files it at its deadline.
+            thread::spawn(move || q.try_receive().map(|d| d.receipt()))
+        };
+        q.change_visibility(receipt, TICK).unwrap(); // deadline tick 2
+        let redelivered = wheel.join().unwrap();
+        assert!(redelivered.is_none(), "redelivered before any deadline");
+
+        // The shortened deadline has come: the wheel must fire it now, not at tick 4.
+        clock.advance(TICK);
+        drain_one(&q, 2);
+        assert_empty_and_dropped(q, &live);
+    });
+}
+
 /// Model 5: a stale receipt (from before a redelivery) used concurrently with the new holder's
 /// delete: the stale one always fails, the current one always succeeds.
 #[test]
@@ -248,6 +282,52 @@ fn stale_receipt_after_slot_reuse() {
         assert_eq!(stale.1, Err(ReceiptError::Stale));
         assert_eq!(stale.2, Err(ReceiptError::Stale));
         q.delete(current).unwrap();
+        assert_empty_and_dropped(q, &live);
+    });
+}
+
+/// Model 11: a change_visibility with a receipt that is valid when it starts, racing the lease's
+/// expiry and the message's next receive (say a heartbeat thread extending a lease that has just
+/// run out). Whatever it returns, it must leave the new holder's lease alone: the new receipt
+/// stays valid until its own deadline.
+///
+/// This caught a real bug: `change_visibility` stored the new deadline before its version CAS,
+/// i.e. before it knew the lease was still current, so a late call overwrote the deadline of
+/// the slot's next lease. It now changes the deadline only by a CAS from this lease's own
+/// deadline, confirmed by re-reading the word.
+#[test]
+fn late_change_visibility_races_next_lease() {
+    check("late_change_visibility_races_next_lease", || {
+        let live = Arc::new(AtomicUsize::new(0));
+        let clock = ManualClock::new();
+        let q = Arc::new(tiny_queue(1, &clock));
+        q.send(Body::new(1, &live)).unwrap();
+        let old = lease(&q); // deadline tick 1
+
+        let old_holder = {
+            let q = q.clone();
+            thread::spawn(move || q.change_visibility(old, TICK))
+        };
+        clock.advance(LEASE + TICK); // tick 2: the old lease has ended
+        let d = q
+            .try_receive()
+            .expect("the expired message is visible again");
+        assert_eq!(d.receive_count(), 2);
+        let current = d.receipt();
+        drop(d);
+        let late = old_holder.join().unwrap();
+
+        // Whether the late call landed first (it then set the deadline it already had, tick 1)
+        // or failed, the new lease runs to tick 3 and its receipt is valid at tick 2.
+        assert!(matches!(
+            late,
+            Ok(()) | Err(ReceiptError::Expired | ReceiptError::Stale)
+        ));
+        assert_eq!(
+            q.delete(current),
+            Ok(()),
+            "the new holder's lease was cut short"
+        );
         assert_empty_and_dropped(q, &live);
     });
 }
