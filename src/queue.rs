@@ -163,7 +163,12 @@ impl<T> Queue<T> {
         if self.is_closed() {
             return Err(SendError::Closed(body));
         }
-        let now = self.time.now_nanos();
+        // A plain send only needs a lower bound of the time (see `crate::clock`).
+        let now = if delay.is_zero() {
+            self.time.recent_nanos()
+        } else {
+            self.time.now_nanos()
+        };
         self.run_wheel_if_due(now);
         let Some((position, index)) = self.free.pop() else {
             return Err(SendError::Full(body));
@@ -385,7 +390,7 @@ impl<T> Queue<T> {
     pub fn release(&self, receipt: Receipt) -> Result<(), ReceiptError> {
         let (index, lease) = self.end_lease(receipt, |lease| lease.with(State::Ready, 0))?;
         bump(&self.counters.released);
-        let now = self.time.now_nanos();
+        let now = self.time.recent_nanos();
         if let Some(retry_at) = self.make_visible(index, lease.with(State::Ready, 0), now, now) {
             self.schedule(index, retry_at);
         }
@@ -431,7 +436,7 @@ impl<T> Queue<T> {
         let deadline = self.time.deadline(now, timeout);
         let slot = self.slots.get(receipt.slot()).ok_or(ReceiptError::Stale)?;
         loop {
-            let lease = self.validate(receipt, slot, now)?;
+            let lease = self.validate(receipt, slot)?;
             // `deadline` is shared with whoever owns the slot next, so write it only by a CAS
             // from this lease's own deadline (read, then confirmed by re-reading the word): a
             // call whose lease ended meanwhile must not move the next lease's deadline.
@@ -525,24 +530,23 @@ impl<T> Queue<T> {
         end: impl Fn(Word) -> Word,
     ) -> Result<(u32, Word), ReceiptError> {
         let slot = self.slots.get(receipt.slot()).ok_or(ReceiptError::Stale)?;
-        let now = self.time.now_nanos();
         loop {
-            let lease = self.validate(receipt, slot, now)?;
+            let lease = self.validate(receipt, slot)?;
             if slot.cas(lease, end(lease)).is_ok() {
                 return Ok((receipt.slot() as u32, lease));
             }
         }
     }
 
-    /// The slot's word if `receipt` is its current, unexpired lease at `now`.
+    /// The slot's word if `receipt` is its current, unexpired lease.
     #[inline]
-    fn validate(&self, receipt: Receipt, slot: &Slot<T>, now: u64) -> Result<Word, ReceiptError> {
+    fn validate(&self, receipt: Receipt, slot: &Slot<T>) -> Result<Word, ReceiptError> {
         let word = slot.load();
         if word.epoch() != receipt.epoch() {
             return Err(ReceiptError::Stale);
         }
         match word.state() {
-            State::InFlight if slot.deadline.load(Ordering::Relaxed) <= self.time.tick_of(now) => {
+            State::InFlight if self.time.has_passed(slot.deadline.load(Ordering::Relaxed)) => {
                 Err(ReceiptError::Expired)
             }
             State::InFlight => Ok(word),
