@@ -209,7 +209,16 @@ impl<T> Queue<T> {
     where
         T: Clone,
     {
-        let now = self.time.now_nanos();
+        self.try_receive_at(self.time.now_nanos())
+    }
+
+    /// [`Queue::try_receive`] with the clock already read (`now`, exact). A batch reads the
+    /// clock once: each lease still starts no earlier than its message became visible.
+    #[inline]
+    fn try_receive_at(&self, now: u64) -> Option<Delivery<T>>
+    where
+        T: Clone,
+    {
         self.run_wheel_if_due(now);
         let (_, index) = self.ready.pop()?;
         let slot = &self.slots[index as usize];
@@ -339,9 +348,10 @@ impl<T> Queue<T> {
     where
         T: Clone,
     {
+        let now = self.time.now_nanos();
         let mut taken = 0;
         while taken < max {
-            let Some(delivery) = self.try_receive() else {
+            let Some(delivery) = self.try_receive_at(now) else {
                 break;
             };
             out.push(delivery);
