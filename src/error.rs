@@ -63,6 +63,21 @@ impl<T> SendError<T> {
             Self::Full(body) | Self::Closed(body) | Self::DelayTooLong(body) => body,
         }
     }
+
+    /// The same refusal with the body changed by `f`: for callers that wrap bodies.
+    ///
+    /// ```
+    /// use visq::SendError;
+    /// let refused: SendError<(u32, &str)> = SendError::Full((7, "job"));
+    /// assert_eq!(refused.map(|(_, job)| job), SendError::Full("job"));
+    /// ```
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> SendError<U> {
+        match self {
+            Self::Full(body) => SendError::Full(f(body)),
+            Self::Closed(body) => SendError::Closed(f(body)),
+            Self::DelayTooLong(body) => SendError::DelayTooLong(f(body)),
+        }
+    }
 }
 
 impl<T> fmt::Debug for SendError<T> {

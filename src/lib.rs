@@ -52,22 +52,32 @@
 
 mod builder;
 mod clock;
+mod consumer;
 mod error;
+mod lease;
 mod message;
 mod queue;
+mod request_reply;
 mod ring;
 mod slot;
 mod stats;
 mod sync;
+mod topic;
 mod waiters;
 mod wheel;
 
 pub use builder::Builder;
 pub use clock::ManualClock;
+pub use consumer::{Backoff, Consumer, ConsumerBuilder, ConsumerStats};
 pub use error::{BuildError, ReceiptError, SendError};
+pub use lease::Lease;
 pub use message::{Delivery, MessageId, Receipt};
 pub use queue::Queue;
+pub use request_reply::{
+    responder, CorrelationId, PendingReply, Reply, Request, RequestError, Requester, TimedOut,
+};
 pub use stats::Stats;
+pub use topic::{PublishError, SubscriberQueue, Subscription, SubscriptionId, Topic};
 
 use std::time::Duration;
 

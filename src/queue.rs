@@ -123,6 +123,16 @@ impl<T> Queue<T> {
         self.slots.len()
     }
 
+    /// How long a received message stays invisible unless its lease is changed.
+    pub fn visibility_timeout(&self) -> Duration {
+        self.visibility_timeout
+    }
+
+    /// The receive count after which a message goes to the dead-letter queue, if it has one.
+    pub fn max_receives(&self) -> Option<u32> {
+        self.dead_letter.as_ref().map(|d| d.max_receives)
+    }
+
     /// Queues `body`, visible at once. Fails with the body when the queue is full or closed.
     ///
     /// ```

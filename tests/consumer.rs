@@ -1,0 +1,425 @@
+//! The worker pool and the batch consumer: settling by outcome, backoff, dead-lettering, panics,
+//! heartbeats and the graceful stop. Queue time is a `ManualClock` wherever it matters; the
+//! only wall-clock waits are for the worker threads to catch up (bounded, see `wait_until`).
+
+mod common;
+
+use common::wait_until;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+use visq::{Backoff, Consumer, ConsumerBuilder, Lease, ManualClock, Queue};
+
+const TICK: Duration = Duration::from_millis(1);
+const VISIBILITY: Duration = Duration::from_secs(10);
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn queue(clock: &ManualClock) -> Arc<Queue<u32>> {
+    let q = Queue::builder()
+        .capacity(1024)
+        .visibility_timeout(VISIBILITY)
+        .tick(TICK)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    Arc::new(q)
+}
+
+/// A backoff without jitter: 10 s, 20 s, 40 s, ...
+fn backoff() -> Backoff {
+    Backoff {
+        base: secs(10),
+        factor: 2.0,
+        cap: secs(3600),
+        jitter: 0.0,
+    }
+}
+
+/// A pool on `clock` that polls often, so the tests run fast.
+fn pool(q: &Arc<Queue<u32>>, clock: &ManualClock) -> ConsumerBuilder<u32> {
+    Consumer::builder(q.clone())
+        .visibility_timeout(VISIBILITY)
+        .backoff(backoff())
+        .poll_wait(Duration::from_millis(5))
+        .clock(clock.clone())
+}
+
+/// Holds handlers until opened.
+#[derive(Default)]
+struct Gate {
+    open: Mutex<bool>,
+    opened: Condvar,
+    entered: AtomicUsize,
+}
+
+impl Gate {
+    fn pass(&self) {
+        self.entered.fetch_add(1, Ordering::SeqCst);
+        let open = self.open.lock().unwrap();
+        let (_open, waited) = self
+            .opened
+            .wait_timeout_while(open, secs(10), |open| !*open)
+            .unwrap();
+        assert!(!waited.timed_out(), "the test never opened the gate");
+    }
+
+    fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.opened.notify_all();
+    }
+
+    fn entered(&self) -> usize {
+        self.entered.load(Ordering::SeqCst)
+    }
+}
+
+#[test]
+fn every_message_is_handled_once_and_deleted() {
+    let clock = ManualClock::new();
+    let q = queue(&clock);
+    let seen = Arc::new(Mutex::new(HashSet::new()));
+    let consumer = {
+        let seen = seen.clone();
+        pool(&q, &clock)
+            .workers(4)
+            .prefetch(8)
+            .start(move |n: &u32| {
+                assert!(seen.lock().unwrap().insert(*n), "{n} handled twice");
+                Ok::<(), ()>(())
+            })
+    }
+    .unwrap();
+    for n in 0..1000 {
+        q.send(n).unwrap();
+    }
+    wait_until("all are processed", || consumer.stats().processed == 1000);
+    assert!(consumer.stop(secs(10)));
+    assert_eq!(seen.lock().unwrap().len(), 1000);
+    let stats = q.stats();
+    assert_eq!((stats.deleted, stats.ready, stats.in_flight), (1000, 0, 0));
+    assert_eq!(consumer.stats().failed, 0);
+}
+
+#[test]
+fn failures_back_off_exponentially_then_succeed() {
+    let clock = ManualClock::new();
+    let q = queue(&clock);
+    let attempts = Arc::new(AtomicU32::new(0));
+    let consumer = {
+        let attempts = attempts.clone();
+        pool(&q, &clock).start(
+            move |_: &u32| match attempts.fetch_add(1, Ordering::SeqCst) {
+                0 | 1 => Err("not yet"),
+                _ => Ok(()),
+            },
+        )
+    }
+    .unwrap();
+    q.send(7).unwrap();
+
+    wait_until("the first failure is retried", || {
+        consumer.stats().retried == 1
+    });
+    // Invisible for the first backoff (10 s), then the pool gets it again.
+    clock.advance(secs(10) - TICK);
+    assert!(q.try_receive().is_none());
+    clock.advance(TICK * 2);
+    wait_until("the second failure is retried", || {
+        consumer.stats().retried == 2
+    });
+    // The second backoff is twice as long.
+    clock.advance(secs(20) - TICK);
+    assert!(q.try_receive().is_none());
+    clock.advance(TICK * 2);
+    wait_until("the third attempt succeeds", || {
+        consumer.stats().processed == 1
+    });
+
+    assert!(consumer.stop(secs(10)));
+    let stats = consumer.stats();
+    assert_eq!(
+        (stats.failed, stats.retried, stats.dead_lettered),
+        (2, 2, 0)
+    );
+    assert_eq!(attempts.load(Ordering::SeqCst), 3);
+    assert_eq!(q.stats().deleted, 1);
+}
+
+#[test]
+fn the_dead_letter_limit_takes_over_from_backoff() {
+    let clock = ManualClock::new();
+    let dlq: Arc<Queue<u32>> = Arc::new(Queue::builder().clock(clock.clone()).build().unwrap());
+    let q = Arc::new(
+        Queue::builder()
+            .visibility_timeout(VISIBILITY)
+            .dead_letter(dlq.clone(), 2)
+            .tick(TICK)
+            .clock(clock.clone())
+            .build()
+            .unwrap(),
+    );
+    let consumer = pool(&q, &clock)
+        .max_receives(2)
+        .start(|_: &u32| Err::<(), _>("always"))
+        .unwrap();
+    q.send(7).unwrap();
+    wait_until("the first failure is retried", || {
+        consumer.stats().retried == 1
+    });
+    clock.advance(secs(10) + TICK);
+    // The second failure is the last allowed receive: released at once, without backoff.
+    wait_until("it is dead-lettered", || {
+        consumer.stats().dead_lettered == 1
+    });
+    assert!(consumer.stop(secs(10)));
+    assert_eq!(*dlq.try_receive().unwrap().body(), 7);
+    let stats = q.stats();
+    assert_eq!(
+        (stats.ready, stats.in_flight, stats.dead_lettered),
+        (0, 0, 1)
+    );
+    let stats = consumer.stats();
+    assert_eq!(
+        (stats.failed, stats.retried, stats.dead_lettered),
+        (2, 1, 1)
+    );
+}
+
+#[test]
+fn a_panicking_handler_keeps_its_worker_and_gives_the_message_back() {
+    let clock = ManualClock::new();
+    let q = queue(&clock);
+    let panicked_once = Arc::new(AtomicBool::new(false));
+    let consumer = {
+        let panicked_once = panicked_once.clone();
+        pool(&q, &clock).workers(1).start(move |n: &u32| {
+            if *n == 0 && !panicked_once.swap(true, Ordering::SeqCst) {
+                panic!("handler bug (expected by the test)");
+            }
+            Ok::<(), ()>(())
+        })
+    }
+    .unwrap();
+    for n in 0..3 {
+        q.send(n).unwrap();
+    }
+    // The only worker survived the panic: it handled the other two.
+    wait_until("the others are processed", || {
+        consumer.stats().processed == 2
+    });
+    let stats = consumer.stats();
+    assert_eq!((stats.panicked, stats.failed, stats.retried), (1, 1, 1));
+    clock.advance(secs(10) + TICK);
+    wait_until("the retry succeeds", || consumer.stats().processed == 3);
+    assert!(consumer.stop(secs(10)));
+    assert_eq!(q.stats().deleted, 3);
+}
+
+#[test]
+fn the_heartbeat_keeps_a_slow_handlers_lease() {
+    let clock = ManualClock::new();
+    let q = queue(&clock);
+    let gate = Arc::new(Gate::default());
+    let consumer = {
+        let gate = gate.clone();
+        pool(&q, &clock).heartbeat(0.5).start(move |_: &u32| {
+            gate.pass();
+            Ok::<(), ()>(())
+        })
+    }
+    .unwrap();
+    q.send(1).unwrap();
+    wait_until("the handler runs", || gate.entered() == 1);
+
+    clock.advance(secs(6)); // past half the timeout
+    wait_until("the heartbeat extends", || consumer.stats().extended >= 1);
+    clock.advance(secs(6)); // past the original deadline (10 s)
+    assert!(
+        q.try_receive().is_none(),
+        "the lease expired despite the heartbeat"
+    );
+    assert_eq!(q.stats().expired, 0);
+
+    gate.open();
+    wait_until("the handler finishes", || consumer.stats().processed == 1);
+    assert!(consumer.stop(secs(10)));
+    assert_eq!(consumer.stats().lease_lost, 0);
+    assert_eq!(q.stats().deleted, 1);
+}
+
+#[test]
+fn without_a_heartbeat_a_slow_handler_loses_its_lease() {
+    let clock = ManualClock::new();
+    let q = queue(&clock);
+    let gate = Arc::new(Gate::default());
+    let consumer = {
+        let gate = gate.clone();
+        pool(&q, &clock).heartbeat(0.0).start(move |_: &u32| {
+            gate.pass();
+            Ok::<(), ()>(())
+        })
+    }
+    .unwrap();
+    q.send(1).unwrap();
+    wait_until("the handler runs", || gate.entered() == 1);
+    clock.advance(secs(11));
+    let redelivered = q.try_receive().expect("the lease expired");
+    assert_eq!(redelivered.receive_count(), 2);
+    q.delete(redelivered.receipt()).unwrap();
+
+    gate.open();
+    wait_until("the late ack is refused", || {
+        consumer.stats().lease_lost == 1
+    });
+    assert!(consumer.stop(secs(10)));
+    assert_eq!(consumer.stats().extended, 0);
+}
+
+#[test]
+fn stop_lets_the_running_handler_finish_and_releases_the_unstarted() {
+    let clock = ManualClock::new();
+    let q = queue(&clock);
+    for n in 0..3 {
+        q.send(n).unwrap();
+    }
+    let gate = Arc::new(Gate::default());
+    let consumer = {
+        let gate = gate.clone();
+        pool(&q, &clock).prefetch(3).start(move |_: &u32| {
+            gate.pass();
+            Ok::<(), ()>(())
+        })
+    }
+    .unwrap();
+    wait_until("the first handler runs", || gate.entered() == 1);
+    assert_eq!(q.stats().in_flight, 3, "all three prefetched");
+
+    consumer.stop_receiving();
+    gate.open();
+    assert!(
+        consumer.stop(secs(10)),
+        "the handler finished within the deadline"
+    );
+
+    let stats = consumer.stats();
+    assert_eq!((stats.processed, stats.released_unstarted), (1, 2));
+    assert_eq!(gate.entered(), 1, "nothing started after the stop");
+    let stats = q.stats();
+    assert_eq!((stats.deleted, stats.ready, stats.in_flight), (1, 2, 0));
+}
+
+#[test]
+fn stop_gives_up_on_a_stuck_handler_at_the_deadline() {
+    let clock = ManualClock::new();
+    let q = queue(&clock);
+    let gate = Arc::new(Gate::default());
+    let consumer = {
+        let gate = gate.clone();
+        pool(&q, &clock).start(move |_: &u32| {
+            gate.pass();
+            Ok::<(), ()>(())
+        })
+    }
+    .unwrap();
+    q.send(1).unwrap();
+    wait_until("the handler runs", || gate.entered() == 1);
+    assert!(!consumer.stop(Duration::from_millis(20)));
+    // The handler is left to finish and settle on its own.
+    gate.open();
+    wait_until("the late handler settles", || q.stats().deleted == 1);
+    assert_eq!(consumer.stats().processed, 1);
+}
+
+#[test]
+fn batches_are_cut_at_size_or_when_the_wait_ends() {
+    let clock = ManualClock::new();
+    let q = queue(&clock);
+    for n in 0..10 {
+        q.send(n).unwrap();
+    }
+    let sizes = Arc::new(Mutex::new(Vec::new()));
+    let consumer = {
+        let sizes = sizes.clone();
+        pool(&q, &clock)
+            .start_batch(
+                4,
+                Duration::from_millis(20),
+                move |batch: &[Lease<'_, u32>]| {
+                    sizes.lock().unwrap().push(batch.len());
+                    // Per message: even ones succeed, odd ones fail.
+                    batch
+                        .iter()
+                        .map(|m| if *m.body() % 2 == 0 { Ok(()) } else { Err(()) })
+                        .collect()
+                },
+            )
+            .unwrap()
+    };
+    wait_until("all are handled", || {
+        let stats = consumer.stats();
+        stats.processed + stats.failed == 10
+    });
+    assert!(consumer.stop(secs(10)));
+    assert_eq!(*sizes.lock().unwrap(), [4, 4, 2]);
+    let stats = consumer.stats();
+    assert_eq!((stats.processed, stats.failed, stats.retried), (5, 5, 5));
+    let stats = q.stats();
+    assert_eq!(
+        (stats.deleted, stats.in_flight),
+        (5, 5),
+        "failures back off"
+    );
+}
+
+#[test]
+fn a_batch_gathers_what_arrives_within_the_wait() {
+    let clock = ManualClock::new();
+    let q = queue(&clock);
+    let sizes = Arc::new(Mutex::new(Vec::new()));
+    let consumer = {
+        let sizes = sizes.clone();
+        pool(&q, &clock)
+            .start_batch(3, secs(10), move |batch: &[Lease<'_, u32>]| {
+                sizes.lock().unwrap().push(batch.len());
+                vec![Ok::<(), ()>(()); batch.len()]
+            })
+            .unwrap()
+    };
+    q.send(0).unwrap();
+    wait_until("the first is received", || q.stats().in_flight == 1);
+    q.send(1).unwrap();
+    q.send(2).unwrap();
+    wait_until("the batch is handled", || consumer.stats().processed == 3);
+    assert!(consumer.stop(secs(10)));
+    assert_eq!(*sizes.lock().unwrap(), [3]);
+}
+
+#[test]
+fn missing_outcomes_and_panics_fail_batch_messages() {
+    let clock = ManualClock::new();
+    let q = queue(&clock);
+    for n in 0..6 {
+        q.send(n).unwrap();
+    }
+    let consumer = pool(&q, &clock)
+        .start_batch(3, Duration::ZERO, |batch: &[Lease<'_, u32>]| {
+            if *batch[0].body() == 0 {
+                vec![Ok::<(), ()>(())] // one outcome for three messages
+            } else {
+                panic!("batch handler bug (expected by the test)")
+            }
+        })
+        .unwrap();
+    wait_until("both batches are handled", || {
+        let stats = consumer.stats();
+        stats.processed + stats.failed == 6
+    });
+    assert!(consumer.stop(secs(10)));
+    let stats = consumer.stats();
+    assert_eq!((stats.processed, stats.failed, stats.panicked), (1, 5, 3));
+    assert_eq!(q.stats().deleted, 1);
+}

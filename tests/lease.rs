@@ -1,0 +1,179 @@
+//! The lease guard: settling consumes it, dropping it unsettled releases the message at once.
+//! Queue time is a `ManualClock`.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+use visq::{Lease, ManualClock, Queue, ReceiptError};
+
+const TICK: Duration = Duration::from_millis(1);
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+fn queue(clock: &ManualClock) -> Queue<u32> {
+    Queue::builder()
+        .capacity(16)
+        .visibility_timeout(secs(10))
+        .tick(TICK)
+        .clock(clock.clone())
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn ack_deletes() {
+    let q = queue(&ManualClock::new());
+    q.send(1).unwrap();
+    let lease = q.try_receive_lease().unwrap();
+    assert_eq!((*lease.body(), lease.receive_count()), (1, 1));
+    lease.ack().unwrap();
+    assert!(q.try_receive().is_none());
+    let stats = q.stats();
+    assert_eq!((stats.deleted, stats.released, stats.in_flight), (1, 0, 0));
+}
+
+#[test]
+fn dropping_an_unsettled_lease_releases_at_once() {
+    let q = queue(&ManualClock::new());
+    q.send(1).unwrap();
+    drop(q.try_receive_lease().unwrap());
+    // No time has passed: only a release can have made it visible.
+    let again = q.try_receive_lease().unwrap();
+    assert_eq!(again.receive_count(), 2);
+    assert_eq!(q.stats().released, 1);
+}
+
+#[test]
+fn a_panicking_handler_releases_its_lease() {
+    let q = queue(&ManualClock::new());
+    q.send(1).unwrap();
+    let handled = catch_unwind(AssertUnwindSafe(|| {
+        let _lease = q.try_receive_lease().unwrap();
+        panic!("handler crashed");
+    }));
+    assert!(handled.is_err());
+    assert_eq!(q.try_receive().unwrap().receive_count(), 2);
+}
+
+#[test]
+fn nack_makes_it_visible_now() {
+    let q = queue(&ManualClock::new());
+    q.send(1).unwrap();
+    q.try_receive_lease().unwrap().nack().unwrap();
+    assert_eq!(q.try_receive().unwrap().receive_count(), 2);
+    assert_eq!(q.stats().released, 1);
+}
+
+#[test]
+fn nack_after_redelivers_after_the_delay_not_before() {
+    let clock = ManualClock::new();
+    let q = queue(&clock);
+    q.send(1).unwrap();
+    q.try_receive_lease().unwrap().nack_after(secs(5)).unwrap();
+    clock.advance(secs(5) - TICK);
+    assert!(q.try_receive().is_none());
+    clock.advance(TICK * 2);
+    assert_eq!(q.try_receive_lease().unwrap().receive_count(), 2);
+}
+
+#[test]
+fn nack_after_too_long_is_refused_and_releases() {
+    let q = queue(&ManualClock::new());
+    q.send(1).unwrap();
+    let lease = q.try_receive_lease().unwrap();
+    let too_long = visq::MAX_TIMEOUT + secs(1);
+    assert_eq!(
+        lease.nack_after(too_long),
+        Err(ReceiptError::TimeoutTooLong)
+    );
+    assert_eq!(q.try_receive().unwrap().receive_count(), 2);
+}
+
+#[test]
+fn extend_keeps_the_lease() {
+    let clock = ManualClock::new();
+    let q = queue(&clock);
+    q.send(1).unwrap();
+    let lease = q.try_receive_lease().unwrap();
+    lease.extend(secs(60)).unwrap();
+    clock.advance(secs(59));
+    assert!(q.try_receive().is_none());
+    lease.ack().unwrap();
+    assert_eq!(q.stats().deleted, 1);
+}
+
+#[test]
+fn extend_to_zero_releases_and_spends_the_lease() {
+    let q = queue(&ManualClock::new());
+    q.send(1).unwrap();
+    let lease = q.try_receive_lease().unwrap();
+    lease.extend(Duration::ZERO).unwrap();
+    let next = q.try_receive_lease().unwrap();
+    assert_eq!(lease.ack(), Err(ReceiptError::Stale));
+    // Neither the failed ack nor the drop touched the next lease.
+    assert_eq!(q.stats().in_flight, 1);
+    next.ack().unwrap();
+}
+
+#[test]
+fn settling_an_expired_lease_fails_and_leaves_the_next_lease_alone() {
+    let clock = ManualClock::new();
+    let q = queue(&clock);
+    q.send(1).unwrap();
+    let first = q.try_receive_lease().unwrap();
+    clock.advance(secs(11));
+    let second = q.try_receive_lease().unwrap();
+    assert_eq!(second.receive_count(), 2);
+    assert_eq!(first.ack(), Err(ReceiptError::Stale));
+    assert_eq!(q.stats().in_flight, 1);
+    second.ack().unwrap();
+    assert_eq!(q.stats().deleted, 1);
+}
+
+#[test]
+fn into_delivery_disarms_the_guard() {
+    let q = queue(&ManualClock::new());
+    q.send(1).unwrap();
+    let delivery = q.try_receive_lease().unwrap().into_delivery();
+    assert!(
+        q.try_receive().is_none(),
+        "still leased after the guard is gone"
+    );
+    q.delete(delivery.receipt()).unwrap();
+}
+
+#[test]
+fn wraps_batch_deliveries() {
+    let q = queue(&ManualClock::new());
+    for n in 0..4 {
+        q.send(n).unwrap();
+    }
+    let mut batch = Vec::new();
+    q.receive_batch(&mut batch, 4, Duration::ZERO);
+    let leases: Vec<Lease<'_, u32>> = batch.into_iter().map(|d| Lease::new(&q, d)).collect();
+    assert!(std::ptr::eq(leases[0].queue(), &q));
+    for lease in leases {
+        if *lease.body() % 2 == 0 {
+            lease.ack().unwrap();
+        } // odd ones are dropped: released
+    }
+    let stats = q.stats();
+    assert_eq!((stats.deleted, stats.released, stats.ready), (2, 2, 2));
+}
+
+#[test]
+fn receive_lease_long_polls() {
+    let q: Arc<Queue<u32>> = Arc::new(Queue::builder().build().unwrap());
+    assert!(q.receive_lease(Duration::from_millis(1)).is_none());
+    let producer = {
+        let q = q.clone();
+        thread::spawn(move || q.send(9).unwrap())
+    };
+    let lease = q.receive_lease(secs(10)).expect("sent within the wait");
+    assert_eq!(*lease.body(), 9);
+    lease.ack().unwrap();
+    producer.join().unwrap();
+}

@@ -1,0 +1,161 @@
+//! Pub/sub: fan-out to per-subscription queues, filters, and refusals that hand the body back.
+
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+use visq::{BuildError, ManualClock, Queue, SendError, Topic};
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+#[test]
+fn every_subscription_gets_a_clone_in_its_own_queue() {
+    let clock = ManualClock::new();
+    let topic: Topic<String> = Topic::new();
+    let short = topic
+        .subscribe(
+            Queue::builder()
+                .visibility_timeout(secs(1))
+                .clock(clock.clone()),
+        )
+        .unwrap();
+    let long = topic
+        .subscribe(
+            Queue::builder()
+                .visibility_timeout(secs(60))
+                .clock(clock.clone()),
+        )
+        .unwrap();
+    assert_ne!(short.id(), long.id());
+    assert_eq!(topic.publish("event".to_string()).unwrap(), 2);
+
+    let from_short = short.try_receive().unwrap();
+    let from_long = long.try_receive().unwrap();
+    assert_eq!(
+        (from_short.body().as_str(), from_long.body().as_str()),
+        ("event", "event")
+    );
+    // Each queue keeps its own visibility timeout.
+    clock.advance(secs(2));
+    assert_eq!(short.try_receive().unwrap().receive_count(), 2);
+    assert!(long.try_receive().is_none());
+}
+
+#[test]
+fn filters_choose_what_a_subscription_gets() {
+    let topic: Topic<u32> = Topic::new();
+    let all = topic.subscribe(Queue::builder()).unwrap();
+    let even = topic
+        .subscribe_filtered(Queue::builder(), |n| n % 2 == 0)
+        .unwrap();
+    for n in 0..6 {
+        let expected = if n % 2 == 0 { 2 } else { 1 };
+        assert_eq!(topic.publish(n).unwrap(), expected);
+    }
+    assert_eq!(all.stats().ready, 6);
+    let evens: Vec<u32> = std::iter::from_fn(|| even.try_receive().map(|d| *d.body())).collect();
+    assert_eq!(evens, [0, 2, 4]);
+}
+
+#[test]
+fn a_full_subscription_is_named_and_the_body_comes_back() {
+    let topic: Topic<String> = Topic::new();
+    let roomy = topic.subscribe(Queue::builder().capacity(8)).unwrap();
+    let tiny = topic.subscribe(Queue::builder().capacity(1)).unwrap();
+    topic.publish("first".to_string()).unwrap();
+
+    let refused = topic.publish("second".to_string()).unwrap_err();
+    assert_eq!(refused.refused, [(tiny.id(), SendError::Full(()))]);
+    assert_eq!(refused.delivered, 1);
+    assert_eq!(refused.body, "second");
+    assert_eq!(roomy.stats().ready, 2);
+
+    // Make room, then retry where it was refused: `roomy` gets no duplicate.
+    let first = tiny.try_receive().unwrap();
+    tiny.delete(first.receipt()).unwrap();
+    let ids = refused.refused_ids();
+    assert_eq!(topic.publish_to(&ids, refused.into_inner()).unwrap(), 1);
+    assert_eq!(roomy.stats().ready, 2);
+    assert_eq!(tiny.try_receive().unwrap().body(), "second");
+}
+
+#[test]
+fn a_closed_subscription_is_named() {
+    let topic: Topic<u8> = Topic::new();
+    let closed = topic.subscribe(Queue::builder()).unwrap();
+    closed.close();
+    let refused = topic.publish(1).unwrap_err();
+    assert_eq!(refused.refused, [(closed.id(), SendError::Closed(()))]);
+    assert_eq!((refused.delivered, refused.body), (0, 1));
+}
+
+#[test]
+fn unsubscribing_stops_delivery() {
+    let topic: Topic<u8> = Topic::new();
+    let sub = topic.subscribe(Queue::builder()).unwrap();
+    assert_eq!(topic.subscriptions(), 1);
+    assert!(topic.unsubscribe(sub.id()));
+    assert!(!topic.unsubscribe(sub.id()));
+    assert_eq!(topic.publish(1).unwrap(), 0);
+    assert!(sub.try_receive().is_none());
+}
+
+#[test]
+fn subscribes_builders_queues_and_shared_queues() {
+    let topic: Topic<u8> = Topic::new();
+    assert_eq!(
+        topic.subscribe(Queue::builder().capacity(0)).unwrap_err(),
+        BuildError::ZeroCapacity
+    );
+    let shared: Arc<Queue<u8>> = Arc::new(Queue::builder().build().unwrap());
+    let sub = topic.subscribe(shared.clone()).unwrap();
+    assert!(Arc::ptr_eq(sub.queue(), &shared));
+    topic.subscribe(Queue::builder().build().unwrap()).unwrap();
+    assert_eq!(topic.publish(3).unwrap(), 2);
+    assert_eq!(*shared.try_receive().unwrap().body(), 3);
+}
+
+#[test]
+fn each_subscription_has_its_own_dead_letter_settings() {
+    let topic: Topic<u8> = Topic::new();
+    let dlq: Arc<Queue<u8>> = Arc::new(Queue::builder().build().unwrap());
+    let strict = topic
+        .subscribe(Queue::builder().dead_letter(dlq.clone(), 1))
+        .unwrap();
+    let lenient = topic.subscribe(Queue::builder()).unwrap();
+    topic.publish(9).unwrap();
+    strict
+        .release(strict.try_receive().unwrap().receipt())
+        .unwrap();
+    lenient
+        .release(lenient.try_receive().unwrap().receipt())
+        .unwrap();
+    assert_eq!(*dlq.try_receive().unwrap().body(), 9);
+    assert!(strict.try_receive().is_none());
+    assert_eq!(lenient.try_receive().unwrap().receive_count(), 2);
+}
+
+#[test]
+fn concurrent_publishers_reach_every_subscription() {
+    let topic: Arc<Topic<u32>> = Arc::new(Topic::new());
+    let subs: Vec<_> = (0..3)
+        .map(|_| topic.subscribe(Queue::builder().capacity(4000)).unwrap())
+        .collect();
+    let publishers: Vec<_> = (0..4)
+        .map(|p| {
+            let topic = topic.clone();
+            thread::spawn(move || {
+                for n in 0..1000 {
+                    assert_eq!(topic.publish(p * 1000 + n).unwrap(), 3);
+                }
+            })
+        })
+        .collect();
+    for publisher in publishers {
+        publisher.join().unwrap();
+    }
+    for sub in &subs {
+        assert_eq!(sub.stats().ready, 4000);
+    }
+}
