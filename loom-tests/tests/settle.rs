@@ -22,6 +22,15 @@ fn assert_empty_and_dropped(q: Arc<Queue<Body>>, live: &AtomicUsize) {
     assert_eq!(live.load(Ordering::SeqCst), 0, "every body dropped once");
 }
 
+/// Deletes the message's second delivery: the one a racing thread already received
+/// (`redelivered`), or else the one visible now.
+fn delete_second_delivery(q: &Queue<Body>, redelivered: Option<visq::Receipt>) {
+    match redelivered {
+        Some(again) => q.delete(again).unwrap(),
+        None => drain_one(q, 2),
+    }
+}
+
 /// Deletes whatever `q` delivers now, asserting there is exactly one and its receive count.
 fn drain_one(q: &Queue<Body>, receive_count: u32) {
     let d = q.try_receive().expect("the message is visible again");
@@ -58,10 +67,7 @@ fn delete_races_expiry() {
             }
             Err(e) => {
                 assert!(matches!(e, ReceiptError::Expired | ReceiptError::Stale));
-                match redelivered {
-                    Some(again) => q.delete(again).unwrap(),
-                    None => drain_one(&q, 2),
-                }
+                delete_second_delivery(&q, redelivered);
             }
         }
         let stats = q.stats();
@@ -137,10 +143,7 @@ fn extend_races_wheel_firing() {
             Err(e) => {
                 // Expired, or Stale if the message was already delivered again.
                 assert!(matches!(e, ReceiptError::Expired | ReceiptError::Stale));
-                match redelivered {
-                    Some(again) => q.delete(again).unwrap(),
-                    None => drain_one(&q, 2),
-                }
+                delete_second_delivery(&q, redelivered);
             }
         }
         assert_empty_and_dropped(q, &live);
@@ -180,10 +183,7 @@ fn shorten_races_wheel_run() {
         // The new deadline is at most one tick after the call returned: by then it must fire.
         let due = shortened_by + TICK;
         clock.advance(due.saturating_sub(clock.now()));
-        match redelivered {
-            Some(again) => q.delete(again).unwrap(),
-            None => drain_one(&q, 2),
-        }
+        delete_second_delivery(&q, redelivered);
         assert_empty_and_dropped(q, &live);
     });
 }
