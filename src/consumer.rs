@@ -344,7 +344,7 @@ impl<T: Clone + Send + 'static> ConsumerBuilder<T> {
 ///   releases whatever was received but not started.
 ///
 /// The pool takes the queue's visibility timeout and dead-letter limit from the queue; a test
-/// that drives the queue with a [`ManualClock`](crate::ManualClock) also gives it to the pool
+/// that drives the queue with a [`ManualClock`] also gives it to the pool
 /// with [`ConsumerBuilder::clock`].
 ///
 /// Dropping a consumer stops it like [`Consumer::stop`] without a deadline: it waits for the

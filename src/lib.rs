@@ -53,6 +53,7 @@
 mod builder;
 mod clock;
 mod consumer;
+mod dedup;
 mod error;
 mod lease;
 mod message;
@@ -69,6 +70,9 @@ mod wheel;
 pub use builder::Builder;
 pub use clock::ManualClock;
 pub use consumer::{Backoff, Consumer, ConsumerBuilder, ConsumerStats};
+pub use dedup::{
+    dedup_hash, DedupBuildError, DedupBuilder, DedupQueue, DedupSendError, DedupStats, Sent,
+};
 pub use error::{BuildError, ReceiptError, SendError};
 pub use lease::Lease;
 pub use message::{Delivery, MessageId, Receipt};

@@ -1736,9 +1736,10 @@ fn exactly_one_of_delete_release_and_expiry_takes_effect_when_they_race() {
             assert!(q.try_receive().is_none());
         }
     }
-    // All three outcomes happen (the race is real); 250 rounds start with a clock advance.
+    // Which settlement wins depends on the scheduler, so no mix of outcomes is required here
+    // (a 2-core machine under load can let one thread win every round); the loom models
+    // `delete_races_expiry` and `release_races_expiry` explore every interleaving.
     assert_eq!(outcomes.iter().sum::<u32>(), 500);
-    assert!(outcomes[0] > 0 && outcomes[1] > 0, "{outcomes:?}");
 }
 
 #[test]
