@@ -1,92 +1,103 @@
-//! First numbers: the full message lifecycle (send, receive, delete), uncontended and with one
-//! producer and one consumer thread, beside crossbeam-channel's plain handoff in the same run.
+//! Throughput of the full message lifecycle (send, receive, delete), visq beside its baselines
+//! in the same run: crossbeam-channel `bounded(1024)` and crossbeam-queue `ArrayQueue` doing a
+//! plain handoff (no lease), the lock-based reference, and the tutorial design.
 //!
-//! Run: `cargo bench --bench lifecycle`.
+//! * `uncontended/*`: one thread, one message at a time: send, receive, delete (push, pop).
+//! * `lifecycle/{1P1C,2P2C,4P4C}/batch {1,32}/{u64,64 B}/*`: producers and consumers on their
+//!   own threads; time from start to the last message deleted.
+//!
+//! Run: `cargo bench --bench lifecycle` (filter with `-- 1P1C`, `-- visq`, ...). The shorter
+//! version of everything, with tables and plots, is `cargo run --release --example report`.
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use std::hint::black_box;
-use std::thread;
-use std::time::Duration;
-use visq::Queue;
+#[path = "common/mod.rs"]
+mod common;
+
+use common::adapters::{Array, Channel, Config, Contender, Handoff, Lease};
+use common::lockref::LockRef;
+use common::throughput::{self, handoff_once, lease_once, Shape, CAPACITY, SHAPES, TUTORIAL_POLL};
+use common::tutorial::Tutorial;
+use common::{Body64, Payload};
+use criterion::{criterion_group, criterion_main, Bencher, Criterion, SamplingMode, Throughput};
+use std::time::{Duration, Instant};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Messages per measured batch in the two-thread benchmarks.
-const MESSAGES: u64 = 100_000;
+/// Messages per measured run, by queue (the tutorial design is about 100x slower).
+fn messages(contender: Contender) -> u64 {
+    match contender {
+        Contender::Tutorial => 5_000,
+        _ => 50_000,
+    }
+}
 
-fn queue(capacity: usize) -> Queue<u64> {
-    Queue::builder()
-        .capacity(capacity)
-        .build()
-        .expect("valid settings")
+/// The longest one run may take before the bench gives up on it.
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn bench_lease<Q: Lease<u64>>(b: &mut Bencher<'_>) {
+    let q = Q::build(&Config::new(CAPACITY).poll(TUTORIAL_POLL));
+    let mut n = 0;
+    b.iter(|| {
+        lease_once(&q, n);
+        n += 1;
+    });
+}
+
+fn bench_handoff<H: Handoff<u64>>(b: &mut Bencher<'_>) {
+    let q = H::build(CAPACITY);
+    let deadline = Instant::now() + Duration::from_secs(24 * 3600);
+    let mut n = 0;
+    b.iter(|| {
+        handoff_once(&q, n, deadline);
+        n += 1;
+    });
 }
 
 fn uncontended(c: &mut Criterion) {
     let mut group = c.benchmark_group("uncontended");
     group.throughput(Throughput::Elements(1));
-    let q = queue(1024);
-    group.bench_function("visq send+receive+delete", |b| {
-        b.iter(|| {
-            q.send(black_box(7)).unwrap();
-            let delivery = q.try_receive().unwrap();
-            q.delete(delivery.receipt()).unwrap();
-        })
-    });
-    let (tx, rx) = crossbeam_channel::bounded(1024);
-    group.bench_function("crossbeam-channel send+recv", |b| {
-        b.iter(|| {
-            tx.send(black_box(7u64)).unwrap();
-            black_box(rx.recv().unwrap());
-        })
-    });
+    for contender in Contender::ALL {
+        group.bench_function(contender.name(), |b| match contender {
+            Contender::Visq => bench_lease::<visq::Queue<u64>>(b),
+            Contender::LockRef => bench_lease::<LockRef<u64>>(b),
+            Contender::Tutorial => bench_lease::<Tutorial<u64>>(b),
+            Contender::Channel => bench_handoff::<Channel<u64>>(b),
+            Contender::Array => bench_handoff::<Array<u64>>(b),
+        });
+    }
     group.finish();
 }
 
-fn one_producer_one_consumer(c: &mut Criterion) {
-    let mut group = c.benchmark_group("1p1c");
-    group.throughput(Throughput::Elements(MESSAGES));
-    group.sample_size(20);
-    group.bench_function("visq lifecycle", |b| {
-        b.iter_batched(
-            || queue(1024),
-            |q| {
-                thread::scope(|s| {
-                    s.spawn(|| {
-                        for n in 0..MESSAGES {
-                            let mut body = n;
-                            while let Err(refused) = q.send(body) {
-                                body = refused.into_inner();
-                                std::hint::spin_loop();
-                            }
-                        }
-                    });
-                    for _ in 0..MESSAGES {
-                        let delivery = q.receive(Duration::from_secs(10)).expect("a message");
-                        q.delete(delivery.receipt()).unwrap();
-                    }
-                });
-            },
-            BatchSize::LargeInput,
-        )
-    });
-    group.bench_function("crossbeam-channel bounded(1024) handoff", |b| {
-        b.iter(|| {
-            let (tx, rx) = crossbeam_channel::bounded(1024);
-            thread::scope(|s| {
-                s.spawn(move || {
-                    for n in 0..MESSAGES {
-                        tx.send(n).unwrap();
-                    }
-                });
-                for _ in 0..MESSAGES {
-                    black_box(rx.recv().unwrap());
-                }
-            });
-        })
-    });
+fn threaded<P: Payload>(c: &mut Criterion, shape: Shape) {
+    let mut group = c.benchmark_group(format!("lifecycle/{}/{}", shape.label(), P::NAME));
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sampling_mode(SamplingMode::Flat);
+    for contender in Contender::ALL {
+        let messages = messages(contender);
+        group.throughput(Throughput::Elements(messages));
+        group.bench_function(contender.name(), |b| {
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| {
+                        throughput::lifecycle::<P>(contender, shape, messages, LIMIT)
+                            .unwrap_or_else(|| panic!("{} did not finish", contender.name()))
+                    })
+                    .sum()
+            })
+        });
+    }
     group.finish();
 }
 
-criterion_group!(benches, uncontended, one_producer_one_consumer);
+fn lifecycle(c: &mut Criterion) {
+    for shape in SHAPES {
+        threaded::<u64>(c, shape);
+        threaded::<Body64>(c, shape);
+    }
+}
+
+criterion_group!(benches, uncontended, lifecycle);
 criterion_main!(benches);

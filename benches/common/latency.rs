@@ -1,0 +1,291 @@
+//! Latency, one producer and one consumer, recorded in hdrhistograms (nanoseconds):
+//!
+//! * **send-to-receive**: from the message's send time to the moment `receive` returned it;
+//! * **send-to-delete**: to the moment `delete` returned (lease queues only).
+//!
+//! Pacing: at a fixed offered rate the producer sends message `i` at `start + i / rate`
+//! (spinning until then) and stamps it with that *intended* time, so a producer held back by
+//! a slow or full queue counts against the queue (no coordinated omission). In a burst, the
+//! producer sends `size` messages back to back (each stamped when its send starts), waits
+//! until the consumer has them all, pauses so the consumer goes idle, and repeats.
+//!
+//! The consumer blocks in the queue's own blocking receive: visq's `receive(wait)`,
+//! crossbeam-channel's `recv_timeout`, the lock-based reference's condvar wait, the tutorial's
+//! poll-and-sleep loop (at its default 1 s poll), and `ArrayQueue` spinning then yielding.
+
+use super::adapters::{Array, Channel, Config, Contender, Handoff, Lease};
+use super::lockref::LockRef;
+use super::tutorial::Tutorial;
+use super::{Backoff, STOP};
+use hdrhistogram::Histogram;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Barrier;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Queue capacity in the latency runs: room for 4 ms at 1 M msgs/s.
+pub const CAPACITY: usize = 4096;
+/// How long the consumer's blocking receive waits before it looks at the clock.
+const WAIT: Duration = Duration::from_secs(1);
+/// The percentiles reported, with their labels.
+pub const QUANTILES: [(&str, f64); 6] = [
+    ("p50", 0.50),
+    ("p90", 0.90),
+    ("p99", 0.99),
+    ("p99.9", 0.999),
+    ("p99.99", 0.9999),
+    ("max", 1.0),
+];
+
+/// How the producer paces its sends.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Pace {
+    /// This many messages per second, evenly spaced.
+    Rate(u64),
+    /// `size` messages back to back, then wait for the consumer to take them, then `pause`.
+    Burst { size: u64, pause: Duration },
+}
+
+impl Pace {
+    pub fn label(&self) -> String {
+        match self {
+            Pace::Rate(rate) if rate % 1_000_000 == 0 => format!("{} M msgs/s", rate / 1_000_000),
+            Pace::Rate(rate) if rate % 1_000 == 0 => format!("{} k msgs/s", rate / 1_000),
+            Pace::Rate(rate) => format!("{rate} msgs/s"),
+            Pace::Burst { size, pause } => {
+                format!("bursts of {size}, {} ms apart", pause.as_millis())
+            }
+        }
+    }
+
+    pub fn key(&self) -> String {
+        match self {
+            Pace::Rate(rate) => format!("rate-{rate}"),
+            Pace::Burst { size, .. } => format!("burst-{size}"),
+        }
+    }
+}
+
+/// One latency run's parameters.
+#[derive(Clone, Copy, Debug)]
+pub struct Spec {
+    pub pace: Pace,
+    /// Messages to send in all.
+    pub messages: u64,
+    /// The producer stops sending after this long (the run is then marked incomplete).
+    pub limit: Duration,
+}
+
+/// What one run measured.
+pub struct Latency {
+    pub receive: Histogram<u64>,
+    /// Send-to-delete, for queues with a delete step.
+    pub delete: Option<Histogram<u64>>,
+    pub sent: u64,
+    /// Whether every planned message was sent within the limit.
+    pub complete: bool,
+    pub elapsed: Duration,
+}
+
+impl Latency {
+    /// The [`QUANTILES`] of `histogram`, in nanoseconds.
+    pub fn percentiles(histogram: &Histogram<u64>) -> [u64; 6] {
+        QUANTILES.map(|(_, q)| {
+            if q >= 1.0 {
+                histogram.max()
+            } else {
+                histogram.value_at_quantile(q)
+            }
+        })
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    // 1 ns to 1 hour, 3 significant digits.
+    Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid bounds")
+}
+
+#[inline]
+fn now_ns(base: Instant) -> u64 {
+    super::nanos(base.elapsed())
+}
+
+/// Runs `spec` on `contender`, body `u64` (the send stamp).
+pub fn run(contender: Contender, spec: Spec) -> Latency {
+    let config = Config::new(CAPACITY);
+    match contender {
+        Contender::Visq => lease_latency::<visq::Queue<u64>>(&config, spec),
+        Contender::LockRef => lease_latency::<LockRef<u64>>(&config, spec),
+        Contender::Tutorial => lease_latency::<Tutorial<u64>>(&config, spec),
+        Contender::Channel => handoff_latency::<Channel<u64>>(spec),
+        Contender::Array => handoff_latency::<Array<u64>>(spec),
+    }
+}
+
+/// The producer's side, shared by both families: `send(stamp) -> sent?` with its own backoff
+/// and deadline; `received` is the consumer's running count.
+fn produce(
+    spec: Spec,
+    base: Instant,
+    received: &AtomicU64,
+    mut send: impl FnMut(u64) -> bool,
+) -> (u64, bool) {
+    let limit = super::nanos(spec.limit);
+    let start = now_ns(base);
+    let mut sent = 0;
+    match spec.pace {
+        Pace::Rate(rate) => {
+            let rate = u128::from(rate.max(1));
+            for i in 0..spec.messages {
+                let intended = start + u64::try_from(u128::from(i) * 1_000_000_000 / rate).unwrap();
+                let mut now = now_ns(base);
+                while now < intended {
+                    std::hint::spin_loop();
+                    now = now_ns(base);
+                }
+                if now - start > limit || !send(intended) {
+                    return (sent, false);
+                }
+                sent += 1;
+            }
+        }
+        Pace::Burst { size, pause } => {
+            while sent < spec.messages {
+                for _ in 0..size.min(spec.messages - sent) {
+                    if !send(now_ns(base)) {
+                        return (sent, false);
+                    }
+                    sent += 1;
+                }
+                let mut backoff = Backoff::new();
+                while received.load(Ordering::Acquire) < sent {
+                    backoff.snooze();
+                    if now_ns(base) - start > limit {
+                        return (sent, false);
+                    }
+                }
+                thread::sleep(pause);
+                if now_ns(base) - start > limit {
+                    return (sent, sent == spec.messages);
+                }
+            }
+        }
+    }
+    (sent, true)
+}
+
+fn lease_latency<Q: Lease<u64>>(config: &Config, spec: Spec) -> Latency {
+    let q = Q::build(config);
+    let base = Instant::now();
+    // The consumer gives up this long after the producer's limit.
+    let give_up = base + spec.limit + Duration::from_secs(5);
+    let received = AtomicU64::new(0);
+    let barrier = Barrier::new(2);
+    thread::scope(|s| {
+        let (q, received, barrier) = (&q, &received, &barrier);
+        let consumer = s.spawn(move || {
+            let (mut to_receive, mut to_delete) = (histogram(), histogram());
+            let mut count = 0;
+            barrier.wait();
+            loop {
+                match q.receive(WAIT) {
+                    Some(delivery) => {
+                        let stamp = *Q::body(&delivery);
+                        if stamp == STOP {
+                            q.delete(&delivery);
+                            break;
+                        }
+                        let got = now_ns(base);
+                        q.delete(&delivery);
+                        let deleted = now_ns(base);
+                        to_receive.saturating_record(got.saturating_sub(stamp).max(1));
+                        to_delete.saturating_record(deleted.saturating_sub(stamp).max(1));
+                        count += 1;
+                        received.store(count, Ordering::Release);
+                    }
+                    None if Instant::now() > give_up => break,
+                    None => {}
+                }
+            }
+            (to_receive, to_delete)
+        });
+        barrier.wait();
+        let started = Instant::now();
+        let send = |stamp: u64| {
+            let mut body = stamp;
+            let mut backoff = Backoff::new();
+            let mut tries = 0u32;
+            loop {
+                match q.send(body) {
+                    Ok(()) => return true,
+                    Err(refused) => body = refused,
+                }
+                backoff.snooze();
+                tries = tries.wrapping_add(1);
+                if tries % 64 == 0 && Instant::now() > give_up {
+                    return false;
+                }
+            }
+        };
+        let (sent, complete) = produce(spec, base, received, send);
+        let mut stop = STOP;
+        let mut backoff = Backoff::new();
+        while let Err(refused) = q.send(stop) {
+            stop = refused;
+            backoff.snooze();
+            if Instant::now() > give_up {
+                break;
+            }
+        }
+        let (to_receive, to_delete) = consumer.join().expect("consumer");
+        Latency {
+            receive: to_receive,
+            delete: Some(to_delete),
+            sent,
+            complete,
+            elapsed: started.elapsed(),
+        }
+    })
+}
+
+fn handoff_latency<H: Handoff<u64>>(spec: Spec) -> Latency {
+    let q = H::build(CAPACITY);
+    let base = Instant::now();
+    let give_up = base + spec.limit + Duration::from_secs(5);
+    let received = AtomicU64::new(0);
+    let barrier = Barrier::new(2);
+    thread::scope(|s| {
+        let (q, received, barrier) = (&q, &received, &barrier);
+        let consumer = s.spawn(move || {
+            let mut to_receive = histogram();
+            let mut count = 0;
+            barrier.wait();
+            loop {
+                match q.pop(WAIT) {
+                    Some(STOP) => break,
+                    Some(stamp) => {
+                        let got = now_ns(base);
+                        to_receive.saturating_record(got.saturating_sub(stamp).max(1));
+                        count += 1;
+                        received.store(count, Ordering::Release);
+                    }
+                    None if Instant::now() > give_up => break,
+                    None => {}
+                }
+            }
+            to_receive
+        });
+        barrier.wait();
+        let started = Instant::now();
+        let (sent, complete) = produce(spec, base, received, |stamp| q.push(stamp, give_up));
+        q.push(STOP, give_up);
+        let to_receive = consumer.join().expect("consumer");
+        Latency {
+            receive: to_receive,
+            delete: None,
+            sent,
+            complete,
+            elapsed: started.elapsed(),
+        }
+    })
+}

@@ -1,0 +1,108 @@
+//! Latency percentiles (hdrhistogram), one producer and one consumer: send-to-receive and
+//! send-to-delete at fixed offered rates (100 k and 1 M msgs/s) and in bursts, for visq and
+//! every baseline (crossbeam-channel's blocking receive is the main comparison). See
+//! `common/latency.rs` for the pacing and what is measured.
+//!
+//! Run: `cargo bench --bench latency` (optionally `-- visq` or `-- channel` to pick queues by
+//! key or name). Prints one table per pace; each cell merges 3 runs.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use common::adapters::Contender;
+use common::latency::{self, Latency, Pace, Spec, QUANTILES};
+use std::time::Duration;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const RUNS: usize = 3;
+
+fn specs() -> [Spec; 3] {
+    [
+        Spec {
+            pace: Pace::Rate(100_000),
+            messages: 200_000,
+            limit: Duration::from_secs(10),
+        },
+        Spec {
+            pace: Pace::Rate(1_000_000),
+            messages: 1_000_000,
+            limit: Duration::from_secs(10),
+        },
+        Spec {
+            pace: Pace::Burst {
+                size: 1_000,
+                pause: Duration::from_millis(1),
+            },
+            messages: 100_000,
+            limit: Duration::from_secs(10),
+        },
+    ]
+}
+
+fn micros(nanos: u64) -> String {
+    format!("{:.2}", nanos as f64 / 1000.0)
+}
+
+fn main() {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let chosen: Vec<Contender> = Contender::ALL
+        .into_iter()
+        .filter(|c| {
+            filters.is_empty()
+                || filters
+                    .iter()
+                    .any(|f| c.key().contains(f.as_str()) || c.name().contains(f.as_str()))
+        })
+        .collect();
+    let header: Vec<&str> = QUANTILES.iter().map(|(label, _)| *label).collect();
+    for spec in specs() {
+        println!(
+            "\n## 1P1C, {} (µs; {RUNS} runs merged)\n",
+            spec.pace.label()
+        );
+        println!(
+            "{:<40} {:>10} {:>10} {:>10} {:>10} {:>10} {:>12}   sent",
+            "queue / measure", header[0], header[1], header[2], header[3], header[4], header[5]
+        );
+        for &contender in &chosen {
+            let mut runs: Vec<Latency> = (0..RUNS).map(|_| latency::run(contender, spec)).collect();
+            let mut first = runs.remove(0);
+            for run in &runs {
+                first.receive.add(&run.receive).expect("same bounds");
+                if let (Some(total), Some(more)) = (first.delete.as_mut(), run.delete.as_ref()) {
+                    total.add(more).expect("same bounds");
+                }
+            }
+            let sent: u64 = first.sent + runs.iter().map(|r| r.sent).sum::<u64>();
+            let complete = first.complete && runs.iter().all(|r| r.complete);
+            let mut rows = vec![("send-to-receive", &first.receive)];
+            if let Some(delete) = &first.delete {
+                rows.push(("send-to-delete", delete));
+            }
+            for (what, histogram) in rows {
+                let p = Latency::percentiles(histogram);
+                println!(
+                    "{:<40} {:>10} {:>10} {:>10} {:>10} {:>10} {:>12}   {}{}",
+                    format!("{} {what}", contender.name()),
+                    micros(p[0]),
+                    micros(p[1]),
+                    micros(p[2]),
+                    micros(p[3]),
+                    micros(p[4]),
+                    micros(p[5]),
+                    sent,
+                    if complete {
+                        ""
+                    } else {
+                        " (stopped at the time limit)"
+                    }
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,445 @@
+//! The benchmark report: a shorter run of every benchmark in `benches/` (throughput, latency,
+//! timing wheel, memory), visq beside its baselines in the same run, written to
+//! `results/README.md` with SVG plots.
+//!
+//! ```sh
+//! cargo run --release --example report              # a few minutes on 2 cores
+//! cargo run --release --example report -- --quick   # a smoke run (fewer, shorter repeats)
+//! cargo run --release --example report -- --reps 7 --out /tmp/results
+//! ```
+//!
+//! Every cell is repeated (5 times by default; latency 3) and reported as median and
+//! min-max; ratios are computed repeat by repeat between runs made back to back, so they
+//! compare like with like even when the machine's speed drifts. Every run is bounded in time.
+//! The baselines and workloads are the benches' own (`benches/common`), included here by path.
+
+#[path = "../../benches/common/mod.rs"]
+mod common;
+mod svg;
+mod write;
+
+use common::adapters::{Config, Contender, Lease};
+use common::latency::{self, Latency, Pace, Spec};
+use common::lockref::LockRef;
+use common::memory::{self, Counting, Memory, PAYLOADS};
+use common::throughput::{self, Shape, CAPACITY, SHAPES, TUTORIAL_POLL};
+use common::wheel::{AnyFixture, Op, PENDING};
+use common::{Body64, Payload};
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+#[global_allocator]
+static GLOBAL: Counting<mimalloc::MiMalloc> = Counting(mimalloc::MiMalloc);
+
+/// How much to run.
+pub struct Plan {
+    pub reps: usize,
+    pub latency_reps: usize,
+    /// Messages per throughput run (the tutorial design gets a tenth).
+    pub messages: u64,
+    /// Messages per uncontended measurement (the tutorial design gets a tenth).
+    pub uncontended_ops: u64,
+    /// Scales the latency runs' message counts.
+    pub latency_scale: f64,
+    /// Leases and change_visibility calls per wheel measurement.
+    pub wheel_ops: u64,
+    /// Expiries per wheel measurement: at least this, and at least one full visibility cycle
+    /// (every pending lease expires once, so every cascade of the wheel is paid once).
+    pub wheel_expiries: u64,
+    pub quick: bool,
+}
+
+impl Plan {
+    fn full() -> Plan {
+        Plan {
+            reps: 5,
+            latency_reps: 3,
+            messages: 500_000,
+            uncontended_ops: 2_000_000,
+            latency_scale: 1.0,
+            wheel_ops: 200_000,
+            wheel_expiries: 100_000,
+            quick: false,
+        }
+    }
+
+    fn quick() -> Plan {
+        Plan {
+            reps: 2,
+            latency_reps: 1,
+            messages: 40_000,
+            uncontended_ops: 200_000,
+            latency_scale: 0.2,
+            wheel_ops: 20_000,
+            wheel_expiries: 20_000,
+            quick: true,
+        }
+    }
+
+    fn messages(&self, contender: Contender) -> u64 {
+        match contender {
+            Contender::Tutorial => self.messages / 10,
+            _ => self.messages,
+        }
+    }
+
+    fn uncontended_ops(&self, contender: Contender) -> u64 {
+        match contender {
+            Contender::Tutorial => self.uncontended_ops / 10,
+            _ => self.uncontended_ops,
+        }
+    }
+
+    /// The latency runs: 100 k and 1 M msgs/s, and bursts of 1000.
+    pub fn latency_specs(&self) -> [Spec; 3] {
+        let scaled = |n: f64| (n * self.latency_scale).max(1_000.0) as u64;
+        [
+            Spec {
+                pace: Pace::Rate(100_000),
+                messages: scaled(100_000.0),
+                limit: Duration::from_secs(5),
+            },
+            Spec {
+                pace: Pace::Rate(1_000_000),
+                messages: scaled(500_000.0),
+                limit: Duration::from_secs(5),
+            },
+            Spec {
+                pace: Pace::Burst {
+                    size: 1_000,
+                    pause: Duration::from_millis(1),
+                },
+                messages: scaled(50_000.0),
+                limit: Duration::from_secs(5),
+            },
+        ]
+    }
+}
+
+/// Per-repeat values of one queue in one cell (NaN where a run failed).
+pub type Runs = Vec<(Contender, Vec<f64>)>;
+
+/// Throughput of one workload, M msgs/s.
+pub struct Workload {
+    pub shape: Shape,
+    pub payload: &'static str,
+    pub runs: Runs,
+}
+
+impl Workload {
+    pub fn label(&self) -> String {
+        format!("{} / {}", self.shape.label(), self.payload)
+    }
+}
+
+/// Uncontended costs, ns per message, and the per-operation breakdown.
+pub struct Uncontended {
+    pub lifecycle: Runs,
+    /// `(operation, per queue ns)`: send, receive, delete, each timed over 1024 in a row.
+    pub breakdown: Vec<(&'static str, Runs)>,
+    /// `Instant::now()`, ns per call.
+    pub clock_read: Vec<f64>,
+}
+
+/// One latency run's percentiles (ns).
+pub struct LatencyRun {
+    pub receive: [u64; 6],
+    pub delete: Option<[u64; 6]>,
+    pub sent: u64,
+    pub complete: bool,
+}
+
+pub struct LatencyCell {
+    pub spec: Spec,
+    pub runs: Vec<(Contender, Vec<LatencyRun>)>,
+}
+
+/// ns per operation with `pending` deadlines.
+pub struct WheelCell {
+    pub op: Op,
+    pub pending: usize,
+    pub runs: Runs,
+}
+
+pub struct Results {
+    pub uncontended: Uncontended,
+    pub workloads: Vec<Workload>,
+    pub latency: Vec<LatencyCell>,
+    pub wheel: Vec<WheelCell>,
+    pub memory: Vec<Memory>,
+    pub elapsed: Duration,
+}
+
+fn progress(what: &str, started: Instant) {
+    eprintln!("[{:>6.1} s] {what}", started.elapsed().as_secs_f64());
+}
+
+fn main() {
+    memory::child_main_if_asked();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut plan = Plan::full();
+    let mut out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("results");
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--quick" => plan = Plan::quick(),
+            "--reps" => {
+                plan.reps = it
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|&n: &usize| n > 0)
+                    .expect("--reps N");
+            }
+            "--out" => out = PathBuf::from(it.next().expect("--out DIR")),
+            "--help" | "-h" => {
+                eprintln!("usage: cargo run --release --example report -- [--quick] [--reps N] [--out DIR]");
+                return;
+            }
+            other => panic!("unknown argument {other:?} (try --help)"),
+        }
+    }
+    let command = std::iter::once("cargo run --release --example report".to_string())
+        .chain((!args.is_empty()).then(|| format!("-- {}", args.join(" "))))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let machine = write::Machine::detect(&command);
+    let started = Instant::now();
+
+    progress("uncontended", started);
+    let uncontended = measure_uncontended(&plan);
+    let mut workloads = Vec::new();
+    for shape in SHAPES {
+        progress(&format!("throughput {} / u64", shape.label()), started);
+        workloads.push(measure_workload::<u64>(&plan, shape));
+        progress(&format!("throughput {} / 64 B", shape.label()), started);
+        workloads.push(measure_workload::<Body64>(&plan, shape));
+    }
+    let mut latency = Vec::new();
+    for spec in plan.latency_specs() {
+        progress(&format!("latency, {}", spec.pace.label()), started);
+        latency.push(measure_latency(&plan, spec));
+    }
+    progress("timing wheel", started);
+    let wheel = measure_wheel(&plan);
+    progress("memory", started);
+    let memory = measure_memory();
+    let results = Results {
+        uncontended,
+        workloads,
+        latency,
+        wheel,
+        memory,
+        elapsed: started.elapsed(),
+    };
+    progress("writing", started);
+    match write::write(&out, &machine, &plan, &results) {
+        Ok(readme) => eprintln!(
+            "wrote {} (and its plots) in {:.0} s",
+            readme.display(),
+            results.elapsed.as_secs_f64()
+        ),
+        Err(error) => {
+            eprintln!("could not write {}: {error}", out.display());
+            std::process::exit(1);
+        }
+    }
+}
+
+fn measure_uncontended(plan: &Plan) -> Uncontended {
+    let mut lifecycle: Runs = Contender::ALL.iter().map(|&c| (c, Vec::new())).collect();
+    for _ in 0..plan.reps {
+        for (contender, values) in lifecycle.iter_mut() {
+            values.push(throughput::uncontended::<u64>(
+                *contender,
+                plan.uncontended_ops(*contender),
+            ));
+        }
+    }
+    let names = ["send", "receive", "delete"];
+    let mut breakdown: Vec<(&'static str, Runs)> = names
+        .iter()
+        .map(|&name| {
+            (
+                name,
+                Contender::LEASING
+                    .iter()
+                    .map(|&c| (c, Vec::new()))
+                    .collect(),
+            )
+        })
+        .collect();
+    for _ in 0..plan.reps {
+        for (i, &contender) in Contender::LEASING.iter().enumerate() {
+            let ops = match contender {
+                Contender::Visq => split::<visq::Queue<u64>>(plan.uncontended_ops / 4),
+                Contender::LockRef => split::<LockRef<u64>>(plan.uncontended_ops / 4),
+                _ => split::<common::tutorial::Tutorial<u64>>(plan.uncontended_ops / 40),
+            };
+            for (op, ns) in ops.into_iter().enumerate() {
+                breakdown[op].1[i].1.push(ns);
+            }
+        }
+    }
+    let mut clock_read = Vec::new();
+    for _ in 0..plan.reps {
+        let n = 1_000_000;
+        let start = Instant::now();
+        for _ in 0..n {
+            black_box(Instant::now());
+        }
+        clock_read.push(start.elapsed().as_nanos() as f64 / n as f64);
+    }
+    Uncontended {
+        lifecycle,
+        breakdown,
+        clock_read,
+    }
+}
+
+/// ns per send, per receive and per delete, each timed over 1024 in a row.
+fn split<Q: Lease<u64>>(ops: u64) -> [f64; 3] {
+    let q = Q::build(&Config::new(CAPACITY).poll(TUTORIAL_POLL));
+    let chunk = 1024u64;
+    let rounds = (ops / chunk).max(1);
+    let mut deliveries = Vec::with_capacity(chunk as usize);
+    let mut times = [Duration::ZERO; 3];
+    for round in 0..=rounds {
+        let start = Instant::now();
+        for n in 0..chunk {
+            assert!(q.send(n).is_ok(), "room for a chunk");
+        }
+        let sent = start.elapsed();
+        let start = Instant::now();
+        for _ in 0..chunk {
+            deliveries.push(q.try_receive().expect("a message"));
+        }
+        let received = start.elapsed();
+        let start = Instant::now();
+        for delivery in &deliveries {
+            q.delete(delivery);
+        }
+        let deleted = start.elapsed();
+        deliveries.clear();
+        if round > 0 {
+            // Round 0 warms up.
+            times[0] += sent;
+            times[1] += received;
+            times[2] += deleted;
+        }
+    }
+    times.map(|t| t.as_nanos() as f64 / (rounds * chunk) as f64)
+}
+
+fn measure_workload<P: Payload>(plan: &Plan, shape: Shape) -> Workload {
+    let limit = Duration::from_secs(30);
+    for contender in Contender::ALL {
+        // Warm-up: threads, allocator, page faults.
+        let _ = throughput::lifecycle::<P>(contender, shape, plan.messages(contender) / 4, limit);
+    }
+    let mut runs: Runs = Contender::ALL.iter().map(|&c| (c, Vec::new())).collect();
+    for _ in 0..plan.reps {
+        for (contender, values) in runs.iter_mut() {
+            let messages = plan.messages(*contender);
+            let rate = throughput::lifecycle::<P>(*contender, shape, messages, limit)
+                .map_or(f64::NAN, |d| messages as f64 / d.as_secs_f64() / 1e6);
+            values.push(rate);
+        }
+    }
+    Workload {
+        shape,
+        payload: P::NAME,
+        runs,
+    }
+}
+
+fn measure_latency(plan: &Plan, spec: Spec) -> LatencyCell {
+    let mut runs: Vec<(Contender, Vec<LatencyRun>)> =
+        Contender::ALL.iter().map(|&c| (c, Vec::new())).collect();
+    for _ in 0..plan.latency_reps {
+        for (contender, values) in runs.iter_mut() {
+            let run = latency::run(*contender, spec);
+            values.push(LatencyRun {
+                receive: Latency::percentiles(&run.receive),
+                delete: run.delete.as_ref().map(Latency::percentiles),
+                sent: run.sent,
+                complete: run.complete,
+            });
+        }
+    }
+    LatencyCell { spec, runs }
+}
+
+fn measure_wheel(plan: &Plan) -> Vec<WheelCell> {
+    let mut cells = Vec::new();
+    let contenders = AnyFixture::CONTENDERS;
+    for pending in PENDING {
+        let mut fixtures: Vec<AnyFixture> = contenders
+            .iter()
+            .map(|&c| AnyFixture::new(c, pending, false))
+            .collect();
+        for op in [Op::Lease, Op::Expire] {
+            let ops = match op {
+                Op::Expire => plan.wheel_expiries.max(pending as u64),
+                _ => plan.wheel_ops,
+            };
+            cells.push(wheel_cell(plan, op, pending, ops, &mut fixtures));
+        }
+        drop(fixtures);
+        let mut fixtures: Vec<AnyFixture> = contenders
+            .iter()
+            .map(|&c| AnyFixture::new(c, pending, true))
+            .collect();
+        cells.push(wheel_cell(
+            plan,
+            Op::Change,
+            pending,
+            plan.wheel_ops,
+            &mut fixtures,
+        ));
+        for fixture in &fixtures {
+            assert_eq!(fixture.refused(), 0, "every change_visibility applied");
+        }
+    }
+    cells
+}
+
+fn wheel_cell(
+    plan: &Plan,
+    op: Op,
+    pending: usize,
+    ops: u64,
+    fixtures: &mut [AnyFixture],
+) -> WheelCell {
+    for fixture in fixtures.iter_mut() {
+        fixture.run(op, (ops / 10).max(1));
+    }
+    let mut runs: Runs = AnyFixture::CONTENDERS
+        .iter()
+        .map(|&c| (c, Vec::new()))
+        .collect();
+    for _ in 0..plan.reps {
+        for (fixture, (_, values)) in fixtures.iter_mut().zip(runs.iter_mut()) {
+            let took = fixture.run(op, ops);
+            values.push(took.as_nanos() as f64 / ops as f64);
+        }
+    }
+    WheelCell { op, pending, runs }
+}
+
+fn measure_memory() -> Vec<Memory> {
+    let mut all = Vec::new();
+    for contender in Contender::LEASING {
+        for payload in PAYLOADS {
+            if let Some(m) = memory::measure(contender, payload) {
+                all.push(m);
+            } else {
+                eprintln!(
+                    "memory: the child for {} / {payload} failed",
+                    contender.name()
+                );
+            }
+        }
+    }
+    all
+}
