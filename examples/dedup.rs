@@ -42,7 +42,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let first = charged.lock().unwrap().insert(charge.order);
                 assert!(first, "order {} charged twice", charge.order);
                 total_cents.fetch_add(charge.cents, Ordering::Relaxed);
-                Ok::<(), ()>(())
+                Ok::<(), &str>(())
             })?
     };
 

@@ -26,7 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let audit = orders.subscribe(Queue::builder().capacity(16))?;
     let auditor = Consumer::builder(audit.queue().clone()).start(|_: &Order| {
         thread::sleep(Duration::from_micros(50));
-        Ok::<(), ()>(())
+        Ok::<(), &str>(())
     })?;
 
     let mut retries = 0;

@@ -1,7 +1,9 @@
 //! Worker pools: threads that receive, run a handler and settle, with retries, heartbeats and a
 //! graceful stop. Built on the public [`Queue`] API and [`Lease`].
 
-use crate::{Delivery, Lease, ManualClock, Queue, Receipt, MAX_TIMEOUT};
+use crate::{Delivery, Lease, ManualClock, Nack, Queue, Receipt, ReceiptError, MAX_TIMEOUT};
+use std::any::Any;
+use std::borrow::Cow;
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
@@ -103,7 +105,10 @@ pub struct ConsumerStats {
 
 /// The handler as the workers see it: a chunk of leases in, one success flag per lease out.
 /// A single-message handler sees chunks of one.
-type Handler<T> = dyn Fn(&[Lease<'_, T>], &mut Vec<bool>) + Send + Sync;
+/// A handler's verdict on one lease: on failure, the error's text if the message is on its
+/// last receive (it becomes the dead letter's reason), `None` otherwise (no text is made).
+type Outcome = Result<(), Option<String>>;
+type Handler<T> = dyn Fn(&[Lease<'_, T>], &mut Vec<Outcome>) + Send + Sync;
 
 /// Settings for a [`Consumer`]; made by [`Consumer::builder`].
 pub struct ConsumerBuilder<T> {
@@ -213,8 +218,10 @@ impl<T: Clone + Send + 'static> ConsumerBuilder<T> {
     /// ```
     pub fn start<E, F>(self, handler: F) -> io::Result<Consumer<T>>
     where
+        E: fmt::Display,
         F: Fn(&T) -> Result<(), E> + Send + Sync + 'static,
     {
+        let max_receives = self.max_receives;
         let fetch = Fetch {
             max: self.prefetch,
             gather: Duration::ZERO,
@@ -223,7 +230,9 @@ impl<T: Clone + Send + 'static> ConsumerBuilder<T> {
         self.spawn(
             fetch,
             Box::new(move |leases, outcomes| {
-                outcomes.extend(leases.iter().map(|lease| handler(lease.body()).is_ok()));
+                outcomes.extend(leases.iter().map(|lease| {
+                    handler(lease.body()).map_err(|e| reason_if_last(lease, max_receives, e))
+                }));
             }),
         )
     }
@@ -246,7 +255,7 @@ impl<T: Clone + Send + 'static> ConsumerBuilder<T> {
     ///     Duration::from_millis(5),
     ///     |batch: &[Lease<'_, u32>]| {
     ///         assert!(batch.len() <= 4);
-    ///         batch.iter().map(|m| if *m.body() < 7 { Ok(()) } else { Err(()) }).collect()
+    ///         batch.iter().map(|m| if *m.body() < 7 { Ok(()) } else { Err("too big") }).collect()
     ///     },
     /// )?;
     /// while consumer.stats().processed + consumer.stats().failed < 10 {
@@ -263,8 +272,10 @@ impl<T: Clone + Send + 'static> ConsumerBuilder<T> {
         handler: F,
     ) -> io::Result<Consumer<T>>
     where
+        E: fmt::Display,
         F: Fn(&[Lease<'_, T>]) -> Vec<Result<(), E>> + Send + Sync + 'static,
     {
+        let max_receives = self.max_receives;
         let size = size.max(1);
         let fetch = Fetch {
             max: size,
@@ -274,7 +285,10 @@ impl<T: Clone + Send + 'static> ConsumerBuilder<T> {
         self.spawn(
             fetch,
             Box::new(move |leases, outcomes| {
-                outcomes.extend(handler(leases).iter().map(Result::is_ok));
+                let results = handler(leases).into_iter().zip(leases);
+                outcomes.extend(results.map(|(result, lease)| {
+                    result.map_err(|e| reason_if_last(lease, max_receives, e))
+                }));
             }),
         )
     }
@@ -558,18 +572,23 @@ impl<T: Clone> Shared<T> {
             holding.add(&mut received);
             while !holding.leases.is_empty() && !self.stopping() {
                 let chunk = self.fetch.chunk.min(holding.leases.len());
-                let panicked = catch_unwind(AssertUnwindSafe(|| {
+                let panic = catch_unwind(AssertUnwindSafe(|| {
                     (self.handler)(&holding.leases[..chunk], &mut outcomes)
                 }))
-                .is_err();
-                if panicked {
+                .err()
+                .map(|payload| panic_reason(&*payload));
+                if panic.is_some() {
                     outcomes.clear();
                 }
-                for (position, lease) in holding.take(chunk).enumerate() {
-                    let ok = outcomes.get(position).copied().unwrap_or(false);
-                    self.settle(lease, ok, panicked, &mut random);
+                let mut outcomes = outcomes.drain(..);
+                for lease in holding.take(chunk) {
+                    let outcome = match (&panic, outcomes.next()) {
+                        (None, Some(outcome)) => outcome,
+                        (None, None) => Err(Some("the handler gave no outcome".to_string())),
+                        (Some(panic), _) => Err(Some(panic.clone())),
+                    };
+                    self.settle(lease, outcome, panic.is_some(), &mut random);
                 }
-                outcomes.clear();
             }
         }
         // `holding` drops here and releases what was received but not started.
@@ -598,28 +617,70 @@ impl<T: Clone> Shared<T> {
     }
 
     /// Settles one lease by its handler's outcome.
-    fn settle(&self, lease: Lease<'_, T>, ok: bool, panicked: bool, random: &mut XorShift) {
+    fn settle(&self, lease: Lease<'_, T>, outcome: Outcome, panicked: bool, random: &mut XorShift) {
         let counters = &self.counters;
-        let settled = if ok {
-            bump(&counters.processed);
-            lease.ack()
-        } else {
-            bump(&counters.failed);
-            if panicked {
-                bump(&counters.panicked);
+        let settled = match outcome {
+            Ok(()) => {
+                bump(&counters.processed);
+                lease.ack()
             }
-            let receives = lease.receive_count();
-            if self.max_receives.is_some_and(|max| receives >= max) {
-                lease.nack().map(|()| bump(&counters.dead_lettered))
-            } else {
-                let delay = self.backoff.jittered(receives, random.unit());
-                lease.nack_after(delay).map(|()| bump(&counters.retried))
-            }
+            Err(reason) => self.fail(lease, reason, panicked, random),
         };
         if settled.is_err() {
             bump(&counters.lease_lost);
         }
     }
+
+    /// Gives a failed lease back: after a backoff, or, on its last receive, to the dead-letter
+    /// queue with `reason`.
+    fn fail(
+        &self,
+        lease: Lease<'_, T>,
+        reason: Option<String>,
+        panicked: bool,
+        random: &mut XorShift,
+    ) -> Result<(), ReceiptError> {
+        let counters = &self.counters;
+        bump(&counters.failed);
+        if panicked {
+            bump(&counters.panicked);
+        }
+        let receives = lease.receive_count();
+        if self.max_receives.is_some_and(|max| receives >= max) {
+            let nack = Nack {
+                delay: Duration::ZERO,
+                reason: reason.map(Cow::Owned),
+            };
+            lease
+                .nack_with(nack)
+                .map(|()| bump(&counters.dead_lettered))
+        } else {
+            let delay = self.backoff.jittered(receives, random.unit());
+            lease.nack_after(delay).map(|()| bump(&counters.retried))
+        }
+    }
+}
+
+/// The text of a handler's error, made only when `lease` is on its last receive (the text then
+/// goes with the message to the dead-letter queue).
+fn reason_if_last<T>(
+    lease: &Lease<'_, T>,
+    max_receives: Option<u32>,
+    error: impl fmt::Display,
+) -> Option<String> {
+    max_receives
+        .is_some_and(|max| lease.receive_count() >= max)
+        .then(|| error.to_string())
+}
+
+/// What a caught panic said, as a dead letter's reason.
+fn panic_reason(payload: &(dyn Any + Send)) -> String {
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)");
+    format!("the handler panicked: {message}")
 }
 
 /// A worker's unsettled leases, mirrored, in the same order, by its receipts in

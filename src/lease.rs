@@ -6,7 +6,7 @@
 //! until the visibility deadline. Everything here is built on the public receipt API, which
 //! keeps working for callers who prefer to settle by [`Receipt`].
 
-use crate::{Delivery, Queue, Receipt, ReceiptError};
+use crate::{Delivery, Nack, Queue, Receipt, ReceiptError};
 use std::fmt;
 use std::ops::Deref;
 use std::time::Duration;
@@ -97,7 +97,21 @@ impl<'q, T> Lease<'q, T> {
     /// [`MAX_TIMEOUT`](crate::MAX_TIMEOUT) is refused with [`ReceiptError::TimeoutTooLong`]
     /// and the message is released at once instead.
     pub fn nack_after(self, delay: Duration) -> Result<(), ReceiptError> {
-        self.settle(|queue, receipt| queue.change_visibility(receipt, delay))
+        self.nack_with(Nack::after(delay))
+    }
+
+    /// Gives the message back as `nack` says: after its delay, with its reason (kept in the
+    /// dead-letter record if this was the last receive allowed); see [`Queue::nack`].
+    ///
+    /// ```
+    /// use visq::{Nack, Queue};
+    /// let q: Queue<&str> = Queue::builder().build().unwrap();
+    /// q.send("job").unwrap();
+    /// let lease = q.try_receive_lease().unwrap();
+    /// lease.nack_with(Nack::now().reason("database unavailable")).unwrap();
+    /// ```
+    pub fn nack_with(self, nack: Nack) -> Result<(), ReceiptError> {
+        self.settle(|queue, receipt| queue.nack(receipt, nack))
     }
 
     /// Keeps the lease for `timeout` from now ([`Queue::change_visibility`]), longer or

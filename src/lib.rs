@@ -53,6 +53,7 @@
 mod builder;
 mod clock;
 mod consumer;
+mod dead_letter;
 mod dedup;
 mod error;
 mod lease;
@@ -70,6 +71,7 @@ mod wheel;
 pub use builder::Builder;
 pub use clock::ManualClock;
 pub use consumer::{Backoff, Consumer, ConsumerBuilder, ConsumerStats};
+pub use dead_letter::{DeadLetter, DeathCause, Nack, QueueId, Redriven};
 pub use dedup::{
     dedup_hash, DedupBuildError, DedupBuilder, DedupQueue, DedupSendError, DedupStats, Sent,
 };

@@ -40,6 +40,7 @@
 
 use crate::builder::{Builder, DeadLetter};
 use crate::clock::Ticks;
+use crate::dead_letter::{Death, DeathCause, DeathRecords, Nack, QueueId};
 use crate::error::{BuildError, ReceiptError, SendError};
 use crate::message::{Delivery, MessageId, Receipt};
 use crate::ring::IndexRing;
@@ -49,6 +50,7 @@ use crate::sync::{spin_loop, yield_now, AtomicBool, Ordering};
 use crate::waiters::Waiters;
 use crate::wheel::{Refile, Wheel};
 use crate::MAX_TIMEOUT;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// How often a message that could not be moved to a full dead-letter queue tries again.
@@ -62,17 +64,21 @@ const YIELD_ATTEMPTS: u32 = if cfg!(loom) { 0 } else { 4 };
 
 /// A lock-free MPMC message queue with visibility timeouts. See the [crate docs](crate).
 pub struct Queue<T> {
-    slots: Box<[Slot<T>]>,
-    free: IndexRing,
-    ready: IndexRing,
+    pub(crate) slots: Box<[Slot<T>]>,
+    pub(crate) free: IndexRing,
+    pub(crate) ready: IndexRing,
     wheel: Wheel,
-    waiters: Waiters,
-    time: Ticks,
+    pub(crate) waiters: Waiters,
+    pub(crate) time: Ticks,
     visibility_timeout: Duration,
     dead_letter: Option<DeadLetter<T>>,
     dead_letter_retry_ticks: u64,
     closed: AtomicBool,
-    counters: Counters,
+    pub(crate) counters: Counters,
+    id: QueueId,
+    /// Why and when each held message died, for a queue with a dead-letter queue or that is
+    /// one; see [`crate::dead_letter`].
+    pub(crate) deaths: OnceLock<DeathRecords>,
 }
 
 // SAFETY: the queue owns its bodies (`T: Send` lets them move to whichever thread drops, moves
@@ -103,6 +109,12 @@ impl<T> Queue<T> {
         }
         let time = Ticks::new(settings.clock, settings.tick);
         let levels = Wheel::levels_for(time.ticks_in(MAX_TIMEOUT));
+        let deaths = OnceLock::new();
+        if let Some(dead_letter) = &settings.dead_letter {
+            let _ = deaths.set(DeathRecords::new(capacity));
+            let dlq = &dead_letter.queue;
+            dlq.deaths.get_or_init(|| DeathRecords::new(dlq.capacity()));
+        }
         Ok(Self {
             slots: slots.into_boxed_slice(),
             free,
@@ -115,6 +127,8 @@ impl<T> Queue<T> {
             dead_letter: settings.dead_letter,
             closed: AtomicBool::new(false),
             counters: Counters::default(),
+            id: QueueId::next(),
+            deaths,
         })
     }
 
@@ -126,6 +140,12 @@ impl<T> Queue<T> {
     /// How long a received message stays invisible unless its lease is changed.
     pub fn visibility_timeout(&self) -> Duration {
         self.visibility_timeout
+    }
+
+    /// This queue's identity, as named by the dead letters that died in it
+    /// ([`DeadLetter::source`](crate::DeadLetter)).
+    pub fn id(&self) -> QueueId {
+        self.id
     }
 
     /// The receive count after which a message goes to the dead-letter queue, if it has one.
@@ -143,7 +163,7 @@ impl<T> Queue<T> {
     /// ```
     #[inline]
     pub fn send(&self, body: T) -> Result<MessageId, SendError<T>> {
-        self.enqueue(body, Duration::ZERO)
+        self.enqueue(body, Duration::ZERO, |_| {})
     }
 
     /// Queues `body`, invisible until `delay` has passed on the queue's clock (at most
@@ -165,11 +185,35 @@ impl<T> Queue<T> {
         if delay > MAX_TIMEOUT {
             return Err(SendError::DelayTooLong(body));
         }
-        self.enqueue(body, delay)
+        self.enqueue(body, delay, |_| {})
     }
 
+    /// Takes a message that died in another queue, with its death record (taken out of
+    /// `death` only if the message is accepted).
+    fn accept_dead_letter(&self, body: T, death: &mut Option<Death>) -> Result<(), SendError<T>> {
+        self.enqueue(body, Duration::ZERO, |index| {
+            let records = self
+                .deaths
+                .get()
+                .expect("a dead-letter queue has death records");
+            if let Some(mut death) = death.take() {
+                death.died_at = self.time.now_nanos();
+                // SAFETY: `enqueue` calls this while it owns the slot, before publishing it.
+                unsafe { records.put(index, death) };
+            }
+        })
+        .map(drop)
+    }
+
+    /// Queues `body` after `delay`; `before_publish` runs with the slot index while this
+    /// thread still owns the slot, and only if the message is accepted.
     #[inline]
-    fn enqueue(&self, body: T, delay: Duration) -> Result<MessageId, SendError<T>> {
+    fn enqueue(
+        &self,
+        body: T,
+        delay: Duration,
+        before_publish: impl FnOnce(u32),
+    ) -> Result<MessageId, SendError<T>> {
         if self.is_closed() {
             return Err(SendError::Closed(body));
         }
@@ -189,6 +233,7 @@ impl<T> Queue<T> {
         unsafe { slot.write_body(body) };
         slot.id.store(position, Ordering::Relaxed);
         slot.receive_count.store(0, Ordering::Relaxed);
+        before_publish(index);
         let free = slot.load().with(State::Free, 0);
         if delay.is_zero() {
             self.publish_ready(index, free, now, now);
@@ -389,6 +434,10 @@ impl<T> Queue<T> {
         // SAFETY: our CAS took the slot out of `InFlight`, so this thread owns it; its body is
         // written. We move the body out and treat the cell as empty from here on.
         let body = unsafe { slot.take_body() };
+        if let Some(records) = self.deaths.get() {
+            // SAFETY: this thread owns the slot (above).
+            drop(unsafe { records.take(index) });
+        }
         debug_assert_eq!(slot.load(), lease.with(State::Free, 0));
         self.free
             .push(index)
@@ -407,12 +456,53 @@ impl<T> Queue<T> {
     /// q.release(first.receipt()).unwrap();
     /// assert_eq!(q.try_receive().unwrap().receive_count(), 2);
     /// ```
+    #[inline]
     pub fn release(&self, receipt: Receipt) -> Result<(), ReceiptError> {
+        self.nack(receipt, Nack::now())
+    }
+
+    /// Gives a delivery back as `nack` says: visible again after its delay (at once for
+    /// [`Nack::now`]), and the lease ends now, so the receipt is spent. If the message has been
+    /// received too often it moves to the dead-letter queue at once, whatever the delay, with
+    /// the nack's reason in its [`DeadLetter`](crate::DeadLetter) record. A delay over
+    /// [`MAX_TIMEOUT`] is refused with [`ReceiptError::TimeoutTooLong`] and changes nothing.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use visq::{ManualClock, Nack, Queue};
+    /// let clock = ManualClock::new();
+    /// let q: Queue<u8> = Queue::builder().clock(clock.clone()).build().unwrap();
+    /// q.send(1).unwrap();
+    /// let d = q.try_receive().unwrap();
+    /// q.nack(d.receipt(), Nack::after(Duration::from_secs(5)).reason("busy")).unwrap();
+    /// assert!(q.try_receive().is_none());
+    /// clock.advance(Duration::from_secs(5));
+    /// assert_eq!(q.try_receive().unwrap().receive_count(), 2);
+    /// ```
+    #[inline]
+    pub fn nack(&self, receipt: Receipt, nack: Nack) -> Result<(), ReceiptError> {
+        if nack.delay > MAX_TIMEOUT {
+            return Err(ReceiptError::TimeoutTooLong);
+        }
         let (index, lease) = self.end_lease(receipt, |lease| lease.with(State::Ready, 0))?;
         bump(&self.counters.released);
-        let now = self.time.recent_nanos();
-        if let Some(retry_at) = self.make_visible(index, lease.with(State::Ready, 0), now, now) {
-            self.schedule(index, retry_at);
+        let owned = lease.with(State::Ready, 0);
+        let cause = DeathCause::Released {
+            reason: nack.reason,
+        };
+        let refile = if nack.delay.is_zero() {
+            let now = self.time.recent_nanos();
+            self.make_visible(index, owned, now, now, cause)
+        } else if self.dead_letter_due(index) {
+            self.move_to_dead_letter(index, owned, self.time.now_nanos(), cause)
+        } else {
+            let deadline = self.time.deadline(self.time.now_nanos(), nack.delay);
+            self.slots[index as usize].set_deadline(deadline);
+            self.slots[index as usize].store(owned.with(State::Delayed, 0));
+            Some(deadline)
+        };
+        if let Some(deadline) = refile {
+            self.schedule(index, deadline);
         }
         Ok(())
     }
@@ -533,11 +623,13 @@ impl<T> Queue<T> {
         self.counters.fill(&mut stats);
         // The common events are counted by the rings' positions, not by counters of their own:
         // every free-ring pop is a send, every ready-ring pop a receive (less those given back
-        // by a panicking clone), every free-ring push past the initial fill a delete or a move
-        // to the dead-letter queue.
+        // by a panicking clone and those of dead-letter inspection and redrive), every
+        // free-ring push past the initial fill a delete, a move to the dead-letter queue or a
+        // redrive.
         stats.sent = self.free.pops();
-        stats.received = self.ready.pops() - self.counters.given_back.load(Ordering::Relaxed);
-        stats.deleted = self.free.pushes() - self.capacity() as u64 - stats.dead_lettered;
+        stats.received = self.ready.pops() - self.counters.not_received.load(Ordering::Relaxed);
+        stats.deleted =
+            self.free.pushes() - self.capacity() as u64 - stats.dead_lettered - stats.redriven;
         stats
     }
 
@@ -578,24 +670,67 @@ impl<T> Queue<T> {
     }
 
     /// Makes the owned, `Ready` slot `index` (word `ready`) visible, or moves it to the
-    /// dead-letter queue if it has been received too often. If the dead-letter queue refuses,
-    /// the slot is left `Delayed` and the tick to retry at is returned for the caller to file.
-    /// `visible_since` is when it became receivable (for stats), `now` the current time.
-    fn make_visible(&self, index: u32, ready: Word, now: u64, visible_since: u64) -> Refile {
-        let slot = &self.slots[index as usize];
-        let Some(dead_letter) = &self.dead_letter else {
-            self.publish_ready(index, ready, now, visible_since);
-            return None;
-        };
-        if slot.receive_count.load(Ordering::Relaxed) < dead_letter.max_receives {
-            self.publish_ready(index, ready, now, visible_since);
-            return None;
+    /// dead-letter queue if it has been received too often (`cause` says how its lease ended).
+    /// If the dead-letter queue refuses, the slot is left `Delayed` and the tick to retry at is
+    /// returned for the caller to file. `visible_since` is when it became receivable (for
+    /// stats), `now` the current time.
+    fn make_visible(
+        &self,
+        index: u32,
+        ready: Word,
+        now: u64,
+        visible_since: u64,
+        cause: DeathCause,
+    ) -> Refile {
+        if self.dead_letter_due(index) {
+            return self.move_to_dead_letter(index, ready, now, cause);
         }
-        // SAFETY: the caller owns the `Ready` slot and its body is written; it is either moved
-        // on for good (the slot then becomes `Free`) or written back below.
+        self.publish_ready(index, ready, now, visible_since);
+        None
+    }
+
+    /// Whether the owned slot `index` has been received as often as the dead-letter settings
+    /// allow.
+    #[inline]
+    fn dead_letter_due(&self, index: u32) -> bool {
+        self.dead_letter.as_ref().is_some_and(|dead_letter| {
+            self.slots[index as usize]
+                .receive_count
+                .load(Ordering::Relaxed)
+                >= dead_letter.max_receives
+        })
+    }
+
+    /// Moves the owned slot `index` (word `ready`, not in any ring) to the dead-letter queue
+    /// with its death record, or, if that queue refuses, keeps it `Delayed` with the record and
+    /// returns the tick to retry at.
+    #[cold]
+    fn move_to_dead_letter(&self, index: u32, ready: Word, now: u64, cause: DeathCause) -> Refile {
+        let slot = &self.slots[index as usize];
+        let dead_letter = self
+            .dead_letter
+            .as_ref()
+            .expect("only with a dead-letter queue");
+        let records = self.deaths.get().expect("a source queue has death records");
+        // SAFETY: the caller owns the slot. A record naming this queue is the one kept by an
+        // earlier refused move; any other is from a death elsewhere (this queue being a
+        // dead-letter queue too) and is superseded.
+        let death = match unsafe { records.take(index) } {
+            Some(waiting) if waiting.source == self.id => waiting,
+            _ => Death {
+                source: self.id,
+                id: MessageId(slot.id.load(Ordering::Relaxed)),
+                receive_count: slot.receive_count.load(Ordering::Relaxed),
+                died_at: 0,
+                cause,
+            },
+        };
+        let mut death = Some(death);
+        // SAFETY: the caller owns the slot and its body is written; it is either moved on for
+        // good (the slot then becomes `Free`) or written back below.
         let body = unsafe { slot.take_body() };
-        match dead_letter.queue.send(body) {
-            Ok(_) => {
+        match dead_letter.queue.accept_dead_letter(body, &mut death) {
+            Ok(()) => {
                 slot.store(ready.with(State::Free, 0));
                 self.free
                     .push(index)
@@ -604,8 +739,12 @@ impl<T> Queue<T> {
                 None
             }
             Err(refused) => {
-                // SAFETY: still the owner; the cell is empty since `take_body`.
-                unsafe { slot.write_body(refused.into_inner()) };
+                // SAFETY: still the owner; the cell is empty since `take_body`, and the record
+                // was not taken by the refusing queue.
+                unsafe {
+                    slot.write_body(refused.into_inner());
+                    records.put(index, death.expect("kept on refusal"));
+                }
                 bump(&self.counters.dead_letter_retries);
                 let retry_at = self.time.tick_of(now) + self.dead_letter_retry_ticks;
                 slot.set_deadline(retry_at);
@@ -677,22 +816,24 @@ impl<T> Queue<T> {
                     bump(&self.counters.expired);
                 }
                 let now = self.time.start_of(now);
-                return self.make_visible(index, ready, now, self.time.start_of(deadline).min(now));
+                let visible_since = self.time.start_of(deadline).min(now);
+                return self.make_visible(index, ready, now, visible_since, DeathCause::Expired);
             }
         }
     }
 }
 
-/// Pushes `index` back to `ring` if dropped (on unwind), counting it; forgotten on success.
-struct GiveBackOnUnwind<'a> {
-    ring: &'a IndexRing,
-    index: u32,
-    counters: &'a Counters,
+/// Pushes `index` back to `ring` if dropped (on unwind), counting the pop as no delivery;
+/// forgotten on success.
+pub(crate) struct GiveBackOnUnwind<'a> {
+    pub(crate) ring: &'a IndexRing,
+    pub(crate) index: u32,
+    pub(crate) counters: &'a Counters,
 }
 
 impl Drop for GiveBackOnUnwind<'_> {
     fn drop(&mut self) {
-        bump(&self.counters.given_back);
+        bump(&self.counters.not_received);
         let _ = self.ring.push(self.index);
     }
 }

@@ -32,6 +32,8 @@ pub struct Stats {
     /// Attempts to move a message to the dead-letter queue that found it full or closed
     /// (total); each such message stays held and is retried.
     pub dead_letter_retries: u64,
+    /// Messages moved out of this queue by [`Queue::redrive`](crate::Queue::redrive) (total).
+    pub redriven: u64,
     /// How long the oldest visible message has been visible.
     pub oldest_ready_age: Option<Duration>,
 }
@@ -44,8 +46,10 @@ pub(crate) struct Counters {
     pub(crate) expired: CachePadded<AtomicU64>,
     pub(crate) dead_lettered: CachePadded<AtomicU64>,
     pub(crate) dead_letter_retries: CachePadded<AtomicU64>,
-    /// Deliveries given back to the ready ring because cloning the body panicked.
-    pub(crate) given_back: CachePadded<AtomicU64>,
+    /// Ready-ring pops that were no delivery: a clone of the body panicked, or dead-letter
+    /// inspection or redrive looked at the message.
+    pub(crate) not_received: CachePadded<AtomicU64>,
+    pub(crate) redriven: CachePadded<AtomicU64>,
 }
 
 /// Counts one event.
@@ -62,5 +66,6 @@ impl Counters {
         stats.expired = read(&self.expired);
         stats.dead_lettered = read(&self.dead_lettered);
         stats.dead_letter_retries = read(&self.dead_letter_retries);
+        stats.redriven = read(&self.redriven);
     }
 }

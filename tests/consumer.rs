@@ -89,7 +89,7 @@ fn every_message_is_handled_once_and_deleted() {
             .prefetch(8)
             .start(move |n: &u32| {
                 assert!(seen.lock().unwrap().insert(*n), "{n} handled twice");
-                Ok::<(), ()>(())
+                Ok::<(), &str>(())
             })
     }
     .unwrap();
@@ -200,7 +200,7 @@ fn a_panicking_handler_keeps_its_worker_and_gives_the_message_back() {
             if *n == 0 && !panicked_once.swap(true, Ordering::SeqCst) {
                 panic!("handler bug (expected by the test)");
             }
-            Ok::<(), ()>(())
+            Ok::<(), &str>(())
         })
     }
     .unwrap();
@@ -228,7 +228,7 @@ fn the_heartbeat_keeps_a_slow_handlers_lease() {
         let gate = gate.clone();
         pool(&q, &clock).heartbeat(0.5).start(move |_: &u32| {
             gate.pass();
-            Ok::<(), ()>(())
+            Ok::<(), &str>(())
         })
     }
     .unwrap();
@@ -260,7 +260,7 @@ fn without_a_heartbeat_a_slow_handler_loses_its_lease() {
         let gate = gate.clone();
         pool(&q, &clock).heartbeat(0.0).start(move |_: &u32| {
             gate.pass();
-            Ok::<(), ()>(())
+            Ok::<(), &str>(())
         })
     }
     .unwrap();
@@ -291,7 +291,7 @@ fn stop_lets_the_running_handler_finish_and_releases_the_unstarted() {
         let gate = gate.clone();
         pool(&q, &clock).prefetch(3).start(move |_: &u32| {
             gate.pass();
-            Ok::<(), ()>(())
+            Ok::<(), &str>(())
         })
     }
     .unwrap();
@@ -321,7 +321,7 @@ fn stop_gives_up_on_a_stuck_handler_at_the_deadline() {
         let gate = gate.clone();
         pool(&q, &clock).start(move |_: &u32| {
             gate.pass();
-            Ok::<(), ()>(())
+            Ok::<(), &str>(())
         })
     }
     .unwrap();
@@ -353,7 +353,13 @@ fn batches_are_cut_at_size_or_when_the_wait_ends() {
                     // Per message: even ones succeed, odd ones fail.
                     batch
                         .iter()
-                        .map(|m| if *m.body() % 2 == 0 { Ok(()) } else { Err(()) })
+                        .map(|m| {
+                            if *m.body() % 2 == 0 {
+                                Ok(())
+                            } else {
+                                Err("odd")
+                            }
+                        })
                         .collect()
                 },
             )
@@ -369,9 +375,9 @@ fn batches_are_cut_at_size_or_when_the_wait_ends() {
     assert_eq!((stats.processed, stats.failed, stats.retried), (5, 5, 5));
     let stats = q.stats();
     assert_eq!(
-        (stats.deleted, stats.in_flight),
-        (5, 5),
-        "failures back off"
+        (stats.deleted, stats.in_flight, stats.delayed),
+        (5, 0, 5),
+        "failures back off, their leases ended"
     );
 }
 
@@ -385,7 +391,7 @@ fn a_batch_gathers_what_arrives_within_the_wait() {
         pool(&q, &clock)
             .start_batch(3, secs(10), move |batch: &[Lease<'_, u32>]| {
                 sizes.lock().unwrap().push(batch.len());
-                vec![Ok::<(), ()>(()); batch.len()]
+                vec![Ok::<(), &str>(()); batch.len()]
             })
             .unwrap()
     };
@@ -408,7 +414,7 @@ fn missing_outcomes_and_panics_fail_batch_messages() {
     let consumer = pool(&q, &clock)
         .start_batch(3, Duration::ZERO, |batch: &[Lease<'_, u32>]| {
             if *batch[0].body() == 0 {
-                vec![Ok::<(), ()>(())] // one outcome for three messages
+                vec![Ok::<(), &str>(())] // one outcome for three messages
             } else {
                 panic!("batch handler bug (expected by the test)")
             }

@@ -1,0 +1,391 @@
+//! Dead letters: the record of why and when a message died, looking at dead letters without
+//! receiving them, and redriving them to a queue that will process them again.
+//!
+//! # Death records
+//!
+//! A queue that has a dead-letter queue, and a queue that is one, keep a *death record* per
+//! slot ([`DeathRecords`], allocated by the source queue's `build`, never on a hot path). The
+//! record follows the slot's owner rules (see [`crate::slot`]): only the thread that owns the
+//! slot at the moment reads or writes it.
+//!
+//! | queue role | slot                                   | record                                  |
+//! |------------|----------------------------------------|-----------------------------------------|
+//! | any        | `Free`                                 | `None`                                  |
+//! | dead-letter queue | holds a message that died elsewhere | `Some`: written by the move, before the slot is published `Ready`; kept through later leases; dropped by `delete`, redrive, or a further move |
+//! | source     | `Delayed`, waiting for room in a full dead-letter queue | `Some(death)` with `source` = this queue: kept for the retry, so the cause and reason survive the wait |
+//!
+//! # Looking and redriving without receiving
+//!
+//! [`Queue::dead_letters`] and [`Queue::redrive`] pop slot indices from the ready ring, which
+//! makes the caller the slot's owner exactly as a receive does, but they take no lease: a
+//! looked-at message goes back to the tail of the ready ring unchanged (same epoch, receive
+//! count and ids), and a redriven one is sent to the target and its slot freed. While one of
+//! them holds a message, that message is invisible to receivers for the length of one clone or
+//! send; a receiver that finds the ring empty meanwhile is woken by the push back. Each pop is
+//! counted as not-a-delivery so that [`Stats::received`](crate::Stats) stays exact.
+
+use crate::error::SendError;
+use crate::message::MessageId;
+use crate::queue::{GiveBackOnUnwind, Queue};
+use crate::slot::State;
+use crate::stats::bump;
+use crate::sync::UnsafeCell;
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// A queue's identity, unique in the process: tells which queue a dead letter died in.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct QueueId(u64);
+
+impl QueueId {
+    /// A fresh identity.
+    pub(crate) fn next() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Self(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+impl fmt::Display for QueueId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "queue#{}", self.0)
+    }
+}
+
+/// How a message's last lease ended, when that end sent it to the dead-letter queue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeathCause {
+    /// Nobody settled the last lease before its deadline (a crashed or stuck handler).
+    Expired,
+    /// The last receiver gave the message back ([`Queue::release`] or [`Queue::nack`]), with
+    /// the reason it gave, if any.
+    Released {
+        /// The reason passed with [`Nack::reason`].
+        reason: Option<Cow<'static, str>>,
+    },
+}
+
+/// How to give a delivery back with [`Queue::nack`]: when it becomes visible again, and why it
+/// failed (kept if this was its last receive and it goes to the dead-letter queue).
+///
+/// ```
+/// use std::time::Duration;
+/// use visq::Nack;
+/// let retry_later = Nack::after(Duration::from_secs(5)).reason("upstream timed out");
+/// let now = Nack::now();
+/// # let _ = (retry_later, now);
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Nack {
+    pub(crate) delay: Duration,
+    pub(crate) reason: Option<Cow<'static, str>>,
+}
+
+impl Nack {
+    /// Visible again at once, like [`Queue::release`].
+    pub fn now() -> Self {
+        Self::default()
+    }
+
+    /// Invisible for `delay` (at most [`MAX_TIMEOUT`](crate::MAX_TIMEOUT)), then visible.
+    pub fn after(delay: Duration) -> Self {
+        Self {
+            delay,
+            reason: None,
+        }
+    }
+
+    /// Why the handler failed; recorded in the [`DeadLetter`] if the message dies of it.
+    /// A `&'static str` costs nothing; a `String` is kept as given.
+    pub fn reason(mut self, reason: impl Into<Cow<'static, str>>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+}
+
+/// What is known about a message that died: where, which message, after how many receives,
+/// when, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Death {
+    pub(crate) source: QueueId,
+    pub(crate) id: MessageId,
+    pub(crate) receive_count: u32,
+    /// Nanoseconds on the dead-letter queue's clock at the move; set when the move lands.
+    pub(crate) died_at: u64,
+    pub(crate) cause: DeathCause,
+}
+
+/// A dead letter as seen by [`Queue::dead_letters`]: a clone of its body and its death record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeadLetter<T> {
+    /// A clone of the body.
+    pub body: T,
+    /// The queue it died in; compare with [`Queue::id`].
+    pub source: QueueId,
+    /// Its id in the queue it died in (the id its handlers saw).
+    pub id: MessageId,
+    /// How many times it had been received there.
+    pub receive_count: u32,
+    /// How long ago it was moved here, on this queue's clock.
+    pub dead_for: Duration,
+    /// How its last lease ended.
+    pub cause: DeathCause,
+}
+
+/// The outcome of a redrive.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Redriven {
+    /// Messages moved to the target (new messages there, receive count 0).
+    pub moved: usize,
+    /// Why the redrive stopped early, if it did: the target was full or closed. The message
+    /// it refused is still here, unchanged.
+    pub refused: Option<SendError<()>>,
+}
+
+/// One death record per slot; see the module docs for who may touch which.
+pub(crate) struct DeathRecords {
+    cells: Box<[UnsafeCell<Option<Death>>]>,
+}
+
+impl DeathRecords {
+    pub(crate) fn new(slots: usize) -> Self {
+        Self {
+            cells: (0..slots).map(|_| UnsafeCell::new(None)).collect(),
+        }
+    }
+
+    /// Stores `death` as slot `index`'s record, dropping any older one.
+    ///
+    /// # Safety
+    /// The caller owns slot `index` (see [`crate::slot`]).
+    pub(crate) unsafe fn put(&self, index: u32, death: Death) {
+        // SAFETY: the slot's owner is the only thread touching its record (precondition).
+        self.cells[index as usize].with_mut(|cell| unsafe { *cell = Some(death) });
+    }
+
+    /// Takes slot `index`'s record out, leaving `None`.
+    ///
+    /// # Safety
+    /// As for [`Self::put`].
+    pub(crate) unsafe fn take(&self, index: u32) -> Option<Death> {
+        // SAFETY: as in `put`.
+        self.cells[index as usize].with_mut(|cell| unsafe { (*cell).take() })
+    }
+
+    /// The queue slot `index`'s message died in, if it has a record.
+    ///
+    /// # Safety
+    /// As for [`Self::put`].
+    pub(crate) unsafe fn source(&self, index: u32) -> Option<QueueId> {
+        // SAFETY: as in `put`.
+        self.cells[index as usize].with(|cell| unsafe { (*cell).as_ref().map(|d| d.source) })
+    }
+
+    /// A copy of slot `index`'s record.
+    ///
+    /// # Safety
+    /// As for [`Self::put`].
+    pub(crate) unsafe fn get(&self, index: u32) -> Option<Death> {
+        // SAFETY: as in `put`; a shared reference lives only for the clone.
+        self.cells[index as usize].with(|cell| unsafe { (*cell).clone() })
+    }
+}
+
+impl<T> Queue<T> {
+    /// Up to `max` of the dead letters visible in this queue (messages that died in another
+    /// queue and were moved here), oldest first, without receiving them: receive counts,
+    /// leases and order are left as they were. Messages sent here directly are skipped.
+    ///
+    /// Each message is held for the length of one clone, invisible to receivers meanwhile;
+    /// messages leased or delayed now are not listed. O(visible messages); allocates the list.
+    ///
+    /// ```
+    /// use std::{sync::Arc, time::Duration};
+    /// use visq::{DeathCause, ManualClock, Nack, Queue};
+    ///
+    /// let clock = ManualClock::new();
+    /// let dlq: Arc<Queue<&str>> = Arc::new(Queue::builder().clock(clock.clone()).build()?);
+    /// let q: Queue<&str> = Queue::builder()
+    ///     .dead_letter(dlq.clone(), 1)
+    ///     .clock(clock.clone())
+    ///     .build()?;
+    /// let id = q.send("bad input").unwrap();
+    /// let d = q.try_receive().unwrap();
+    /// q.nack(d.receipt(), Nack::now().reason("cannot parse")).unwrap();
+    /// clock.advance(Duration::from_secs(60));
+    ///
+    /// let letters = dlq.dead_letters(10);
+    /// assert_eq!(letters.len(), 1);
+    /// assert_eq!((letters[0].body, letters[0].id, letters[0].source), ("bad input", id, q.id()));
+    /// assert_eq!(letters[0].receive_count, 1);
+    /// assert_eq!(letters[0].dead_for, Duration::from_secs(60));
+    /// assert_eq!(letters[0].cause, DeathCause::Released { reason: Some("cannot parse".into()) });
+    /// assert_eq!(dlq.try_receive().unwrap().receive_count(), 1); // still unreceived
+    /// # Ok::<(), visq::BuildError>(())
+    /// ```
+    pub fn dead_letters(&self, max: usize) -> Vec<DeadLetter<T>>
+    where
+        T: Clone,
+    {
+        let mut letters = Vec::new();
+        let Some(records) = self.deaths.get() else {
+            return letters;
+        };
+        let now = self.time.now_nanos();
+        self.visit_ready(|index| {
+            if letters.len() == max {
+                return Visit::Stop { keep: true };
+            }
+            // SAFETY: `visit_ready` hands us slot `index` popped from the ready ring: we own it.
+            if let Some(death) = unsafe { records.get(index) } {
+                letters.push(DeadLetter {
+                    // SAFETY: as above; the body of a `Ready` slot is written.
+                    body: unsafe { self.slots[index as usize].clone_body() },
+                    source: death.source,
+                    id: death.id,
+                    receive_count: death.receive_count,
+                    dead_for: Duration::from_nanos(now.saturating_sub(death.died_at)),
+                    cause: death.cause,
+                });
+            }
+            Visit::Keep
+        });
+        letters
+    }
+
+    /// Moves up to `max` dead letters to `to`, as new messages there (receive count 0, new
+    /// ids): every visible message here if `only_from` is `None`, else only those that died
+    /// in the queue `only_from` names (to send them back to their source, pass its
+    /// [`Queue::id`] and the queue itself as `to`). Stops early if `to` refuses one (full or
+    /// closed); that message stays here, unchanged. Allocates only its list of slots seen.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use visq::Queue;
+    ///
+    /// let dlq: Arc<Queue<u32>> = Arc::new(Queue::builder().build()?);
+    /// let q: Queue<u32> = Queue::builder().dead_letter(dlq.clone(), 1).build()?;
+    /// q.send(7).unwrap();
+    /// q.release(q.try_receive().unwrap().receipt()).unwrap(); // dead on its first release
+    /// assert!(q.try_receive().is_none());
+    ///
+    /// // The bug is fixed: send it back for another try.
+    /// let redriven = dlq.redrive(&q, Some(q.id()), usize::MAX);
+    /// assert_eq!((redriven.moved, redriven.refused), (1, None));
+    /// let again = q.try_receive().unwrap();
+    /// assert_eq!((*again.body(), again.receive_count()), (7, 1));
+    /// # Ok::<(), visq::BuildError>(())
+    /// ```
+    pub fn redrive(&self, to: &Queue<T>, only_from: Option<QueueId>, max: usize) -> Redriven {
+        let mut redriven = Redriven {
+            moved: 0,
+            refused: None,
+        };
+        let records = self.deaths.get();
+        self.visit_ready(|index| {
+            if redriven.moved == max {
+                return Visit::Stop { keep: true };
+            }
+            if let Some(only_from) = only_from {
+                // SAFETY: `visit_ready` hands us slot `index`, owned (popped from the ready ring).
+                let source = records.and_then(|records| unsafe { records.source(index) });
+                if source != Some(only_from) {
+                    return Visit::Keep;
+                }
+            }
+            // SAFETY: as above; the body of a `Ready` slot is written, and it is either sent
+            // on for good (the slot is then freed) or written back.
+            let body = unsafe { self.slots[index as usize].take_body() };
+            match to.send(body) {
+                Ok(_) => {
+                    redriven.moved += 1;
+                    Visit::Remove
+                }
+                Err(refused) => {
+                    redriven.refused = Some(refused.map(|body| {
+                        // SAFETY: still the owner, and the cell is empty since the take.
+                        unsafe { self.slots[index as usize].write_body(body) }
+                    }));
+                    Visit::Stop { keep: true }
+                }
+            }
+        });
+        redriven
+    }
+}
+
+/// What [`Queue::visit_ready`] does with a message after looking at it.
+pub(crate) enum Visit {
+    /// Back to the tail of the ready ring, unchanged; go on.
+    Keep,
+    /// Its body has been moved out: free the slot (and its death record); go on.
+    Remove,
+    /// Stop here; the message goes back if `keep`.
+    Stop { keep: bool },
+}
+
+impl<T> Queue<T> {
+    /// Pops each message visible now once, in order, and hands its slot to `look`, the owner
+    /// until it answers. Stops at a slot it has already seen (the ring has come round), after
+    /// as many pops as the ring held at the start, or when `look` says so. No pop is a
+    /// delivery: each is counted in `not_received`.
+    fn visit_ready(&self, mut look: impl FnMut(u32) -> Visit) {
+        let mut seen = HashSet::new();
+        let held = self.ready.pushes().saturating_sub(self.ready.pops());
+        for _ in 0..held {
+            let Some((_, index)) = self.ready.pop() else {
+                return;
+            };
+            let visit = if seen.insert(index) {
+                // A panicking clone or send must not strand the message outside the ring.
+                let give_back = GiveBackOnUnwind {
+                    ring: &self.ready,
+                    index,
+                    counters: &self.counters,
+                };
+                let visit = look(index);
+                std::mem::forget(give_back);
+                visit
+            } else {
+                Visit::Stop { keep: true }
+            };
+            bump(&self.counters.not_received);
+            match visit {
+                Visit::Keep => self.push_back_ready(index),
+                Visit::Remove => self.free_redriven(index),
+                Visit::Stop { keep } => {
+                    if keep {
+                        self.push_back_ready(index);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn push_back_ready(&self, index: u32) {
+        self.ready
+            .push(index)
+            .expect("the ready ring has room for every slot");
+        self.waiters.notify_one();
+    }
+
+    /// Frees the owned slot `index`, whose body has been moved out, and its death record.
+    fn free_redriven(&self, index: u32) {
+        let slot = &self.slots[index as usize];
+        if let Some(records) = self.deaths.get() {
+            // SAFETY: the caller owns the slot.
+            drop(unsafe { records.take(index) });
+        }
+        slot.store(slot.load().with(State::Free, 0));
+        self.free
+            .push(index)
+            .expect("the free ring has room for every slot");
+        bump(&self.counters.redriven);
+    }
+}
