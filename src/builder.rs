@@ -35,6 +35,7 @@ pub struct Builder<T> {
     pub(crate) dead_letter: Option<DeadLetter<T>>,
     pub(crate) tick: Duration,
     pub(crate) clock: Option<ManualClock>,
+    pub(crate) latency_histograms: bool,
 }
 
 impl<T> Default for Builder<T> {
@@ -45,6 +46,7 @@ impl<T> Default for Builder<T> {
             dead_letter: None,
             tick: Duration::from_millis(1),
             clock: None,
+            latency_histograms: false,
         }
     }
 }
@@ -86,6 +88,16 @@ impl<T> Builder<T> {
     /// Take time from `clock` instead of the monotonic clock (for deterministic tests).
     pub fn clock(mut self, clock: ManualClock) -> Self {
         self.clock = Some(clock);
+        self
+    }
+
+    /// Record latency histograms (default off): send-to-receive, send-to-delete and
+    /// receive-to-delete, read with [`Queue::latencies`]. Recording takes no lock and allocates
+    /// nothing; it costs an exact clock read in `send` and `delete` and three counter
+    /// increments per message (see results/README.md for the measured cost), plus about
+    /// 130 KiB and 8 bytes per slot allocated here.
+    pub fn latency_histograms(mut self, on: bool) -> Self {
+        self.latency_histograms = on;
         self
     }
 

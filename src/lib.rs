@@ -58,6 +58,7 @@ mod dedup;
 mod error;
 mod lease;
 mod message;
+mod metrics;
 mod queue;
 mod request_reply;
 mod ring;
@@ -78,11 +79,12 @@ pub use dedup::{
 pub use error::{BuildError, ReceiptError, SendError};
 pub use lease::Lease;
 pub use message::{Delivery, MessageId, Receipt};
+pub use metrics::{Latencies, Latency};
 pub use queue::Queue;
 pub use request_reply::{
     responder, CorrelationId, PendingReply, Reply, Request, RequestError, Requester, TimedOut,
 };
-pub use stats::Stats;
+pub use stats::{Rates, Stats};
 pub use topic::{PublishError, SubscriberQueue, Subscription, SubscriptionId, Topic};
 
 use std::time::Duration;

@@ -43,10 +43,11 @@ use crate::clock::Ticks;
 use crate::dead_letter::{Death, DeathCause, DeathRecords, Nack, QueueId};
 use crate::error::{BuildError, ReceiptError, SendError};
 use crate::message::{Delivery, MessageId, Receipt};
+use crate::metrics::{Latencies, LatencyRecorder};
 use crate::ring::IndexRing;
 use crate::slot::{Slot, State, Word, ENDED_BY_EXPIRY};
-use crate::stats::{bump, Counters, Stats};
-use crate::sync::{spin_loop, yield_now, AtomicBool, Ordering};
+use crate::stats::{bump, count_refusal, Counters, RateWindow, Stats};
+use crate::sync::{spin_loop, yield_now, AtomicBool, Mutex, Ordering};
 use crate::waiters::Waiters;
 use crate::wheel::{Refile, Wheel};
 use crate::MAX_TIMEOUT;
@@ -79,6 +80,8 @@ pub struct Queue<T> {
     /// Why and when each held message died, for a queue with a dead-letter queue or that is
     /// one; see [`crate::dead_letter`].
     pub(crate) deaths: OnceLock<DeathRecords>,
+    latency: Option<LatencyRecorder>,
+    rate_window: Mutex<RateWindow>,
 }
 
 // SAFETY: the queue owns its bodies (`T: Send` lets them move to whichever thread drops, moves
@@ -129,6 +132,10 @@ impl<T> Queue<T> {
             counters: Counters::default(),
             id: QueueId::next(),
             deaths,
+            latency: settings
+                .latency_histograms
+                .then(|| LatencyRecorder::new(capacity)),
+            rate_window: Mutex::new(RateWindow::default()),
         })
     }
 
@@ -163,7 +170,8 @@ impl<T> Queue<T> {
     /// ```
     #[inline]
     pub fn send(&self, body: T) -> Result<MessageId, SendError<T>> {
-        self.enqueue(body, Duration::ZERO, |_| {})
+        let sent = self.enqueue(body, Duration::ZERO, |_| {});
+        count_refusal(&self.counters.refused_sends, sent)
     }
 
     /// Queues `body`, invisible until `delay` has passed on the queue's clock (at most
@@ -182,10 +190,12 @@ impl<T> Queue<T> {
     /// assert_eq!(too_long.unwrap_err(), SendError::DelayTooLong("never"));
     /// ```
     pub fn send_delayed(&self, body: T, delay: Duration) -> Result<MessageId, SendError<T>> {
-        if delay > MAX_TIMEOUT {
-            return Err(SendError::DelayTooLong(body));
-        }
-        self.enqueue(body, delay, |_| {})
+        let sent = if delay > MAX_TIMEOUT {
+            Err(SendError::DelayTooLong(body))
+        } else {
+            self.enqueue(body, delay, |_| {})
+        };
+        count_refusal(&self.counters.refused_sends, sent)
     }
 
     /// Takes a message that died in another queue, with its death record (taken out of
@@ -217,8 +227,9 @@ impl<T> Queue<T> {
         if self.is_closed() {
             return Err(SendError::Closed(body));
         }
-        // A plain send only needs a lower bound of the time (see `crate::clock`).
-        let now = if delay.is_zero() {
+        // A plain send only needs a lower bound of the time (see `crate::clock`), unless its
+        // latency is measured.
+        let now = if delay.is_zero() && self.latency.is_none() {
             self.time.recent_nanos()
         } else {
             self.time.now_nanos()
@@ -233,6 +244,9 @@ impl<T> Queue<T> {
         unsafe { slot.write_body(body) };
         slot.id.store(position, Ordering::Relaxed);
         slot.receive_count.store(0, Ordering::Relaxed);
+        if let Some(latency) = &self.latency {
+            latency.sent(index, now);
+        }
         before_publish(index);
         let free = slot.load().with(State::Free, 0);
         if delay.is_zero() {
@@ -297,6 +311,11 @@ impl<T> Queue<T> {
         let leased_at = now.max(slot.ready_since.load(Ordering::Relaxed));
         let deadline = self.time.deadline(leased_at, self.visibility_timeout);
         slot.set_deadline(deadline);
+        // While `InFlight`, `visible_since` holds when the lease began.
+        slot.visible_since.store(leased_at, Ordering::Relaxed);
+        if let (Some(latency), 1) = (&self.latency, receive_count) {
+            latency.first_received(index, leased_at);
+        }
         // Read the id while this thread still owns the slot: once `InFlight` is published the
         // lease can expire and the slot be recycled for another message.
         let id = MessageId(slot.id.load(Ordering::Relaxed));
@@ -429,8 +448,13 @@ impl<T> Queue<T> {
     /// ```
     #[inline]
     pub fn delete(&self, receipt: Receipt) -> Result<(), ReceiptError> {
-        let (index, lease) = self.end_lease(receipt, |lease| lease.with(State::Free, 0))?;
+        let ended = self.end_lease(receipt, |lease| lease.with(State::Free, 0));
+        let (index, lease) = count_refusal(&self.counters.refused_receipts, ended)?;
         let slot = &self.slots[index as usize];
+        if let Some(latency) = &self.latency {
+            let leased_at = slot.visible_since.load(Ordering::Relaxed);
+            latency.deleted(index, leased_at, self.time.now_nanos());
+        }
         // SAFETY: our CAS took the slot out of `InFlight`, so this thread owns it; its body is
         // written. We move the body out and treat the cell as empty from here on.
         let body = unsafe { slot.take_body() };
@@ -481,10 +505,12 @@ impl<T> Queue<T> {
     /// ```
     #[inline]
     pub fn nack(&self, receipt: Receipt, nack: Nack) -> Result<(), ReceiptError> {
-        if nack.delay > MAX_TIMEOUT {
-            return Err(ReceiptError::TimeoutTooLong);
-        }
-        let (index, lease) = self.end_lease(receipt, |lease| lease.with(State::Ready, 0))?;
+        let ended = if nack.delay > MAX_TIMEOUT {
+            Err(ReceiptError::TimeoutTooLong)
+        } else {
+            self.end_lease(receipt, |lease| lease.with(State::Ready, 0))
+        };
+        let (index, lease) = count_refusal(&self.counters.refused_receipts, ended)?;
         bump(&self.counters.released);
         let owned = lease.with(State::Ready, 0);
         let cause = DeathCause::Released {
@@ -536,12 +562,19 @@ impl<T> Queue<T> {
         receipt: Receipt,
         timeout: Duration,
     ) -> Result<(), ReceiptError> {
-        if timeout > MAX_TIMEOUT {
-            return Err(ReceiptError::TimeoutTooLong);
-        }
         if timeout.is_zero() {
             return self.release(receipt);
         }
+        let extended = if timeout > MAX_TIMEOUT {
+            Err(ReceiptError::TimeoutTooLong)
+        } else {
+            self.extend_lease(receipt, timeout)
+        };
+        count_refusal(&self.counters.refused_receipts, extended)
+    }
+
+    /// [`Queue::change_visibility`] with a nonzero timeout of at most [`MAX_TIMEOUT`].
+    fn extend_lease(&self, receipt: Receipt, timeout: Duration) -> Result<(), ReceiptError> {
         let now = self.time.now_nanos();
         let deadline = self.time.deadline(now, timeout);
         let slot = self.slots.get(receipt.slot()).ok_or(ReceiptError::Stale)?;
@@ -604,22 +637,28 @@ impl<T> Queue<T> {
         let now = self.time.now_nanos();
         self.run_wheel_if_due(now);
         let mut stats = Stats::default();
-        let mut oldest_ready_since = None;
+        let (mut oldest_ready_since, mut oldest_lease_since) = (None, None);
+        let earliest = |oldest: Option<u64>, slot: &Slot<T>| {
+            let since = slot.visible_since.load(Ordering::Relaxed);
+            Some(oldest.map_or(since, |oldest| oldest.min(since)))
+        };
         for slot in self.slots.iter() {
             match slot.load().state() {
                 State::Free => {}
                 State::Ready => {
                     stats.ready += 1;
-                    let since = slot.visible_since.load(Ordering::Relaxed);
-                    oldest_ready_since =
-                        Some(oldest_ready_since.map_or(since, |o: u64| o.min(since)));
+                    oldest_ready_since = earliest(oldest_ready_since, slot);
                 }
-                State::InFlight => stats.in_flight += 1,
+                State::InFlight => {
+                    stats.in_flight += 1;
+                    oldest_lease_since = earliest(oldest_lease_since, slot);
+                }
                 State::Delayed => stats.delayed += 1,
             }
         }
-        stats.oldest_ready_age =
-            oldest_ready_since.map(|since| Duration::from_nanos(now.saturating_sub(since)));
+        let age = |since: Option<u64>| since.map(|s| Duration::from_nanos(now.saturating_sub(s)));
+        stats.oldest_ready_age = age(oldest_ready_since);
+        stats.oldest_in_flight_age = age(oldest_lease_since);
         self.counters.fill(&mut stats);
         // The common events are counted by the rings' positions, not by counters of their own:
         // every free-ring pop is a send, every ready-ring pop a receive (less those given back
@@ -630,7 +669,37 @@ impl<T> Queue<T> {
         stats.received = self.ready.pops() - self.counters.not_received.load(Ordering::Relaxed);
         stats.deleted =
             self.free.pushes() - self.capacity() as u64 - stats.dead_lettered - stats.redriven;
+        stats.rates = self
+            .rate_window
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .rates(&stats, now);
         stats
+    }
+
+    /// The latency histograms, if the queue was built with
+    /// [`Builder::latency_histograms`]: a copy taken now (allocates; O(buckets)).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use visq::{ManualClock, Queue};
+    /// let clock = ManualClock::new();
+    /// let q: Queue<u8> = Queue::builder().latency_histograms(true).clock(clock.clone()).build()?;
+    /// q.send(1).unwrap();
+    /// clock.advance(Duration::from_millis(3));
+    /// let d = q.try_receive().unwrap();
+    /// clock.advance(Duration::from_millis(7));
+    /// q.delete(d.receipt()).unwrap();
+    /// let latencies = q.latencies().unwrap();
+    /// assert_eq!(latencies.send_to_receive.count, 1);
+    /// let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    /// assert!((ms(latencies.send_to_receive.p50) - 3.0).abs() < 0.03); // within 1%
+    /// assert!((ms(latencies.receive_to_delete.max) - 7.0).abs() < 0.07);
+    /// assert!((ms(latencies.send_to_delete.p99) - 10.0).abs() < 0.1);
+    /// # Ok::<(), visq::BuildError>(())
+    /// ```
+    pub fn latencies(&self) -> Option<Latencies> {
+        self.latency.as_ref().map(LatencyRecorder::snapshot)
     }
 
     /// Validates `receipt` and CASes its lease from `InFlight` to `end(lease)`, retrying while

@@ -8,7 +8,7 @@ use std::time::Duration;
 ///
 /// Exact when no operation runs concurrently; otherwise each field is a value it had during
 /// the call.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Stats {
     /// Messages visible now.
@@ -34,8 +34,77 @@ pub struct Stats {
     pub dead_letter_retries: u64,
     /// Messages moved out of this queue by [`Queue::redrive`](crate::Queue::redrive) (total).
     pub redriven: u64,
+    /// Sends refused: full, closed, or a delay too long (total).
+    pub refused_sends: u64,
+    /// Receipts refused by `delete`, `release`, `nack` or `change_visibility`: stale, expired,
+    /// or a timeout too long (total).
+    pub refused_receipts: u64,
     /// How long the oldest visible message has been visible.
     pub oldest_ready_age: Option<Duration>,
+    /// How long the oldest current lease has been held (since its receive): a stuck or slow
+    /// handler shows here long before its deadline.
+    pub oldest_in_flight_age: Option<Duration>,
+    /// Events per second over the last completed window (see [`Rates`]).
+    pub rates: Rates,
+}
+
+/// Events per second, on the queue's clock, over the last completed *window*: the span between
+/// two [`Queue::stats`](crate::Queue::stats) calls at least one second apart (the first window
+/// starts when the queue is built). Calls within a second of the window's start return the
+/// previous window's rates; all zero until the first window completes.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct Rates {
+    /// Sends accepted per second.
+    pub sent: f64,
+    /// Deliveries per second.
+    pub received: f64,
+    /// Deletes per second.
+    pub deleted: f64,
+    /// Expired leases per second.
+    pub expired: f64,
+    /// Refused sends and receipts per second.
+    pub errors: f64,
+}
+
+/// The shortest window [`Rates`] are measured over.
+const RATE_WINDOW_NANOS: u64 = 1_000_000_000;
+
+/// The open rate window: when it started, the totals then, and the last window's rates.
+#[derive(Default)]
+pub(crate) struct RateWindow {
+    start: u64,
+    totals: [u64; 5],
+    rates: Rates,
+}
+
+impl RateWindow {
+    /// The rates for `stats` taken at `now` (nanoseconds, queue clock): closes the window and
+    /// opens the next if it is at least a second old.
+    pub(crate) fn rates(&mut self, stats: &Stats, now: u64) -> Rates {
+        let totals = [
+            stats.sent,
+            stats.received,
+            stats.deleted,
+            stats.expired,
+            stats.refused_sends + stats.refused_receipts,
+        ];
+        let elapsed = now.saturating_sub(self.start);
+        if elapsed >= RATE_WINDOW_NANOS {
+            let seconds = elapsed as f64 / 1e9;
+            let per_second = |i: usize| totals[i].saturating_sub(self.totals[i]) as f64 / seconds;
+            self.rates = Rates {
+                sent: per_second(0),
+                received: per_second(1),
+                deleted: per_second(2),
+                expired: per_second(3),
+                errors: per_second(4),
+            };
+            self.start = now;
+            self.totals = totals;
+        }
+        self.rates
+    }
 }
 
 /// Counters of the rarer events, each on its own cache line. Sends, receives and deletes, the
@@ -50,12 +119,23 @@ pub(crate) struct Counters {
     /// inspection or redrive looked at the message.
     pub(crate) not_received: CachePadded<AtomicU64>,
     pub(crate) redriven: CachePadded<AtomicU64>,
+    pub(crate) refused_sends: CachePadded<AtomicU64>,
+    pub(crate) refused_receipts: CachePadded<AtomicU64>,
 }
 
 /// Counts one event.
 #[inline]
 pub(crate) fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Passes `result` on, counting it in `refusals` if it is an error.
+#[inline]
+pub(crate) fn count_refusal<V, E>(refusals: &AtomicU64, result: Result<V, E>) -> Result<V, E> {
+    if result.is_err() {
+        bump(refusals);
+    }
+    result
 }
 
 impl Counters {
@@ -67,5 +147,7 @@ impl Counters {
         stats.dead_lettered = read(&self.dead_lettered);
         stats.dead_letter_retries = read(&self.dead_letter_retries);
         stats.redriven = read(&self.redriven);
+        stats.refused_sends = read(&self.refused_sends);
+        stats.refused_receipts = read(&self.refused_receipts);
     }
 }
