@@ -22,6 +22,8 @@ pub struct Config {
     pub clock: Option<ManualClock>,
     /// The tutorial design's poll interval.
     pub poll: Duration,
+    /// Record visq's latency histograms (visq only).
+    pub latency_histograms: bool,
 }
 
 impl Config {
@@ -32,7 +34,13 @@ impl Config {
             visibility_timeout: Duration::from_secs(30),
             clock: None,
             poll: DEFAULT_POLL,
+            latency_histograms: false,
         }
+    }
+
+    pub fn latency_histograms(mut self, on: bool) -> Self {
+        self.latency_histograms = on;
+        self
     }
 
     pub fn poll(mut self, poll: Duration) -> Self {
@@ -79,7 +87,8 @@ impl<T: Payload> Lease<T> for visq::Queue<T> {
     fn build(config: &Config) -> Self {
         let mut builder = visq::Queue::builder()
             .capacity(config.capacity)
-            .visibility_timeout(config.visibility_timeout);
+            .visibility_timeout(config.visibility_timeout)
+            .latency_histograms(config.latency_histograms);
         if let Some(clock) = &config.clock {
             builder = builder.clock(clock.clone());
         }

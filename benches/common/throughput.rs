@@ -340,6 +340,23 @@ pub fn uncontended<P: Payload>(contender: Contender, ops: u64) -> f64 {
     }
 }
 
+/// [`uncontended`] for visq with its latency histograms off or on.
+pub fn visq_uncontended(latency_histograms: bool, ops: u64) -> f64 {
+    let config = Config::new(CAPACITY).latency_histograms(latency_histograms);
+    lease_uncontended(&visq::Queue::<u64>::build(&config), ops)
+}
+
+/// [`lifecycle`] for visq (u64 bodies) with its latency histograms off or on.
+pub fn visq_lifecycle(
+    latency_histograms: bool,
+    shape: Shape,
+    messages: u64,
+    limit: Duration,
+) -> Option<Duration> {
+    let config = Config::new(CAPACITY).latency_histograms(latency_histograms);
+    lease_lifecycle::<visq::Queue<u64>, u64>(&config, shape, messages, limit)
+}
+
 /// One send, receive and delete, on one thread.
 #[inline]
 pub fn lease_once<Q: Lease<P>, P: Payload>(q: &Q, n: u64) {

@@ -164,6 +164,7 @@ pub struct WheelCell {
 
 pub struct Results {
     pub uncontended: Uncontended,
+    pub histogram_cost: HistogramCost,
     pub workloads: Vec<Workload>,
     pub latency: Vec<LatencyCell>,
     pub wheel: Vec<WheelCell>,
@@ -220,12 +221,15 @@ fn main() {
         progress(&format!("latency, {}", spec.pace.label()), started);
         latency.push(measure_latency(&plan, spec));
     }
+    progress("latency histograms: cost", started);
+    let histogram_cost = measure_histogram_cost(&plan);
     progress("timing wheel", started);
     let wheel = measure_wheel(&plan);
     progress("memory", started);
     let memory = measure_memory();
     let results = Results {
         uncontended,
+        histogram_cost,
         workloads,
         latency,
         wheel,
@@ -350,6 +354,46 @@ fn measure_workload<P: Payload>(plan: &Plan, shape: Shape) -> Workload {
         shape,
         payload: P::NAME,
         runs,
+    }
+}
+
+/// visq with its latency histograms off and on, runs alternating: uncontended ns per message,
+/// and M messages/s in the shapes of [`HISTOGRAM_SHAPES`].
+pub struct HistogramCost {
+    /// `[off, on]`, one value per repeat each.
+    pub uncontended: [Vec<f64>; 2],
+    pub throughput: Vec<(Shape, [Vec<f64>; 2])>,
+}
+
+/// The throughput shapes the histograms' cost is measured in (u64 bodies).
+pub const HISTOGRAM_SHAPES: [Shape; 3] = [SHAPES[0], SHAPES[1], SHAPES[2]];
+
+fn measure_histogram_cost(plan: &Plan) -> HistogramCost {
+    let mut uncontended = [Vec::new(), Vec::new()];
+    for _ in 0..plan.reps {
+        for (on, values) in uncontended.iter_mut().enumerate() {
+            values.push(throughput::visq_uncontended(on == 1, plan.uncontended_ops));
+        }
+    }
+    let limit = Duration::from_secs(30);
+    let throughput = HISTOGRAM_SHAPES
+        .iter()
+        .map(|&shape| {
+            let _ = throughput::visq_lifecycle(true, shape, plan.messages / 4, limit);
+            let mut rates = [Vec::new(), Vec::new()];
+            for _ in 0..plan.reps {
+                for (on, values) in rates.iter_mut().enumerate() {
+                    let rate = throughput::visq_lifecycle(on == 1, shape, plan.messages, limit)
+                        .map_or(f64::NAN, |d| plan.messages as f64 / d.as_secs_f64() / 1e6);
+                    values.push(rate);
+                }
+            }
+            (shape, rates)
+        })
+        .collect();
+    HistogramCost {
+        uncontended,
+        throughput,
     }
 }
 

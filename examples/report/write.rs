@@ -8,7 +8,7 @@ use super::common::throughput::{CAPACITY, TUTORIAL_POLL};
 use super::common::tutorial::DEFAULT_POLL;
 use super::common::wheel::Op;
 use super::svg::{self, Series};
-use super::{LatencyCell, Plan, Results, Runs, WheelCell, Workload};
+use super::{HistogramCost, LatencyCell, Plan, Results, Runs, WheelCell, Workload};
 use std::fmt::Write as _;
 use std::fs;
 use std::io;
@@ -513,6 +513,23 @@ fn targets(results: &Results) -> Vec<Target> {
             },
         });
     }
+    // Issue 5: latency histograms cost less than 10% of throughput.
+    let ratios = histogram_throughput_ratios(&results.histogram_cost);
+    let worst = ratios
+        .iter()
+        .filter_map(|(label, r)| r.map(|r| (label, r)))
+        .min_by(|a, b| a.1 .0.total_cmp(&b.1 .0));
+    all.push(Target {
+        what: "latency histograms on cost < 10% of throughput (issue 5)".into(),
+        measured: worst.map_or("–".into(), |(label, r)| {
+            format!("worst shape {label}: on ÷ off {}", fmt_ratio_stats(Some(r)))
+        }),
+        met: worst.map(|(_, r)| r.0 >= 0.9),
+        why: "with histograms on, `send` reads the exact clock (the coarse one otherwise) and \
+              `delete` reads it too, and each message makes three `fetch_add`s on shared \
+              histogram buckets, whose cache lines move between the consumer threads."
+            .into(),
+    });
     all
 }
 
@@ -607,6 +624,7 @@ pub fn write(out: &Path, machine: &Machine, plan: &Plan, results: &Results) -> i
     uncontended_section(w, results);
     throughput_section(w, out, results)?;
     latency_section(w, out, results)?;
+    histogram_cost_section(w, &results.histogram_cost);
     wheel_section(w, out, results)?;
     memory_section(w, &results.memory);
 
@@ -679,6 +697,59 @@ fn uncontended_section(w: &mut String, results: &Results) {
             fmt_ns(m),
             fmt_ns(lo),
             fmt_ns(hi)
+        );
+    }
+}
+
+/// Throughput with histograms on ÷ off, per shape: (label, median, min, max).
+fn histogram_throughput_ratios(cost: &HistogramCost) -> Vec<(String, Option<(f64, f64, f64)>)> {
+    cost.throughput
+        .iter()
+        .map(|(shape, [off, on])| (shape.label(), ratios(on, off, |on, off| on / off)))
+        .collect()
+}
+
+fn histogram_cost_section(w: &mut String, cost: &HistogramCost) {
+    let _ = writeln!(w, "\n## Latency histograms: what they cost\n");
+    let _ = writeln!(
+        w,
+        "visq built with `.latency_histograms(true)` against the same queue without, runs \
+         alternating (off, on) and paired repeat by repeat. With histograms on, `send` reads the \
+         exact clock instead of the coarse one, `delete` reads it once, and each message adds \
+         three bucket increments (`fetch_add`, no lock).\n"
+    );
+    let _ = writeln!(w, "| workload | off | on | on ÷ off |\n|---|---|---|---|");
+    let [off, on] = &cost.uncontended;
+    if let (Some(off_s), Some(on_s)) = (stats(off), stats(on)) {
+        let _ = writeln!(
+            w,
+            "| uncontended (ns per message) | {} ({}–{}) | {} ({}–{}) | {} |",
+            fmt_ns(off_s.0),
+            fmt_ns(off_s.1),
+            fmt_ns(off_s.2),
+            fmt_ns(on_s.0),
+            fmt_ns(on_s.1),
+            fmt_ns(on_s.2),
+            fmt_ratio_stats(ratios(on, off, |on, off| on / off))
+        );
+    }
+    for ((shape, [off, on]), (_, ratio)) in cost
+        .throughput
+        .iter()
+        .zip(histogram_throughput_ratios(cost))
+    {
+        let cell = |values: &[f64]| {
+            stats(values).map_or("–".into(), |(m, lo, hi)| {
+                format!("{} ({}–{})", fmt_rate(m), fmt_rate(lo), fmt_rate(hi))
+            })
+        };
+        let _ = writeln!(
+            w,
+            "| {} u64 (M msgs/s) | {} | {} | {} |",
+            shape.label(),
+            cell(off),
+            cell(on),
+            fmt_ratio_stats(ratio)
         );
     }
 }
