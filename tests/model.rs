@@ -48,7 +48,7 @@ use proptest::test_runner::Config as ProptestConfig;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
-use visq::{ManualClock, MessageId, Queue, Receipt, ReceiptError, SendError, MAX_TIMEOUT};
+use visq::{ManualClock, MessageId, Nack, Queue, Receipt, ReceiptError, SendError, MAX_TIMEOUT};
 
 const MS: u64 = 1_000_000;
 const MAX_NANOS: u64 = MAX_TIMEOUT.as_nanos() as u64;
@@ -94,6 +94,8 @@ enum Op {
     Receive,
     Delete(Pick),
     Release(Pick),
+    /// `nack` with this delay (no reason: reasons are checked in tests/dead_letter_tools.rs).
+    Nack(Pick, u64),
     ChangeVisibility(Pick, u64),
     Advance(u64),
     DrainDeadLetters,
@@ -408,6 +410,20 @@ impl Model {
         }
     }
 
+    /// Ends `i`'s lease by a nack with a nonzero `delay`: delayed, or to the dead-letter queue
+    /// at once if that was its last receive; true as for [`Model::release`].
+    fn nack_after(&mut self, i: usize, delay: u64) -> bool {
+        if self.goes_to_dead_letters(self.msgs[i].receive_count) {
+            return self.release(i);
+        }
+        self.counts.released += 1;
+        self.msgs[i].last_end = End::Released;
+        self.msgs[i].state = MState::Delayed {
+            deadline: self.deadline(delay),
+        };
+        false
+    }
+
     fn snapshot(&self) -> Snapshot {
         let mut s = self.counts.clone();
         s.delayed = self.dead_letter_waiting.len();
@@ -615,6 +631,26 @@ impl Harness {
                 let got = self.q.release(receipt);
                 match self.check_verdict(got, &verdict, ctx)? {
                     Some(i) => Ok(self.m.release(i)),
+                    None => Ok(false),
+                }
+            }
+            Op::Nack(pick, delay) => {
+                let (receipt, target) = self.resolve(pick);
+                let got = self
+                    .q
+                    .nack(receipt, Nack::after(Duration::from_nanos(delay)));
+                if delay > MAX_NANOS {
+                    prop_assert_eq!(got, Err(ReceiptError::TimeoutTooLong), "{}", ctx);
+                    return Ok(false);
+                }
+                let verdict = self.m.verdict(target);
+                match self.check_verdict(got, &verdict, ctx)? {
+                    Some(i) if delay == 0 => Ok(self.m.release(i)),
+                    // Filing the new deadline may run the queue's wheel.
+                    Some(i) => {
+                        self.m.nack_after(i, delay);
+                        Ok(true)
+                    }
                     None => Ok(false),
                 }
             }
@@ -859,6 +895,7 @@ fn op() -> impl Strategy<Value = Op> {
         8 => Just(Op::Receive),
         6 => pick().prop_map(Op::Delete),
         3 => pick().prop_map(Op::Release),
+        3 => (pick(), span()).prop_map(|(p, d)| Op::Nack(p, d)),
         4 => (pick(), span()).prop_map(|(p, t)| Op::ChangeVisibility(p, t)),
         5 => advance().prop_map(Op::Advance),
         1 => Just(Op::DrainDeadLetters),
