@@ -69,7 +69,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let stats = pool.stats();
         stats.processed + stats.dead_lettered == u64::from(MESSAGES)
     };
-    println!("  t    sent/s   recv/s    del/s  err/s  ready  in flight  oldest ready  oldest lease");
+    println!(
+        "  t    sent/s   recv/s    del/s  err/s  ready  in flight  oldest ready  oldest lease"
+    );
     let start = Instant::now();
     while !all_done() {
         thread::sleep(Duration::from_millis(500));
@@ -88,7 +90,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     producer.join().expect("the producer finished");
-    assert!(pool.stop(Duration::from_secs(5)), "the pool stopped in time");
+    assert!(
+        pool.stop(Duration::from_secs(5)),
+        "the pool stopped in time"
+    );
 
     let latencies = queue.latencies().expect("built with latency histograms");
     println!("\nlatency            count       p50       p99     p99.9       max");
@@ -124,7 +129,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     assert_eq!(pool_stats.processed, processed);
     assert_eq!(pool_stats.dead_lettered, expected_dead);
     assert_eq!(pool_stats.failed, expected_dead * u64::from(MAX_RECEIVES));
-    assert_eq!(pool_stats.retried, expected_dead * u64::from(MAX_RECEIVES - 1));
+    assert_eq!(
+        pool_stats.retried,
+        expected_dead * u64::from(MAX_RECEIVES - 1)
+    );
     assert_eq!(latencies.send_to_delete.count, processed);
     assert_eq!(latencies.send_to_receive.count, u64::from(MESSAGES));
     assert_eq!(dead_letters.stats().ready as u64, expected_dead);

@@ -332,12 +332,15 @@ pub(crate) enum Visit {
 impl<T> Queue<T> {
     /// Pops each message visible now once, in order, and hands its slot to `look`, the owner
     /// until it answers. Stops at a slot it has already seen (the ring has come round), after
-    /// as many pops as the ring held at the start, or when `look` says so. No pop is a
-    /// delivery: each is counted in `not_received`.
+    /// as many pops as the ring held at the start, or when `look` says so; on an early stop
+    /// the messages not looked at are rotated past too, so the ring keeps its order. No pop is
+    /// a delivery: each is counted in `not_received`.
     fn visit_ready(&self, mut look: impl FnMut(u32) -> Visit) {
+        // Leases and delays that have ended are visible to a receive now, so here too.
+        self.run_wheel_if_due(self.time.now_nanos());
         let mut seen = HashSet::new();
         let held = self.ready.pushes().saturating_sub(self.ready.pops());
-        for _ in 0..held {
+        for popped in 1..=held {
             let Some((_, index)) = self.ready.pop() else {
                 return;
             };
@@ -362,8 +365,25 @@ impl<T> Queue<T> {
                     if keep {
                         self.push_back_ready(index);
                     }
+                    self.rotate_past(held - popped, &seen);
                     return;
                 }
+            }
+        }
+    }
+
+    /// Moves up to `count` messages from the head of the ready ring to its tail, unlooked at,
+    /// stopping once it has moved one in `seen` (the ring has come round: concurrent receives
+    /// took some, and the order is then only as good as theirs).
+    fn rotate_past(&self, count: u64, seen: &HashSet<u32>) {
+        for _ in 0..count {
+            let Some((_, index)) = self.ready.pop() else {
+                return;
+            };
+            bump(&self.counters.not_received);
+            self.push_back_ready(index);
+            if seen.contains(&index) {
+                return;
             }
         }
     }

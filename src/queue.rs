@@ -847,7 +847,7 @@ impl<T> Queue<T> {
     }
 
     #[inline]
-    fn run_wheel_if_due(&self, now: u64) {
+    pub(crate) fn run_wheel_if_due(&self, now: u64) {
         if self.wheel.is_due(self.time.tick_of(now)) {
             self.run_wheel();
         }

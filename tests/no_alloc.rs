@@ -11,7 +11,7 @@ use std::time::Duration;
 mod counting_alloc;
 
 use counting_alloc::{measure, no_alloc};
-use visq::{Delivery, ManualClock, Queue, Receipt, ReceiptError, SendError, MAX_TIMEOUT};
+use visq::{Delivery, ManualClock, Nack, Queue, Receipt, ReceiptError, SendError, MAX_TIMEOUT};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -183,6 +183,7 @@ fn ten_thousand_mixed_operations_allocate_nothing() {
         extended: u64,
         shortened: u64,
         released: u64,
+        nacked: u64,
         refused_receipts: u64,
         advanced: u64,
         stats: u64,
@@ -248,7 +249,14 @@ fn ten_thousand_mixed_operations_allocate_nothing() {
                         7 => q
                             .change_visibility(receipt, ms(1 + rng.below(5_000)))
                             .map(|()| tally.shortened += 1),
-                        8 => q.release(receipt).map(|()| tally.released += 1),
+                        8 if n % 2 == 0 => q.release(receipt).map(|()| tally.released += 1),
+                        // A nack with a delay (up to 5 s) and a static reason.
+                        8 => q
+                            .nack(
+                                receipt,
+                                Nack::after(ms(1 + n % 5_000)).reason("retry later"),
+                            )
+                            .map(|()| tally.nacked += 1),
                         _ => q
                             .change_visibility(receipt, Duration::ZERO)
                             .map(|()| tally.released += 1),
@@ -286,7 +294,7 @@ fn ten_thousand_mixed_operations_allocate_nothing() {
     assert_eq!(s.sent, tally.sent + tally.sent_delayed);
     assert_eq!(s.received, tally.received);
     assert_eq!(s.deleted, tally.deleted);
-    assert_eq!(s.released, tally.released);
+    assert_eq!(s.released, tally.released + tally.nacked);
     assert!(s.sent > 2 * CAPACITY as u64, "slots reused: {s:?}");
     assert!(s.expired > 100, "{s:?}");
     assert!(tally.full > 0 && tally.long_fired > 10, "{tally:?}");
@@ -295,7 +303,7 @@ fn ten_thousand_mixed_operations_allocate_nothing() {
         "{tally:?}"
     );
     assert!(
-        tally.deleted > 500 && tally.released > 100 && tally.stats > 100,
+        tally.deleted > 500 && tally.released > 50 && tally.nacked > 50 && tally.stats > 100,
         "{tally:?}"
     );
 }
@@ -365,4 +373,109 @@ fn dead_letter_moves_and_retries_allocate_nothing() {
     );
     assert!(s.dead_letter_retries > 100, "{s:?}");
     assert_eq!(dlq.stats().deleted, 1600);
+}
+
+#[test]
+fn nack_with_a_delay_and_a_static_reason_allocates_nothing() {
+    let clock = ManualClock::new();
+    let dlq: Arc<Queue<u64>> = Arc::new(
+        Queue::builder()
+            .capacity(1)
+            .clock(clock.clone())
+            .build()
+            .unwrap(),
+    );
+    let q: Queue<u64> = Queue::builder()
+        .capacity(8)
+        .visibility_timeout(Duration::from_secs(5))
+        .dead_letter(dlq.clone(), 2)
+        .tick(ms(1))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    q.send(1).unwrap();
+    q.send(2).unwrap();
+
+    // Not the last receive: the message waits out the delay; the reason is not kept.
+    let d = q.try_receive().unwrap();
+    no_alloc("nack after, with a reason", || {
+        q.nack(d.receipt(), Nack::after(ms(20)).reason("busy"))
+            .unwrap()
+    });
+    assert_eq!(
+        no_alloc("nack of a spent receipt", || q
+            .nack(d.receipt(), Nack::after(ms(20)).reason("busy"))),
+        Err(ReceiptError::Stale)
+    );
+    let d2 = q.try_receive().unwrap();
+    assert_eq!(*d2.body(), 2);
+    assert_eq!(
+        no_alloc("nack too long", || q
+            .nack(d2.receipt(), Nack::after(MAX_TIMEOUT * 2).reason("never"))),
+        Err(ReceiptError::TimeoutTooLong)
+    );
+    no_alloc("nack now, with a reason", || {
+        q.nack(d2.receipt(), Nack::now().reason("again")).unwrap()
+    });
+    clock.advance(ms(20));
+    let (a, b) = (q.try_receive().unwrap(), q.try_receive().unwrap());
+    assert_eq!((a.receive_count(), b.receive_count()), (2, 2));
+
+    // The last receive: dies at once, whatever the delay, its reason recorded in the DLQ.
+    no_alloc("nack on the last receive: moved with its reason", || {
+        q.nack(a.receipt(), Nack::after(ms(500)).reason("poison"))
+            .unwrap()
+    });
+    assert_eq!(q.stats().dead_lettered, 1);
+    // The DLQ (capacity 1) is full now: the move is refused, the record kept for the retry.
+    no_alloc("nack on the last receive: refused by a full DLQ", || {
+        q.nack(b.receipt(), Nack::after(ms(500)).reason("poison"))
+            .unwrap()
+    });
+    assert_eq!(q.stats().dead_letter_retries, 1);
+    no_alloc("retries", || {
+        for _ in 0..3 {
+            clock.advance(ms(10));
+            q.stats();
+        }
+    });
+    assert_eq!(q.stats().dead_letter_retries, 4);
+    // Deleting the dead letter drops its record; the waiting one then moves.
+    let dead = dlq.try_receive().unwrap();
+    no_alloc("delete of a dead letter", || {
+        dlq.delete(dead.receipt()).unwrap()
+    });
+    no_alloc("the retry that lands", || {
+        clock.advance(ms(10));
+        q.stats();
+    });
+    let s = q.stats();
+    assert_eq!((s.dead_lettered, s.delayed, s.released), (2, 0, 4));
+    assert_eq!(dlq.dead_letters(1).len(), 1);
+}
+
+#[test]
+fn latency_histograms_and_stats_allocate_nothing() {
+    let clock = ManualClock::new();
+    let q: Queue<u64> = Queue::builder()
+        .capacity(8)
+        .latency_histograms(true)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    for round in 0..100 {
+        no_alloc("send, histograms on", || q.send(round).unwrap());
+        clock.advance(ms(1));
+        let d = no_alloc("try_receive, histograms on", || q.try_receive().unwrap());
+        clock.advance(ms(2));
+        no_alloc("delete, histograms on", || q.delete(d.receipt()).unwrap());
+        if round % 10 == 0 {
+            // Closes a rate window every tenth round.
+            clock.advance(Duration::from_secs(1));
+            no_alloc("stats with rates", || q.stats());
+        }
+    }
+    // Reading the histograms allocates (it copies them); recording never did.
+    let latencies = q.latencies().unwrap();
+    assert_eq!(latencies.send_to_delete.count, 100);
 }

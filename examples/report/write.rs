@@ -702,7 +702,10 @@ fn uncontended_section(w: &mut String, results: &Results) {
 }
 
 /// Throughput with histograms on ÷ off, per shape: (label, median, min, max).
-fn histogram_throughput_ratios(cost: &HistogramCost) -> Vec<(String, Option<(f64, f64, f64)>)> {
+/// Median, min and max.
+type Spread = (f64, f64, f64);
+
+fn histogram_throughput_ratios(cost: &HistogramCost) -> Vec<(String, Option<Spread>)> {
     cost.throughput
         .iter()
         .map(|(shape, [off, on])| (shape.label(), ratios(on, off, |on, off| on / off)))
