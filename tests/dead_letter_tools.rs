@@ -17,7 +17,7 @@ use counting_alloc::measure;
 use std::borrow::Cow;
 use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use visq::{
@@ -961,70 +961,13 @@ fn redrive_moves_a_dead_letter_whose_lease_just_expired() {
 // Ownership: bodies and reasons are dropped exactly once; a panicking clone loses nothing
 // ----------------------------------------------------------------------------------------------
 
-#[derive(Default, Debug)]
-struct Counts {
-    created: AtomicUsize,
-    cloned: AtomicUsize,
-    dropped: AtomicUsize,
-    /// While set, the next clone panics (and clears it).
-    panic_on_clone: AtomicBool,
-}
-
-impl Counts {
-    /// `(created, cloned, dropped)`.
-    fn all(&self) -> (usize, usize, usize) {
-        (
-            self.created.load(Ordering::SeqCst),
-            self.cloned.load(Ordering::SeqCst),
-            self.dropped.load(Ordering::SeqCst),
-        )
-    }
-
-    fn live(&self) -> isize {
-        let (created, cloned, dropped) = self.all();
-        (created + cloned) as isize - dropped as isize
-    }
-}
-
-/// A body that counts itself.
-#[derive(Debug)]
-struct Body {
-    value: u32,
-    counts: Arc<Counts>,
-}
-
-impl Body {
-    fn new(counts: &Arc<Counts>, value: u32) -> Self {
-        counts.created.fetch_add(1, Ordering::SeqCst);
-        Self {
-            value,
-            counts: counts.clone(),
-        }
-    }
-}
-
-impl Clone for Body {
-    fn clone(&self) -> Self {
-        if self.counts.panic_on_clone.swap(false, Ordering::SeqCst) {
-            panic!("clone refused (expected by the test)");
-        }
-        self.counts.cloned.fetch_add(1, Ordering::SeqCst);
-        Self {
-            value: self.value,
-            counts: self.counts.clone(),
-        }
-    }
-}
-
-impl Drop for Body {
-    fn drop(&mut self) {
-        self.counts.dropped.fetch_add(1, Ordering::SeqCst);
-    }
-}
+#[path = "support/counted_body.rs"]
+mod counted_body;
+use counted_body::{Body, Counts};
 
 #[test]
 fn every_body_is_dropped_once_across_inspect_redrive_delete_and_drop() {
-    let counts = Arc::new(Counts::default());
+    let counts = Counts::new();
     let clock = ManualClock::new();
     let dlq: Arc<Queue<Body>> = plain(&clock, 8);
     let q = source(&clock, &dlq, 1);
@@ -1082,7 +1025,7 @@ fn every_body_is_dropped_once_across_inspect_redrive_delete_and_drop() {
 
 #[test]
 fn a_full_dlq_retry_drops_nothing_and_the_source_drop_drops_the_waiting_body() {
-    let counts = Arc::new(Counts::default());
+    let counts = Counts::new();
     let clock = ManualClock::new();
     let dlq: Arc<Queue<Body>> = plain(&clock, 1);
     dlq.send(Body::new(&counts, 0)).unwrap();
@@ -1178,7 +1121,7 @@ fn an_owned_reason_is_freed_exactly_once_across_inspect_redrive_delete_and_drop(
 
 #[test]
 fn a_panicking_clone_in_dead_letters_keeps_the_message_and_the_stats() {
-    let counts = Arc::new(Counts::default());
+    let counts = Counts::new();
     let clock = ManualClock::new();
     let dlq: Arc<Queue<Body>> = plain(&clock, 8);
     let q = source(&clock, &dlq, 1);

@@ -2,7 +2,7 @@
 //! creations, clones and drops. Each test has its own counters, so tests may run in parallel.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use visq::{ManualClock, Queue, SendError};
@@ -11,78 +11,9 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-#[derive(Default, Debug)]
-struct Counts {
-    created: AtomicUsize,
-    cloned: AtomicUsize,
-    dropped: AtomicUsize,
-    /// While set, the next clone panics (and clears it).
-    panic_on_clone: AtomicBool,
-}
-
-impl Counts {
-    fn new() -> Arc<Self> {
-        Arc::new(Self::default())
-    }
-
-    fn created(&self) -> usize {
-        self.created.load(Ordering::SeqCst)
-    }
-
-    fn cloned(&self) -> usize {
-        self.cloned.load(Ordering::SeqCst)
-    }
-
-    fn dropped(&self) -> usize {
-        self.dropped.load(Ordering::SeqCst)
-    }
-
-    /// Bodies alive now: made (new or clone) and not yet dropped.
-    fn live(&self) -> isize {
-        (self.created() + self.cloned()) as isize - self.dropped() as isize
-    }
-
-    /// `(created, cloned, dropped)`.
-    fn all(&self) -> (usize, usize, usize) {
-        (self.created(), self.cloned(), self.dropped())
-    }
-}
-
-/// A body that counts itself.
-#[derive(Debug)]
-struct Body {
-    value: u32,
-    counts: Arc<Counts>,
-}
-
-impl Body {
-    fn new(counts: &Arc<Counts>, value: u32) -> Self {
-        counts.created.fetch_add(1, Ordering::SeqCst);
-        Self {
-            value,
-            counts: counts.clone(),
-        }
-    }
-}
-
-impl Clone for Body {
-    fn clone(&self) -> Self {
-        if self.counts.panic_on_clone.swap(false, Ordering::SeqCst) {
-            panic!("clone refused");
-        }
-        self.counts.cloned.fetch_add(1, Ordering::SeqCst);
-        Self {
-            value: self.value,
-            counts: self.counts.clone(),
-        }
-    }
-}
-
-impl Drop for Body {
-    fn drop(&mut self) {
-        self.counts.dropped.fetch_add(1, Ordering::SeqCst);
-    }
-}
+#[path = "support/counted_body.rs"]
+mod counted_body;
+use counted_body::{Body, Counts};
 
 fn queue(clock: &ManualClock, capacity: usize) -> Queue<Body> {
     Queue::builder()
