@@ -9,8 +9,9 @@
 //! each held message lives in `sent_at`, one word per slot, written by the sender while it owns
 //! the slot and read by whoever owns it later (the slot's owner rules, see [`crate::slot`]).
 //!
-//! With histograms on, `send` reads the exact clock instead of the coarse one and `delete` reads
-//! it once: that and the three bucket increments are the cost, measured in results/README.md.
+//! For a sampled message `send` reads the exact clock instead of the coarse one and `delete`
+//! reads it once: that and the three bucket increments are the cost, paid by one message in
+//! `one_in` (the others pay a hash of the id and a branch); measured in results/README.md.
 //!
 //! # Reading
 //!
@@ -81,6 +82,8 @@ impl AtomicHistogram {
 
 /// The recorders of one queue and the send time of each slot's message.
 pub(crate) struct LatencyRecorder {
+    /// A message is sampled when the top bits of its hashed id under this mask are zero.
+    sample_mask: u64,
     sent_at: Box<[AtomicU64]>,
     send_to_receive: AtomicHistogram,
     send_to_delete: AtomicHistogram,
@@ -88,13 +91,23 @@ pub(crate) struct LatencyRecorder {
 }
 
 impl LatencyRecorder {
-    pub(crate) fn new(slots: usize) -> Self {
+    /// Recorders for `slots` slots, sampling one message in `one_in` (at least 1; rounded up
+    /// to a power of two).
+    pub(crate) fn new(slots: usize, one_in: u32) -> Self {
         Self {
+            sample_mask: u64::from(one_in.max(1).next_power_of_two() - 1),
             sent_at: (0..slots).map(|_| AtomicU64::new(0)).collect(),
             send_to_receive: AtomicHistogram::new(),
             send_to_delete: AtomicHistogram::new(),
             receive_to_delete: AtomicHistogram::new(),
         }
+    }
+
+    /// Whether the message with id `id` is in the sample: a Fibonacci hash of the id, so that
+    /// the sample follows no period of the traffic.
+    #[inline]
+    pub(crate) fn samples(&self, id: u64) -> bool {
+        (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) & self.sample_mask == 0
     }
 
     /// Slot `index` was sent at `now` (nanoseconds, queue clock). Called by the sender, who
@@ -131,7 +144,7 @@ impl LatencyRecorder {
 }
 
 /// The latency histograms of a queue built with
-/// [`Builder::latency_histograms`](crate::Builder::latency_histograms), from
+/// [`Builder::sample_latencies`](crate::Builder::sample_latencies), from
 /// [`Queue::latencies`](crate::Queue::latencies). Times are on the queue's clock.
 #[derive(Clone, Debug)]
 #[non_exhaustive]

@@ -132,9 +132,8 @@ impl<T> Queue<T> {
             counters: Counters::default(),
             id: QueueId::next(),
             deaths,
-            latency: settings
-                .latency_histograms
-                .then(|| LatencyRecorder::new(capacity)),
+            latency: (settings.latency_sample > 0)
+                .then(|| LatencyRecorder::new(capacity, settings.latency_sample)),
             rate_window: Mutex::new(RateWindow::default()),
         })
     }
@@ -227,9 +226,8 @@ impl<T> Queue<T> {
         if self.is_closed() {
             return Err(SendError::Closed(body));
         }
-        // A plain send only needs a lower bound of the time (see `crate::clock`), unless its
-        // latency is measured.
-        let now = if delay.is_zero() && self.latency.is_none() {
+        // A plain send only needs a lower bound of the time (see `crate::clock`).
+        let now = if delay.is_zero() {
             self.time.recent_nanos()
         } else {
             self.time.now_nanos()
@@ -238,13 +236,20 @@ impl<T> Queue<T> {
         let Some((position, index)) = self.free.pop() else {
             return Err(SendError::Full(body));
         };
+        // A sampled message's latency is measured from the exact time.
+        let sampled = self.latency.as_ref().filter(|l| l.samples(position));
+        let now = if sampled.is_some() && delay.is_zero() {
+            self.time.now_nanos()
+        } else {
+            now
+        };
         let slot = &self.slots[index as usize];
         // SAFETY: `index` came out of the free ring, so this thread owns the `Free` slot and its
         // body is empty.
         unsafe { slot.write_body(body) };
         slot.id.store(position, Ordering::Relaxed);
         slot.receive_count.store(0, Ordering::Relaxed);
-        if let Some(latency) = &self.latency {
+        if let Some(latency) = sampled {
             latency.sent(index, now);
         }
         before_publish(index);
@@ -313,12 +318,14 @@ impl<T> Queue<T> {
         slot.set_deadline(deadline);
         // While `InFlight`, `visible_since` holds when the lease began.
         slot.visible_since.store(leased_at, Ordering::Relaxed);
-        if let (Some(latency), 1) = (&self.latency, receive_count) {
-            latency.first_received(index, leased_at);
-        }
         // Read the id while this thread still owns the slot: once `InFlight` is published the
         // lease can expire and the slot be recycled for another message.
         let id = MessageId(slot.id.load(Ordering::Relaxed));
+        if let (Some(latency), 1) = (&self.latency, receive_count) {
+            if latency.samples(id.0) {
+                latency.first_received(index, leased_at);
+            }
+        }
         let lease = ready.next_lease();
         slot.store(lease);
         self.schedule(index, deadline);
@@ -452,8 +459,10 @@ impl<T> Queue<T> {
         let (index, lease) = count_refusal(&self.counters.refused_receipts, ended)?;
         let slot = &self.slots[index as usize];
         if let Some(latency) = &self.latency {
-            let leased_at = slot.visible_since.load(Ordering::Relaxed);
-            latency.deleted(index, leased_at, self.time.now_nanos());
+            if latency.samples(slot.id.load(Ordering::Relaxed)) {
+                let leased_at = slot.visible_since.load(Ordering::Relaxed);
+                latency.deleted(index, leased_at, self.time.now_nanos());
+            }
         }
         // SAFETY: our CAS took the slot out of `InFlight`, so this thread owns it; its body is
         // written. We move the body out and treat the cell as empty from here on.
@@ -678,13 +687,13 @@ impl<T> Queue<T> {
     }
 
     /// The latency histograms, if the queue was built with
-    /// [`Builder::latency_histograms`]: a copy taken now (allocates; O(buckets)).
+    /// [`Builder::sample_latencies`]: a copy taken now (allocates; O(buckets)).
     ///
     /// ```
     /// use std::time::Duration;
     /// use visq::{ManualClock, Queue};
     /// let clock = ManualClock::new();
-    /// let q: Queue<u8> = Queue::builder().latency_histograms(true).clock(clock.clone()).build()?;
+    /// let q: Queue<u8> = Queue::builder().sample_latencies(1).clock(clock.clone()).build()?;
     /// q.send(1).unwrap();
     /// clock.advance(Duration::from_millis(3));
     /// let d = q.try_receive().unwrap();

@@ -29,7 +29,7 @@ fn with_histograms(clock: &ManualClock) -> Queue<u32> {
     Queue::builder()
         .capacity(64)
         .visibility_timeout(secs(10))
-        .latency_histograms(true)
+        .sample_latencies(1)
         .clock(clock.clone())
         .build()
         .unwrap()
@@ -259,7 +259,7 @@ fn histograms_account_for_every_message_under_contention() {
     let q: Arc<Queue<u32>> = Arc::new(
         Queue::builder()
             .capacity(256)
-            .latency_histograms(true)
+            .sample_latencies(1)
             .build()
             .unwrap(),
     );
@@ -307,4 +307,36 @@ fn histograms_account_for_every_message_under_contention() {
     assert_eq!(latencies.send_to_delete.count, expected);
     assert_eq!(latencies.receive_to_delete.count, expected);
     assert!(latencies.send_to_delete.p50 >= latencies.receive_to_delete.p50);
+}
+
+#[test]
+fn sampling_records_about_one_in_n_and_the_same_messages_throughout() {
+    let clock = ManualClock::new();
+    let q: Queue<u32> = Queue::builder()
+        .capacity(64)
+        .sample_latencies(3) // rounded up to one in 4
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    for n in 0..4000 {
+        q.send(n).unwrap();
+        clock.advance(ms(1));
+        let d = q.try_receive().unwrap();
+        clock.advance(ms(1));
+        q.delete(d.receipt()).unwrap();
+    }
+    let latencies = q.latencies().unwrap();
+    let sampled = latencies.send_to_receive.count;
+    assert!(
+        (800..=1200).contains(&sampled),
+        "{sampled} of 4000 sampled, want about 1000"
+    );
+    // A message is in or out of the sample for all three measurements.
+    assert_eq!(latencies.send_to_delete.count, sampled);
+    assert_eq!(latencies.receive_to_delete.count, sampled);
+    assert_close(latencies.send_to_receive.max, ms(1), "send-to-receive");
+    assert_close(latencies.send_to_delete.p50, ms(2), "send-to-delete");
+
+    let off: Queue<u32> = Queue::builder().sample_latencies(0).build().unwrap();
+    assert!(off.latencies().is_none());
 }

@@ -459,7 +459,7 @@ fn latency_histograms_and_stats_allocate_nothing() {
     let clock = ManualClock::new();
     let q: Queue<u64> = Queue::builder()
         .capacity(8)
-        .latency_histograms(true)
+        .sample_latencies(1)
         .clock(clock.clone())
         .build()
         .unwrap();

@@ -22,8 +22,8 @@ pub struct Config {
     pub clock: Option<ManualClock>,
     /// The tutorial design's poll interval.
     pub poll: Duration,
-    /// Record visq's latency histograms (visq only).
-    pub latency_histograms: bool,
+    /// visq's latency sampling: one message in this many (0: off; visq only).
+    pub latency_sample: u32,
 }
 
 impl Config {
@@ -34,12 +34,12 @@ impl Config {
             visibility_timeout: Duration::from_secs(30),
             clock: None,
             poll: DEFAULT_POLL,
-            latency_histograms: false,
+            latency_sample: 0,
         }
     }
 
-    pub fn latency_histograms(mut self, on: bool) -> Self {
-        self.latency_histograms = on;
+    pub fn sample_latencies(mut self, one_in: u32) -> Self {
+        self.latency_sample = one_in;
         self
     }
 
@@ -88,7 +88,7 @@ impl<T: Payload> Lease<T> for visq::Queue<T> {
         let mut builder = visq::Queue::builder()
             .capacity(config.capacity)
             .visibility_timeout(config.visibility_timeout)
-            .latency_histograms(config.latency_histograms);
+            .sample_latencies(config.latency_sample);
         if let Some(clock) = &config.clock {
             builder = builder.clock(clock.clone());
         }

@@ -340,20 +340,21 @@ pub fn uncontended<P: Payload>(contender: Contender, ops: u64) -> f64 {
     }
 }
 
-/// [`uncontended`] for visq with its latency histograms off or on.
-pub fn visq_uncontended(latency_histograms: bool, ops: u64) -> f64 {
-    let config = Config::new(CAPACITY).latency_histograms(latency_histograms);
+/// [`uncontended`] for visq sampling the latencies of one message in `latency_sample` (0: off).
+pub fn visq_uncontended(latency_sample: u32, ops: u64) -> f64 {
+    let config = Config::new(CAPACITY).sample_latencies(latency_sample);
     lease_uncontended(&visq::Queue::<u64>::build(&config), ops)
 }
 
-/// [`lifecycle`] for visq (u64 bodies) with its latency histograms off or on.
+/// [`lifecycle`] for visq (u64 bodies) sampling the latencies of one message in
+/// `latency_sample` (0: off).
 pub fn visq_lifecycle(
-    latency_histograms: bool,
+    latency_sample: u32,
     shape: Shape,
     messages: u64,
     limit: Duration,
 ) -> Option<Duration> {
-    let config = Config::new(CAPACITY).latency_histograms(latency_histograms);
+    let config = Config::new(CAPACITY).sample_latencies(latency_sample);
     lease_lifecycle::<visq::Queue<u64>, u64>(&config, shape, messages, limit)
 }
 

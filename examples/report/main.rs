@@ -357,33 +357,36 @@ fn measure_workload<P: Payload>(plan: &Plan, shape: Shape) -> Workload {
     }
 }
 
-/// visq with its latency histograms off and on, runs alternating: uncontended ns per message,
-/// and M messages/s in the shapes of [`HISTOGRAM_SHAPES`].
+/// visq with its latency histograms off and sampling as [`SAMPLINGS`] says, runs alternating:
+/// uncontended ns per message, and M messages/s in the shapes of [`HISTOGRAM_SHAPES`].
 pub struct HistogramCost {
-    /// `[off, on]`, one value per repeat each.
-    pub uncontended: [Vec<f64>; 2],
-    pub throughput: Vec<(Shape, [Vec<f64>; 2])>,
+    /// One list per entry of [`SAMPLINGS`], one value per repeat each.
+    pub uncontended: [Vec<f64>; 3],
+    pub throughput: Vec<(Shape, [Vec<f64>; 3])>,
 }
+
+/// `sample_latencies` settings compared: off, every message, one in 32.
+pub const SAMPLINGS: [u32; 3] = [0, 1, 32];
 
 /// The throughput shapes the histograms' cost is measured in (u64 bodies).
 pub const HISTOGRAM_SHAPES: [Shape; 3] = [SHAPES[0], SHAPES[1], SHAPES[2]];
 
 fn measure_histogram_cost(plan: &Plan) -> HistogramCost {
-    let mut uncontended = [Vec::new(), Vec::new()];
+    let mut uncontended = [Vec::new(), Vec::new(), Vec::new()];
     for _ in 0..plan.reps {
-        for (on, values) in uncontended.iter_mut().enumerate() {
-            values.push(throughput::visq_uncontended(on == 1, plan.uncontended_ops));
+        for (sample, values) in SAMPLINGS.into_iter().zip(uncontended.iter_mut()) {
+            values.push(throughput::visq_uncontended(sample, plan.uncontended_ops));
         }
     }
     let limit = Duration::from_secs(30);
     let throughput = HISTOGRAM_SHAPES
         .iter()
         .map(|&shape| {
-            let _ = throughput::visq_lifecycle(true, shape, plan.messages / 4, limit);
-            let mut rates = [Vec::new(), Vec::new()];
+            let _ = throughput::visq_lifecycle(1, shape, plan.messages / 4, limit);
+            let mut rates = [Vec::new(), Vec::new(), Vec::new()];
             for _ in 0..plan.reps {
-                for (on, values) in rates.iter_mut().enumerate() {
-                    let rate = throughput::visq_lifecycle(on == 1, shape, plan.messages, limit)
+                for (sample, values) in SAMPLINGS.into_iter().zip(rates.iter_mut()) {
+                    let rate = throughput::visq_lifecycle(sample, shape, plan.messages, limit)
                         .map_or(f64::NAN, |d| plan.messages as f64 / d.as_secs_f64() / 1e6);
                     values.push(rate);
                 }
