@@ -409,3 +409,16 @@ impl<T> Queue<T> {
         bump(&self.counters.redriven);
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_death_record_costs_at_most_a_cache_line_per_slot() {
+        // Every slot of a queue that has or is a dead-letter queue carries one.
+        let size = std::mem::size_of::<UnsafeCell<Option<Death>>>();
+        println!("death record: {size} bytes per slot");
+        assert!(size <= 64, "{size} bytes");
+    }
+}
