@@ -381,6 +381,8 @@ impl<T> Queue<T> {
                 .checked_sub(start.elapsed())
                 .filter(|left| !left.is_zero())?;
             attempt += 1;
+            // Under loom both bounds are 0, which makes these comparisons always false there.
+            #[allow(clippy::absurd_extreme_comparisons)]
             if attempt <= SPIN_ATTEMPTS {
                 (0..1 << attempt).for_each(|_| spin_loop());
             } else if attempt <= SPIN_ATTEMPTS + YIELD_ATTEMPTS {
