@@ -95,7 +95,7 @@ impl<T> Builder<T> {
 
     /// Record latency histograms (send-to-receive, send-to-delete and receive-to-delete, read
     /// with [`Queue::latencies`]) for about one message in `one_in`: 0 is off (the default),
-    /// 1 every message; others are rounded up to a power of two. Messages are picked by a hash
+    /// 1 every message; others are rounded up to a power of two, at most 2^24. Messages are picked by a hash
     /// of their id, so the sample follows no pattern of the traffic.
     ///
     /// Recording takes no lock and allocates nothing. A sampled message costs an exact clock

@@ -202,7 +202,9 @@ impl<T> Queue<T> {
     /// leases and order are left as they were. Messages sent here directly are skipped.
     ///
     /// Each message is held for the length of one clone, invisible to receivers meanwhile;
-    /// messages leased or delayed now are not listed. O(visible messages); allocates the list.
+    /// messages leased or delayed now are not listed, nor those another `dead_letters` or
+    /// `redrive` holds at that moment. The order is kept exactly when no receiver runs
+    /// concurrently. O(visible messages); allocates the list and a set of the slots seen.
     ///
     /// ```
     /// use std::{sync::Arc, time::Duration};
@@ -239,7 +241,7 @@ impl<T> Queue<T> {
         let now = self.time.now_nanos();
         self.visit_ready(|index| {
             if letters.len() == max {
-                return Visit::Stop { keep: true };
+                return Visit::Stop;
             }
             // SAFETY: `visit_ready` hands us slot `index` popped from the ready ring: we own it.
             if let Some(death) = unsafe { records.get(index) } {
@@ -262,7 +264,8 @@ impl<T> Queue<T> {
     /// ids): every visible message here if `only_from` is `None`, else only those that died
     /// in the queue `only_from` names (to send them back to their source, pass its
     /// [`Queue::id`] and the queue itself as `to`). Stops early if `to` refuses one (full or
-    /// closed); that message stays here, unchanged. Allocates only its list of slots seen.
+    /// closed); that message stays here, unchanged. The order of what stays is kept exactly
+    /// when no receiver runs concurrently. Allocates only its set of slots seen.
     ///
     /// ```
     /// use std::sync::Arc;
@@ -289,7 +292,7 @@ impl<T> Queue<T> {
         let records = self.deaths.get();
         self.visit_ready(|index| {
             if redriven.moved == max {
-                return Visit::Stop { keep: true };
+                return Visit::Stop;
             }
             if let Some(only_from) = only_from {
                 // SAFETY: `visit_ready` hands us slot `index`, owned (popped from the ready ring).
@@ -299,7 +302,9 @@ impl<T> Queue<T> {
                 }
             }
             // SAFETY: as above; the body of a `Ready` slot is written, and it is either sent
-            // on for good (the slot is then freed) or written back.
+            // on for good (the slot is then freed) or written back. Nothing in between can
+            // unwind with the cell empty: `send` runs no user code (it moves the body, never
+            // clones or drops it), so `visit_ready`'s give-back guard cannot push an empty slot.
             let body = unsafe { self.slots[index as usize].take_body() };
             match to.send(body) {
                 Ok(_) => {
@@ -311,7 +316,7 @@ impl<T> Queue<T> {
                         // SAFETY: still the owner, and the cell is empty since the take.
                         unsafe { self.slots[index as usize].write_body(body) }
                     }));
-                    Visit::Stop { keep: true }
+                    Visit::Stop
                 }
             }
         });
@@ -325,8 +330,8 @@ pub(crate) enum Visit {
     Keep,
     /// Its body has been moved out: free the slot (and its death record); go on.
     Remove,
-    /// Stop here; the message goes back if `keep`.
-    Stop { keep: bool },
+    /// Back to the ring, unchanged; stop here.
+    Stop,
 }
 
 impl<T> Queue<T> {
@@ -344,27 +349,25 @@ impl<T> Queue<T> {
             let Some((_, index)) = self.ready.pop() else {
                 return;
             };
+            bump(&self.counters.not_received);
             let visit = if seen.insert(index) {
                 // A panicking clone or send must not strand the message outside the ring.
                 let give_back = GiveBackOnUnwind {
                     ring: &self.ready,
                     index,
-                    counters: &self.counters,
+                    not_received: None,
                 };
                 let visit = look(index);
                 std::mem::forget(give_back);
                 visit
             } else {
-                Visit::Stop { keep: true }
+                Visit::Stop
             };
-            bump(&self.counters.not_received);
             match visit {
                 Visit::Keep => self.push_back_ready(index),
                 Visit::Remove => self.free_redriven(index),
-                Visit::Stop { keep } => {
-                    if keep {
-                        self.push_back_ready(index);
-                    }
+                Visit::Stop => {
+                    self.push_back_ready(index);
                     self.rotate_past(held - popped, &seen);
                     return;
                 }

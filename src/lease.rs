@@ -127,14 +127,15 @@ impl<'q, T> Lease<'q, T> {
         self.delivery
     }
 
-    /// Runs one settlement. If it fails, the lease is dropped like an unsettled one: a release,
-    /// which changes nothing when the lease was already gone.
+    /// Runs one settlement. If it was refused for its timeout, the lease is still live and is
+    /// dropped like an unsettled one (released); any other refusal means the lease is gone
+    /// already, and nothing more is tried (or counted as refused).
     fn settle(
         mut self,
         settlement: impl FnOnce(&Queue<T>, Receipt) -> Result<(), ReceiptError>,
     ) -> Result<(), ReceiptError> {
         let result = settlement(self.queue(), self.receipt());
-        self.unsettled.armed = result.is_err();
+        self.unsettled.armed = result == Err(ReceiptError::TimeoutTooLong);
         result
     }
 }

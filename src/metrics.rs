@@ -25,9 +25,11 @@ use std::time::Duration;
 
 /// Bits of sub-bucket resolution per power of two.
 const SUB_BITS: u32 = 7;
-/// Values from `1 << LARGEST_BITS` nanoseconds (about 3 days) up share the last bucket.
+/// Values from `1 << LARGEST_BITS` nanoseconds (about 3.3 days) up share the last bucket.
 const LARGEST_BITS: u32 = 48;
 const BUCKETS: usize = ((LARGEST_BITS - SUB_BITS + 1) << SUB_BITS) as usize;
+/// The sparsest sampling: one message in 2^24.
+pub(crate) const MAX_SAMPLE_ONE_IN: u32 = 1 << 24;
 
 /// The bucket of a value in nanoseconds: the value itself below `2 << SUB_BITS`, above that
 /// its top `SUB_BITS + 1` bits plus `SUB_BITS` bits' worth of bucket sets per power of two.
@@ -82,8 +84,9 @@ impl AtomicHistogram {
 
 /// The recorders of one queue and the send time of each slot's message.
 pub(crate) struct LatencyRecorder {
-    /// A message is sampled when the top bits of its hashed id under this mask are zero.
-    sample_mask: u64,
+    /// A message is sampled when its hashed id, shifted right by one and then by this, is
+    /// zero: the top log2(one_in) bits of the hash (none for one in 1).
+    sample_shift: u32,
     sent_at: Box<[AtomicU64]>,
     send_to_receive: AtomicHistogram,
     send_to_delete: AtomicHistogram,
@@ -91,11 +94,15 @@ pub(crate) struct LatencyRecorder {
 }
 
 impl LatencyRecorder {
-    /// Recorders for `slots` slots, sampling one message in `one_in` (at least 1; rounded up
-    /// to a power of two).
+    /// Recorders for `slots` slots, sampling one message in `one_in`, clamped to
+    /// 1..=[`MAX_SAMPLE_ONE_IN`] and rounded up to a power of two.
     pub(crate) fn new(slots: usize, one_in: u32) -> Self {
+        let bits = one_in
+            .clamp(1, MAX_SAMPLE_ONE_IN)
+            .next_power_of_two()
+            .trailing_zeros();
         Self {
-            sample_mask: u64::from(one_in.max(1).next_power_of_two() - 1),
+            sample_shift: 63 - bits,
             sent_at: (0..slots).map(|_| AtomicU64::new(0)).collect(),
             send_to_receive: AtomicHistogram::new(),
             send_to_delete: AtomicHistogram::new(),
@@ -107,7 +114,7 @@ impl LatencyRecorder {
     /// the sample follows no period of the traffic.
     #[inline]
     pub(crate) fn samples(&self, id: u64) -> bool {
-        (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40) & self.sample_mask == 0
+        (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 1) >> self.sample_shift == 0
     }
 
     /// Slot `index` was sent at `now` (nanoseconds, queue clock). Called by the sender, who
@@ -158,7 +165,8 @@ pub struct Latencies {
 }
 
 /// One latency distribution: its common percentiles and the full histogram (values in
-/// nanoseconds, within 1% of the recorded ones).
+/// nanoseconds, within 1% of the recorded ones; values of 2^48 ns, about 3.3 days, and more are
+/// recorded as 2^48 ns).
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Latency {

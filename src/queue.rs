@@ -7,7 +7,9 @@
 //!  Free ──────────────▶ Ready ──────────────▶ InFlight ─────────────────▶ Free
 //!    │  send_delayed      ▲  ▲   release / expiry │  │ change_visibility (same lease)
 //!    └──────▶ Delayed ────┘  └────────────────────┘  └──▶ InFlight
-//!              (wheel)       (or to the dead-letter queue → Free)
+//!              (wheel) ▲     (or to the dead-letter queue → Free)
+//!                      └──── InFlight: nack after a delay (or to the dead-letter queue → Free)
+//!  Ready ──▶ Free: redrive (the body moves to another queue)
 //! ```
 //!
 //! A slot's index moves between the *free ring* (`Free` slots) and the *ready ring* (`Ready`
@@ -47,7 +49,7 @@ use crate::metrics::{Latencies, LatencyRecorder};
 use crate::ring::IndexRing;
 use crate::slot::{Slot, State, Word, ENDED_BY_EXPIRY};
 use crate::stats::{bump, count_refusal, Counters, RateWindow, Stats};
-use crate::sync::{spin_loop, yield_now, AtomicBool, Mutex, Ordering};
+use crate::sync::{spin_loop, yield_now, AtomicBool, AtomicU64, Mutex, Ordering};
 use crate::waiters::Waiters;
 use crate::wheel::{Refile, Wheel};
 use crate::MAX_TIMEOUT;
@@ -302,7 +304,7 @@ impl<T> Queue<T> {
         let give_back = GiveBackOnUnwind {
             ring: &self.ready,
             index,
-            counters: &self.counters,
+            not_received: Some(&self.counters.not_received),
         };
         // SAFETY: `index` came out of the ready ring, so this thread owns the `Ready` slot and
         // its body is written; nothing else reads or writes the body until `InFlight` is
@@ -677,9 +679,11 @@ impl<T> Queue<T> {
         // free-ring push past the initial fill a delete, a move to the dead-letter queue or a
         // redrive.
         stats.sent = self.free.pops();
-        stats.received = self.ready.pops() - self.counters.not_received.load(Ordering::Relaxed);
-        stats.deleted =
-            self.free.pushes() - self.capacity() as u64 - stats.dead_lettered - stats.redriven;
+        stats.received = self.deliveries();
+        stats.deleted = self
+            .free
+            .pushes()
+            .saturating_sub(self.capacity() as u64 + stats.dead_lettered + stats.redriven);
         stats.rates = self
             .rate_window
             .lock()
@@ -711,6 +715,25 @@ impl<T> Queue<T> {
     /// ```
     pub fn latencies(&self) -> Option<Latencies> {
         self.latency.as_ref().map(LatencyRecorder::snapshot)
+    }
+
+    /// Deliveries so far: ready-ring pops less those that were no delivery. An inspection bumps
+    /// `not_received` right after its pop, so the two are read until that count holds still
+    /// across the read of the pops (a few tries at most; then the count may include the pops
+    /// inspections are about to count). Saturating, as relaxed loads of two variables may be
+    /// reordered on weaker machines than x86.
+    fn deliveries(&self) -> u64 {
+        let not_received = || self.counters.not_received.load(Ordering::SeqCst);
+        let mut before = not_received();
+        for _ in 0..8 {
+            let pops = self.ready.pops();
+            let after = not_received();
+            if after == before {
+                return pops.saturating_sub(after);
+            }
+            before = after;
+        }
+        self.ready.pops().saturating_sub(not_received())
     }
 
     /// Validates `receipt` and CASes its lease from `InFlight` to `end(lease)`, retrying while
@@ -903,17 +926,19 @@ impl<T> Queue<T> {
     }
 }
 
-/// Pushes `index` back to `ring` if dropped (on unwind), counting the pop as no delivery;
-/// forgotten on success.
+/// Pushes `index` back to `ring` if dropped (on unwind), counting the pop in `not_received`
+/// (if the popper has not counted it already); forgotten on success.
 pub(crate) struct GiveBackOnUnwind<'a> {
     pub(crate) ring: &'a IndexRing,
     pub(crate) index: u32,
-    pub(crate) counters: &'a Counters,
+    pub(crate) not_received: Option<&'a AtomicU64>,
 }
 
 impl Drop for GiveBackOnUnwind<'_> {
     fn drop(&mut self) {
-        bump(&self.counters.not_received);
+        if let Some(not_received) = self.not_received {
+            bump(not_received);
+        }
         let _ = self.ring.push(self.index);
     }
 }

@@ -119,9 +119,10 @@ pub(crate) struct Slot<T> {
     /// Nanoseconds (queue time) at which the message last became ready; a lease starts no
     /// earlier than this.
     pub(crate) ready_since: AtomicU64,
-    /// Nanoseconds (queue time) since which the message has been receivable, for
+    /// While `Ready`: nanoseconds (queue time) since which the message has been receivable, for
     /// `Stats::oldest_ready_age`: the start of its deadline's tick when the wheel made it ready
-    /// (perhaps long after, if no operation ran the wheel), otherwise `ready_since`.
+    /// (perhaps long after, if no operation ran the wheel), otherwise `ready_since`. While
+    /// `InFlight`: when the lease began, for `Stats::oldest_in_flight_age` and latencies.
     pub(crate) visible_since: AtomicU64,
     body: UnsafeCell<MaybeUninit<T>>,
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 /// A snapshot of a queue, from [`Queue::stats`](crate::Queue::stats).
 ///
 /// Exact when no operation runs concurrently; otherwise each field is a value it had during
-/// the call.
+/// the call, except that `received` may be one too high for each dead-letter inspection or
+/// redrive running at that moment, and may count a delivery whose body's clone is panicking.
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Stats {
@@ -17,13 +18,14 @@ pub struct Stats {
     pub delayed: usize,
     /// Messages leased now.
     pub in_flight: usize,
-    /// Messages accepted by `send` / `send_delayed` (total).
+    /// Messages accepted by `send` / `send_delayed`, and dead letters moved in from queues
+    /// that use this one as their dead-letter queue (total).
     pub sent: u64,
     /// Deliveries handed out (total, redeliveries included).
     pub received: u64,
     /// Leases ended by `delete` (total).
     pub deleted: u64,
-    /// Leases ended by `release` or `change_visibility(.., 0)` (total).
+    /// Leases ended by `release`, `nack` or `change_visibility(.., 0)` (total).
     pub released: u64,
     /// Leases ended by their deadline passing (total).
     pub expired: u64,

@@ -177,3 +177,26 @@ fn receive_lease_long_polls() {
     lease.ack().unwrap();
     producer.join().unwrap();
 }
+
+#[test]
+fn a_refused_settlement_is_counted_once_and_not_retried() {
+    let clock = ManualClock::new();
+    let q: Queue<u32> = Queue::builder()
+        .visibility_timeout(Duration::from_secs(1))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    q.send(1).unwrap();
+    let lease = q.try_receive_lease().unwrap();
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(lease.ack(), Err(ReceiptError::Expired));
+    assert_eq!(q.stats().refused_receipts, 1, "the drop tried again");
+    // A refused timeout leaves the lease live: the drop releases it, at once.
+    let lease = q.try_receive_lease().unwrap();
+    assert_eq!(
+        lease.nack_after(visq::MAX_TIMEOUT * 2),
+        Err(ReceiptError::TimeoutTooLong)
+    );
+    let again = q.try_receive().unwrap();
+    assert_eq!(again.receive_count(), 3);
+}

@@ -340,3 +340,56 @@ fn sampling_records_about_one_in_n_and_the_same_messages_throughout() {
     let off: Queue<u32> = Queue::builder().sample_latencies(0).build().unwrap();
     assert!(off.latencies().is_none());
 }
+
+#[test]
+fn any_sampling_setting_builds_and_the_sparsest_records_almost_nothing() {
+    for one_in in [2, 1 << 24, (1 << 24) + 1, 1 << 31, u32::MAX] {
+        let q: Queue<u32> = Queue::builder()
+            .capacity(4)
+            .sample_latencies(one_in)
+            .build()
+            .unwrap();
+        for n in 0..1000 {
+            q.send(n).unwrap();
+            let d = q.try_receive().unwrap();
+            q.delete(d.receipt()).unwrap();
+        }
+        let count = q.latencies().unwrap().send_to_delete.count;
+        if one_in >= 1 << 24 {
+            assert!(count <= 1, "one in {one_in}: {count} of 1000 sampled");
+        } else {
+            assert!((350..=650).contains(&count), "one in 2: {count} of 1000");
+        }
+    }
+}
+
+#[test]
+fn stats_stay_consistent_while_dead_letters_are_inspected() {
+    // An inspected-only dead-letter queue: every ready-ring pop is an inspection, none a
+    // delivery. `received` may count the one inspection in progress, never a wrapped negative
+    // (it once did: the subtraction underflowed).
+    let dlq: Arc<Queue<u32>> = Arc::new(Queue::builder().capacity(8).build().unwrap());
+    let q: Queue<u32> = Queue::builder()
+        .dead_letter(dlq.clone(), 1)
+        .build()
+        .unwrap();
+    for n in 0..4 {
+        q.send(n).unwrap();
+        q.release(q.try_receive().unwrap().receipt()).unwrap();
+    }
+    let inspector = {
+        let dlq = dlq.clone();
+        thread::spawn(move || {
+            for _ in 0..20_000 {
+                assert_eq!(dlq.dead_letters(100).len(), 4);
+            }
+        })
+    };
+    while !inspector.is_finished() {
+        let stats = dlq.stats();
+        assert!(stats.received <= 1 && stats.deleted == 0, "{stats:?}");
+    }
+    inspector.join().unwrap();
+    let stats = dlq.stats();
+    assert_eq!((stats.sent, stats.received, stats.ready), (4, 0, 4));
+}
