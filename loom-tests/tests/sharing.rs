@@ -138,3 +138,45 @@ fn two_threads_run_the_wheel() {
         assert_eq!(live.load(Ordering::SeqCst), 0);
     });
 }
+
+/// Model 7b: a lease taken while another thread holds the wheel, which it runs only to expire
+/// the one lease there was. The new lease's notice can reach the wheel only through the inbox,
+/// after the owner drained it and with nothing else filed (so the owner publishes "nothing
+/// due"): the owner must find it when it lets go of the claim. Once the lease's deadline has
+/// passed, the next operation finds the wheel due and redelivers the message. A notice left in
+/// the inbox instead would wait for the next wheel run, and on a queue where nothing else
+/// happens there is none: `next_due` says nothing is due, so no operation runs the wheel, and a
+/// blocked receiver sleeps its whole wait (loom: the final receive, made blocking, deadlocks).
+#[test]
+fn lease_while_other_thread_holds_the_wheel() {
+    check("lease_while_other_thread_holds_the_wheel", || {
+        let live = Arc::new(AtomicUsize::new(0));
+        let clock = ManualClock::new();
+        let q = Arc::new(tiny_queue(1, &clock));
+        q.send(Body::new(1, &live)).unwrap();
+        q.try_receive().unwrap();
+        clock.advance(LEASE);
+
+        let receiver = {
+            let q = q.clone();
+            thread::spawn(move || q.try_receive().map(|d| d.receive_count()))
+        };
+        // Runs the wheel (expiring the first lease), or finds the receiver running it.
+        q.stats();
+        // `None` when this thread held the wheel and had not yet made the message visible.
+        let leased = receiver.join().unwrap();
+        assert!(matches!(leased, None | Some(2)), "{leased:?}");
+
+        // Past the second lease's deadline: the wheel knows it, so it expires now.
+        clock.advance(LEASE);
+        let d = q
+            .try_receive()
+            .expect("the lease taken while the other thread held the wheel expires once due");
+        assert_eq!(d.receive_count(), if leased.is_some() { 3 } else { 2 });
+        let expired = q.stats().expired;
+        assert_eq!(expired, if leased.is_some() { 2 } else { 1 });
+        drop(d);
+        drop(q);
+        assert_eq!(live.load(Ordering::SeqCst), 0);
+    });
+}
