@@ -57,21 +57,9 @@ fn set_time(clock: &ManualClock, to: Duration) {
     clock.advance(to - now);
 }
 
-/// A small deterministic PRNG (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+#[path = "support/rng.rs"]
+mod rng;
+use rng::Rng;
 
 // ---------------------------------------------------------------------------------------------
 // Static guarantees
@@ -571,7 +559,7 @@ fn every_delay_fires_on_its_tick_across_wheel_levels() {
     const N: usize = 1500;
     let clock = ManualClock::new();
     let q: Queue<usize> = queue(&clock, N, ms(1000));
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut rng = Rng::new(0x9E37_79B9_7F4A_7C15);
     let mut due_ms = Vec::with_capacity(N);
     for n in 0..N {
         let delay = match n % 4 {
@@ -634,7 +622,7 @@ fn every_lease_fires_on_its_tick_after_extends_and_shortens() {
     for n in 0..N {
         q.send(n).unwrap();
     }
-    let mut rng = Rng(0xDEAD_BEEF_1234_5678);
+    let mut rng = Rng::new(0xDEAD_BEEF_1234_5678);
     let mut due_ms = vec![0u64; N];
     let mut receipts = Vec::with_capacity(N);
     for _ in 0..N {
@@ -870,9 +858,9 @@ fn never_issued_receipts_are_stale_and_change_nothing() {
         assert_refused(&q, forged, ReceiptError::Stale);
     }
     // Arbitrary values.
-    let mut rng = Rng(42);
+    let mut rng = Rng::new(42);
     for _ in 0..5_000 {
-        let raw = rng.next();
+        let raw = rng.next_u64();
         if raw == live.receipt().to_u64() {
             continue;
         }
@@ -883,7 +871,7 @@ fn never_issued_receipts_are_stale_and_change_nothing() {
     }
     // Slots in range with arbitrary epochs.
     for _ in 0..5_000 {
-        let raw = (rng.next() & !slot_mask) | rng.below(4);
+        let raw = (rng.next_u64() & !slot_mask) | rng.below(4);
         if raw == live.receipt().to_u64() {
             continue;
         }

@@ -13,7 +13,10 @@ fn ms(n: u64) -> Duration {
 
 #[path = "support/counted_body.rs"]
 mod counted_body;
+#[path = "support/rng.rs"]
+mod rng;
 use counted_body::{Body, Counts};
+use rng::Rng;
 
 fn queue(clock: &ManualClock, capacity: usize) -> Queue<Body> {
     Queue::builder()
@@ -297,13 +300,8 @@ fn many_messages_through_every_path_leave_nothing_alive() {
         .clock(clock.clone())
         .build()
         .unwrap();
-    let mut state = 0x1234_5678_9ABC_DEF1u64;
-    let mut rand = move |n: u64| {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state % n
-    };
+    let mut rng = Rng::new(0x1234_5678_9ABC_DEF1);
+    let mut rand = move |n: u64| rng.below(n);
     let mut held = Vec::new();
     for n in 0..5_000u32 {
         match rand(8) {

@@ -17,21 +17,9 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-/// A small deterministic PRNG (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+#[path = "support/rng.rs"]
+mod rng;
+use rng::Rng;
 
 #[test]
 fn the_counter_sees_allocations() {
@@ -168,7 +156,7 @@ fn ten_thousand_mixed_operations_allocate_nothing() {
         .clock(clock.clone())
         .build()
         .unwrap();
-    let mut rng = Rng(0x0123_4567_89AB_CDEF);
+    let mut rng = Rng::new(0x0123_4567_89AB_CDEF);
     let mut held: Vec<Receipt> = Vec::with_capacity(CAPACITY);
     let mut batch: Vec<Delivery<u64>> = Vec::with_capacity(32);
 

@@ -112,27 +112,9 @@ pub fn median_min_max(values: &[f64]) -> (f64, f64, f64) {
     (median, sorted[0], sorted[n - 1])
 }
 
-/// A small deterministic PRNG (xorshift64*), cheap enough to sit inside a timed loop.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed | 1)
-    }
-
-    #[inline]
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    #[inline]
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-}
+#[path = "../../tests/support/rng.rs"]
+mod rng;
+pub use rng::Rng;
 
 /// Nanoseconds in `d`, saturating.
 pub fn nanos(d: Duration) -> u64 {
