@@ -645,8 +645,7 @@ impl<T: Clone> Shared<T> {
         if panicked {
             bump(&counters.panicked);
         }
-        let receives = lease.receive_count();
-        if self.max_receives.is_some_and(|max| receives >= max) {
+        if is_last_attempt(&lease, self.max_receives) {
             let nack = Nack {
                 delay: Duration::ZERO,
                 reason: reason.map(Cow::Owned),
@@ -655,7 +654,7 @@ impl<T: Clone> Shared<T> {
                 .nack_with(nack)
                 .map(|()| bump(&counters.dead_lettered))
         } else {
-            let delay = self.backoff.jittered(receives, random.unit());
+            let delay = self.backoff.jittered(lease.receive_count(), random.unit());
             lease.nack_after(delay).map(|()| bump(&counters.retried))
         }
     }
@@ -668,9 +667,12 @@ fn reason_if_last<T>(
     max_receives: Option<u32>,
     error: impl fmt::Display,
 ) -> Option<String> {
-    max_receives
-        .is_some_and(|max| lease.receive_count() >= max)
-        .then(|| error.to_string())
+    is_last_attempt(lease, max_receives).then(|| error.to_string())
+}
+
+/// Whether `lease` is its message's last receive before the dead-letter queue takes over.
+fn is_last_attempt<T>(lease: &Lease<'_, T>, max_receives: Option<u32>) -> bool {
+    max_receives.is_some_and(|max| lease.receive_count() >= max)
 }
 
 /// What a caught panic said, as a dead letter's reason.

@@ -260,8 +260,7 @@ impl<T> Queue<T> {
             self.publish_ready(index, free, now, now);
         } else {
             let deadline = self.time.deadline(now, delay);
-            slot.set_deadline(deadline);
-            slot.store(free.with(State::Delayed, 0));
+            slot.publish_delayed(free, 0, deadline);
             self.schedule(index, deadline);
         }
         Ok(MessageId(position))
@@ -536,8 +535,7 @@ impl<T> Queue<T> {
             self.move_to_dead_letter(index, owned, self.time.now_nanos(), cause)
         } else {
             let deadline = self.time.deadline(self.time.now_nanos(), nack.delay);
-            self.slots[index as usize].set_deadline(deadline);
-            self.slots[index as usize].store(owned.with(State::Delayed, 0));
+            self.slots[index as usize].publish_delayed(owned, 0, deadline);
             Some(deadline)
         };
         if let Some(deadline) = refile {
@@ -850,8 +848,7 @@ impl<T> Queue<T> {
                 }
                 bump(&self.counters.dead_letter_retries);
                 let retry_at = self.time.tick_of(now) + self.dead_letter_retry_ticks;
-                slot.set_deadline(retry_at);
-                slot.store(ready.with(State::Delayed, ready.tag()));
+                slot.publish_delayed(ready, ready.tag(), retry_at);
                 Some(retry_at)
             }
         }

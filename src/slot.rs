@@ -151,6 +151,15 @@ impl<T> Slot<T> {
         self.deadline.swap(deadline, Ordering::AcqRel);
     }
 
+    /// Publishes the owned slot (word `owned`) as `Delayed` with `tag` until tick `deadline`:
+    /// the deadline is written first, so whoever sees `Delayed` reads this deadline. The caller
+    /// then makes sure the wheel will visit the slot.
+    #[inline]
+    pub(crate) fn publish_delayed(&self, owned: Word, tag: u32, deadline: u64) {
+        self.set_deadline(deadline);
+        self.store(owned.with(State::Delayed, tag));
+    }
+
     #[inline]
     pub(crate) fn load(&self) -> Word {
         Word(self.word.load(Ordering::Acquire))
