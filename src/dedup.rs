@@ -1080,28 +1080,6 @@ mod tests {
         assert_eq!((d.table.meta.len(), d.table.probe), (4, 4));
         let (_, d) = dedup(100, Duration::ZERO);
         assert_eq!((d.table.meta.len(), d.table.probe), (512, PROBE));
-        let queue = Arc::new(Queue::<u32>::builder().build().unwrap());
-        assert_eq!(
-            DedupQueue::builder(queue.clone())
-                .capacity(usize::MAX / 2)
-                .build()
-                .unwrap_err(),
-            DedupBuildError::CapacityTooLarge(usize::MAX / 2)
-        );
-        assert_eq!(
-            DedupQueue::builder(queue.clone())
-                .capacity(0)
-                .build()
-                .unwrap_err(),
-            DedupBuildError::ZeroCapacity
-        );
-        assert_eq!(
-            DedupQueue::builder(queue)
-                .window(Duration::ZERO)
-                .build()
-                .unwrap_err(),
-            DedupBuildError::ZeroWindow
-        );
     }
 
     /// A send that is stuck in flight (its bucket held `SENDING`): a second send of the same id
