@@ -552,6 +552,61 @@ fn lease_precision_with_a_coarse_unaligned_tick() {
     assert_eq!(q.try_receive().unwrap().receive_count(), 2);
 }
 
+/// Moves the clock on from where it is until every message (body `n`, due at `due_ms[n]` ms) has
+/// been received, each step a jump of up to `max_jump_ms`, one ms before the next deadline, or
+/// onto it. Checks that no message comes early, none comes twice, each comes with
+/// `receive_count`, and none that is due stays invisible; deletes each; runs `after_step(now)`
+/// after every step.
+fn drain_on_time(
+    q: &Queue<usize>,
+    clock: &ManualClock,
+    rng: &mut Rng,
+    due_ms: &[u64],
+    max_jump_ms: u64,
+    receive_count: u32,
+    mut after_step: impl FnMut(u64),
+) {
+    let mut seen = vec![false; due_ms.len()];
+    let mut received = 0;
+    let mut now = clock.now().as_millis() as u64;
+    while received < due_ms.len() {
+        let next_due = due_ms
+            .iter()
+            .zip(&seen)
+            .filter(|(_, s)| !**s)
+            .map(|(d, _)| *d)
+            .min()
+            .unwrap();
+        let to = match rng.below(5) {
+            0 => now + 1 + rng.below(max_jump_ms),
+            1 if next_due > now + 1 => next_due - 1,
+            _ => next_due,
+        };
+        now = to.max(now + 1);
+        set_time(clock, ms(now));
+        while let Some(d) = q.try_receive() {
+            let n = *d.body();
+            assert!(
+                due_ms[n] <= now,
+                "message due at {} ms came at {now} ms",
+                due_ms[n]
+            );
+            assert!(!seen[n], "delivered twice");
+            assert_eq!(d.receive_count(), receive_count);
+            seen[n] = true;
+            received += 1;
+            q.delete(d.receipt()).unwrap();
+        }
+        for (n, &due) in due_ms.iter().enumerate() {
+            assert!(
+                due > now || seen[n],
+                "message due at {due} ms not visible at {now} ms"
+            );
+        }
+        after_step(now);
+    }
+}
+
 #[test]
 fn every_delay_fires_on_its_tick_across_wheel_levels() {
     // Delays from 1 ms to ~7 min at 1 ms ticks span four wheel levels; the clock moves in
@@ -571,46 +626,10 @@ fn every_delay_fires_on_its_tick_across_wheel_levels() {
         q.send_delayed(n, ms(delay)).unwrap();
         due_ms.push(delay);
     }
-    let mut seen = vec![false; N];
-    let mut received = 0;
-    let mut now = 0u64;
-    while received < N {
-        let next_due = due_ms
-            .iter()
-            .zip(&seen)
-            .filter(|(_, s)| !**s)
-            .map(|(d, _)| *d)
-            .min()
-            .unwrap();
-        let to = match rng.below(5) {
-            0 => now + 1 + rng.below(20_000),
-            1 if next_due > now + 1 => next_due - 1,
-            _ => next_due,
-        };
-        now = to.max(now + 1);
-        set_time(&clock, ms(now));
-        while let Some(d) = q.try_receive() {
-            let n = *d.body();
-            assert!(
-                due_ms[n] <= now,
-                "message due at {} ms fired at {now} ms",
-                due_ms[n]
-            );
-            assert!(!seen[n], "delivered twice");
-            assert_eq!(d.receive_count(), 1);
-            seen[n] = true;
-            received += 1;
-            q.delete(d.receipt()).unwrap();
-        }
+    drain_on_time(&q, &clock, &mut rng, &due_ms, 20_000, 1, |now| {
         let pending = due_ms.iter().filter(|&&d| d > now).count();
-        for (n, &due) in due_ms.iter().enumerate() {
-            assert!(
-                due > now || seen[n],
-                "message due at {due} ms not visible at {now} ms"
-            );
-        }
         assert_eq!(q.stats().delayed, pending);
-    }
+    });
     assert_eq!(q.stats().deleted, N as u64);
 }
 
@@ -640,44 +659,7 @@ fn every_lease_fires_on_its_tick_after_extends_and_shortens() {
         q.change_visibility(receipt, ms(timeout)).unwrap();
         due_ms[n] = 5_000 + timeout;
     }
-    let mut seen = vec![false; N];
-    let mut received = 0;
-    let mut now = 5_000u64;
-    while received < N {
-        let next_due = due_ms
-            .iter()
-            .zip(&seen)
-            .filter(|(_, s)| !**s)
-            .map(|(d, _)| *d)
-            .min()
-            .unwrap();
-        let to = match rng.below(5) {
-            0 => now + 1 + rng.below(30_000),
-            1 if next_due > now + 1 => next_due - 1,
-            _ => next_due,
-        };
-        now = to.max(now + 1);
-        set_time(&clock, ms(now));
-        while let Some(d) = q.try_receive() {
-            let n = *d.body();
-            assert!(
-                due_ms[n] <= now,
-                "lease due at {} ms expired at {now} ms",
-                due_ms[n]
-            );
-            assert!(!seen[n]);
-            assert_eq!(d.receive_count(), 2);
-            seen[n] = true;
-            received += 1;
-            q.delete(d.receipt()).unwrap();
-        }
-        for (n, &due) in due_ms.iter().enumerate() {
-            assert!(
-                due > now || seen[n],
-                "lease due at {due} ms still invisible at {now} ms"
-            );
-        }
-    }
+    drain_on_time(&q, &clock, &mut rng, &due_ms, 30_000, 2, |_| {});
     let s = q.stats();
     assert_eq!((s.expired, s.deleted, s.in_flight), (N as u64, N as u64, 0));
 }
