@@ -15,10 +15,11 @@
 
 use super::adapters::{Array, Channel, Config, Contender, Handoff, Lease};
 use super::lockref::LockRef;
+use super::throughput::send_until;
 use super::tutorial::Tutorial;
 use super::{Backoff, STOP};
 use hdrhistogram::Histogram;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Barrier;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -211,32 +212,10 @@ fn lease_latency<Q: Lease<u64>>(config: &Config, spec: Spec) -> Latency {
         });
         barrier.wait();
         let started = Instant::now();
-        let send = |stamp: u64| {
-            let mut body = stamp;
-            let mut backoff = Backoff::new();
-            let mut tries = 0u32;
-            loop {
-                match q.send(body) {
-                    Ok(()) => return true,
-                    Err(refused) => body = refused,
-                }
-                backoff.snooze();
-                tries = tries.wrapping_add(1);
-                if tries % 64 == 0 && Instant::now() > give_up {
-                    return false;
-                }
-            }
-        };
+        let gave_up = AtomicBool::new(false);
+        let send = |stamp: u64| send_until(q, stamp, give_up, &gave_up);
         let (sent, complete) = produce(spec, base, received, send);
-        let mut stop = STOP;
-        let mut backoff = Backoff::new();
-        while let Err(refused) = q.send(stop) {
-            stop = refused;
-            backoff.snooze();
-            if Instant::now() > give_up {
-                break;
-            }
-        }
+        send_until(q, STOP, give_up, &gave_up);
         let (to_receive, to_delete) = consumer.join().expect("consumer");
         Latency {
             receive: to_receive,

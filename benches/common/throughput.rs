@@ -91,7 +91,7 @@ pub fn lifecycle<P: Payload>(
 }
 
 /// Sends `body`, backing off while the queue is full; false if the run failed meanwhile.
-fn send_until<Q: Lease<P>, P: Payload>(
+pub fn send_until<Q: Lease<P>, P: Payload>(
     q: &Q,
     mut body: P,
     deadline: Instant,
