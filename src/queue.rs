@@ -547,6 +547,11 @@ impl<T> Queue<T> {
     /// Sets the lease's deadline to `timeout` from now, longer or shorter. A zero timeout is
     /// [`Queue::release`]. The receipt stays valid until the new deadline.
     ///
+    /// A call that shortens a lease can race its own new deadline: if that deadline passes
+    /// before the call finishes and a wheel run fires it first, the lease expires at the new
+    /// deadline and the call answers [`ReceiptError::Expired`] (or `Stale` once the message is
+    /// received again). The lease never ends before the earlier of its old and new deadlines.
+    ///
     /// One receipt used by two threads at once (one settling it while the other changes its
     /// visibility) is a race the caller should avoid: exactly one settlement still wins, but if
     /// the message's next lease or delay happens to end on the very tick this lease's deadline
