@@ -28,6 +28,11 @@
 //! `ArrayQueue` does. Without that, a ring with room could report itself full, and one with
 //! values empty.
 //!
+//! The ring has at least two cells. With one, `p + 1` and `p + capacity` coincide: the stamp of
+//! "full, waiting for the pop at `p`" equals that of "empty, waiting for the push at `p + 1`",
+//! so a push would take a full cell and overwrite its value. A ring asked for one value gets
+//! two cells, and reports full only when both are taken.
+//!
 //! In this crate every slot index is in at most one ring at a time and each ring has room for
 //! every index, so `push` never finds the ring full; it still reports it rather than assume it.
 //!
@@ -57,9 +62,10 @@ fn stamp_distance(cell: u64, expected: u64) -> i32 {
 }
 
 impl IndexRing {
-    /// A ring with room for at least `capacity` values (rounded up to a power of two).
+    /// A ring with room for at least `capacity` values (rounded up to a power of two, and to
+    /// at least two: see the module docs).
     pub(crate) fn with_capacity(capacity: usize) -> Self {
-        let size = capacity.max(1).next_power_of_two();
+        let size = capacity.max(2).next_power_of_two();
         let cells = (0..size as u64)
             .map(|p| AtomicU64::new(pack(p, 0)))
             .collect();
@@ -186,6 +192,20 @@ mod tests {
         }
         assert_eq!(ring.pop(), None);
         assert!(!ring.has_ready_head());
+    }
+
+    /// A ring asked for room for one value still tells full from empty: with one cell the
+    /// stamp of "full, waiting for the pop at p" equals that of "empty, waiting for the push
+    /// at p + 1", so it took every push and overwrote values. It gets two cells instead.
+    #[test]
+    fn a_ring_for_one_value_reports_full() {
+        let ring = IndexRing::with_capacity(1);
+        ring.push(1).unwrap();
+        ring.push(2).unwrap();
+        assert_eq!(ring.push(3), Err(3));
+        assert_eq!(ring.pop(), Some((0, 1)));
+        assert_eq!(ring.pop(), Some((1, 2)));
+        assert_eq!(ring.pop(), None);
     }
 
     #[test]
