@@ -46,6 +46,11 @@ impl QueueId {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         Self(NEXT.fetch_add(1, Ordering::Relaxed))
     }
+
+    /// The queue's number in build order within the process (from 1).
+    pub(crate) fn serial(self) -> u64 {
+        self.0
+    }
 }
 
 impl fmt::Display for QueueId {

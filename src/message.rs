@@ -27,6 +27,14 @@ impl fmt::Display for MessageId {
 /// error and changes nothing. Epochs are 36 bits: a receipt kept while the *same slot* is leased
 /// 2^36 more times would become valid again, which at a hundred million leases a second on a
 /// queue of a thousand slots takes about eight days.
+///
+/// A receipt of another queue is refused too. Each queue counts its epochs from its own origin,
+/// so queues used in lockstep (the subscriber queues of a [`Topic`](crate::Topic)) never issue
+/// the same receipts. Between two queues of one process, a receipt of one can match a lease of
+/// the other only once the same slot's lease counts in the two queues have drifted apart by one
+/// exact amount, at least 2^36 / (12 n) leases for queues built `n` apart (for n < 2^16); a
+/// receipt from another process, or an arbitrary `u64`, matches a live lease with probability
+/// at most 2^-36 (about 1.5e-11) per use.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct Receipt(u64);
 

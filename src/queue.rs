@@ -34,6 +34,9 @@
 //!   receipt can reach the slot during the clone.
 //! * **ABA on slot reuse**: each lease bumps the epoch, so a receipt from an earlier lease of a
 //!   reused slot fails validation (up to the 36-bit wrap documented on [`crate::Receipt`]).
+//! * **Receipts of another queue**: each queue counts its slots' epochs from its own origin, so
+//!   queues used in lockstep issue different receipts (see [`crate::slot`], "Receipts of other
+//!   queues", for the bound on the rest).
 //! * **Dead-letter move racing delete**: the move happens only after a CAS out of `InFlight`
 //!   (by expiry or release), which a racing delete then loses. A full dead-letter queue gives
 //!   the body back; it is written back and the slot waits, `Delayed`, to retry.
@@ -47,7 +50,7 @@ use crate::error::{BuildError, ReceiptError, SendError};
 use crate::message::{Delivery, MessageId, Receipt};
 use crate::metrics::{Latencies, LatencyRecorder};
 use crate::ring::IndexRing;
-use crate::slot::{Slot, State, Word, ENDED_BY_EXPIRY};
+use crate::slot::{epoch_origin, Slot, State, Word, ENDED_BY_EXPIRY};
 use crate::stats::{bump, count_refusal, Counters, RateWindow, Stats};
 use crate::sync::{spin_loop, yield_now, AtomicBool, AtomicU64, Mutex, Ordering};
 use crate::waiters::Waiters;
@@ -102,11 +105,13 @@ impl<T> Queue<T> {
 
     pub(crate) fn allocate(settings: Builder<T>) -> Result<Self, BuildError> {
         let capacity = settings.capacity;
+        let id = QueueId::next();
+        let origin = epoch_origin(id.serial());
         let mut slots = Vec::new();
         slots
             .try_reserve_exact(capacity)
             .map_err(|_| BuildError::CapacityTooLarge(capacity))?;
-        slots.extend((0..capacity).map(|_| Slot::new()));
+        slots.extend((0..capacity).map(|_| Slot::new(origin)));
         let free = IndexRing::with_capacity(capacity);
         for index in 0..capacity as u32 {
             free.push(index)
@@ -132,7 +137,7 @@ impl<T> Queue<T> {
             dead_letter: settings.dead_letter,
             closed: AtomicBool::new(false),
             counters: Counters::default(),
-            id: QueueId::next(),
+            id,
             deaths,
             latency: (settings.latency_sample > 0)
                 .then(|| LatencyRecorder::new(capacity, settings.latency_sample)),

@@ -22,6 +22,31 @@
 //! At 100 million leases per second spread over even 1,024 slots that takes about 8 days, so
 //! a stale receipt would have to be kept that long; the receipt documents this.
 //!
+//! # Receipts of other queues
+//!
+//! A receipt names a slot and an epoch, not a queue, so another queue's receipt is refused
+//! only if its epoch is not that of the slot's lease here. Queues used in lockstep (every
+//! subscriber queue of a topic) lease the same slots in the same order, so their epochs must
+//! not *count* the same: each queue starts all its slots at its own *epoch origin*
+//! ([`epoch_origin`]), `seed + serial * W` modulo 2^36, where `serial` numbers the queues of
+//! the process in build order ([`QueueId`](crate::QueueId)), `seed` is random per process and
+//! `W` is 2^36 divided by the golden ratio (odd). Leasing changes only the epoch's count from
+//! the origin, so a receipt of queue A matches the lease of the same slot in queue B only if
+//! that slot's lease count in B differs from the receipt's in A by exactly `o_A - o_B`
+//! (mod 2^36):
+//!
+//! * Queues in lockstep (equal counts) never match each other: their origins differ.
+//! * Two queues built `n` apart (n < 2^16, checked by a unit test) have origins at least
+//!   2^36 / (12 n) apart both ways round the circle: consecutive ones about 2.6e10, queues a
+//!   thousand builds apart at least 5.7 million. A foreign receipt can match only after the
+//!   two slots' lease counts have drifted apart by at least that much, and then only at the
+//!   one exact drift while the lease is live.
+//! * A receipt from another process (or a queue of an earlier run) has an origin independent of
+//!   this one, so it matches a live lease with probability at most 2^-36 (about 1.5e-11) per
+//!   use, as does an arbitrary `u64`.
+//!
+//! Under loom every origin is 0, so models can name the receipt a receive will issue.
+//!
 //! The *tag* means, in `InFlight`, the lease version: each `change_visibility` stores the new
 //! deadline and then bumps the version by CAS, so an expiry that read the old deadline fails
 //! its CAS and re-reads. In every other state the tag records how the last lease ended
@@ -37,6 +62,24 @@
 
 use crate::sync::{AtomicU32, AtomicU64, Ordering, UnsafeCell};
 use std::mem::MaybeUninit;
+
+/// 2^36 divided by the golden ratio, made odd: successive multiples spread evenly round the
+/// epoch circle (see the module docs).
+const ORIGIN_STEP: u64 = 42_470_972_311;
+
+/// The epoch at which every slot of the `serial`-th queue of the process starts; see the
+/// module docs ("Receipts of other queues").
+pub(crate) fn epoch_origin(serial: u64) -> u64 {
+    if cfg!(loom) {
+        return 0;
+    }
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let seed = *SEED.get_or_init(|| {
+        use std::hash::BuildHasher;
+        std::collections::hash_map::RandomState::new().hash_one(0u64)
+    });
+    seed.wrapping_add(serial.wrapping_mul(ORIGIN_STEP)) & EPOCH_MASK
+}
 
 /// The four lifecycle states; see the module docs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,9 +171,10 @@ pub(crate) struct Slot<T> {
 }
 
 impl<T> Slot<T> {
-    pub(crate) fn new() -> Self {
+    /// A `Free` slot whose first lease will have epoch `origin + 1`.
+    pub(crate) fn new(origin: u64) -> Self {
         Self {
-            word: AtomicU64::new(Word::new(State::Free, 0, 0).0),
+            word: AtomicU64::new(Word::new(State::Free, 0, origin).0),
             deadline: AtomicU64::new(0),
             id: AtomicU64::new(0),
             receive_count: AtomicU32::new(0),
@@ -250,6 +294,17 @@ mod tests {
             prop_assert_eq!(word.state(), state);
             prop_assert_eq!(word.tag(), tag);
             prop_assert_eq!(word.epoch(), epoch);
+        }
+    }
+
+    /// The bound the module docs give: queues built `n` apart start at least 2^36 / (12 n)
+    /// apart on the epoch circle, in both directions.
+    #[test]
+    fn epoch_origins_of_queues_built_n_apart_are_far_apart() {
+        for n in 1..1u64 << 16 {
+            let gap = epoch_origin(n).wrapping_sub(epoch_origin(0)) & EPOCH_MASK;
+            let distance = gap.min((1 << EPOCH_BITS) - gap);
+            assert!(distance * 12 * n >= 1 << EPOCH_BITS, "n = {n}: {distance}");
         }
     }
 
