@@ -411,10 +411,11 @@ impl<T> Queue<T> {
             drop(unsafe { records.take(index) });
         }
         slot.store(slot.load().with(State::Free, 0));
+        // Counted before the push: see `crate::stats` ("How the totals are read").
+        bump(&self.counters.redriven);
         self.free
             .push(index)
             .expect("the free ring has room for every slot");
-        bump(&self.counters.redriven);
     }
 }
 

@@ -680,18 +680,15 @@ impl<T> Queue<T> {
         let age = |since: Option<u64>| since.map(|s| Duration::from_nanos(now.saturating_sub(s)));
         stats.oldest_ready_age = age(oldest_ready_since);
         stats.oldest_in_flight_age = age(oldest_lease_since);
+        // The common events are counted by the rings' positions, not by counters of their own
+        // (see `crate::stats`, "How the totals are read"). The free ring's pushes are read
+        // before the counters of moves and redrives, which are bumped before their push.
+        let frees = self.free.pushes();
         self.counters.fill(&mut stats);
-        // The common events are counted by the rings' positions, not by counters of their own:
-        // every free-ring pop is a send, every ready-ring pop a receive (less those given back
-        // by a panicking clone and those of dead-letter inspection and redrive), every
-        // free-ring push past the initial fill a delete, a move to the dead-letter queue or a
-        // redrive.
         stats.sent = self.free.pops();
         stats.received = self.deliveries();
-        stats.deleted = self
-            .free
-            .pushes()
-            .saturating_sub(self.capacity() as u64 + stats.dead_lettered + stats.redriven);
+        stats.deleted =
+            frees.saturating_sub(self.capacity() as u64 + stats.dead_lettered + stats.redriven);
         stats.rates = self
             .rate_window
             .lock()
@@ -843,10 +840,11 @@ impl<T> Queue<T> {
         match dead_letter.queue.accept_dead_letter(body, &mut death) {
             Ok(()) => {
                 slot.store(ready.with(State::Free, 0));
+                // Counted before the push: see `crate::stats` ("How the totals are read").
+                bump(&self.counters.dead_lettered);
                 self.free
                     .push(index)
                     .expect("the free ring has room for every slot");
-                bump(&self.counters.dead_lettered);
                 None
             }
             Err(refused) => {

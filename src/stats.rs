@@ -1,4 +1,21 @@
 //! What a queue holds and has done.
+//!
+//! # How the totals are read
+//!
+//! The hot path has no counters of its own: every free-ring pop is a send, every ready-ring
+//! pop a receive (less the pops that were no delivery, counted in `not_received`), and every
+//! free-ring push past the initial fill frees a slot: a delete, a move to the dead-letter
+//! queue (`dead_lettered`) or a redrive (`redriven`). So
+//! `deleted = free pushes - capacity - dead_lettered - redriven`.
+//!
+//! That difference must never count a move or a redrive as a delete while one runs. The thread
+//! that moves or redrives a message bumps its counter *before* it pushes the slot to the free
+//! ring, and `Queue::stats` reads the free ring's pushes *before* those counters. The push is a
+//! `SeqCst` CAS on the ring's tail and every later write of the tail is a CAS too (a release
+//! sequence), so a stats read whose `Acquire` load of the tail counts that push synchronizes
+//! with it, and its later loads of the counters see the bump. Every push counted therefore has
+//! its counter counted: `deleted` is never too high. It may be too low, by one for each move or
+//! redrive that has bumped its counter but not yet pushed.
 
 use crate::sync::{AtomicU64, Ordering};
 use crossbeam_utils::CachePadded;
@@ -8,7 +25,9 @@ use std::time::Duration;
 ///
 /// Exact when no operation runs concurrently; otherwise each field is a value it had during
 /// the call, except that `received` may be one too high for each dead-letter inspection or
-/// redrive running at that moment, and may count a delivery whose body's clone is panicking.
+/// redrive running at that moment, and may count a delivery whose body's clone is panicking,
+/// and `deleted` may be one too low (never too high) for each move to the dead-letter queue or
+/// redrive running at that moment.
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Stats {

@@ -1818,3 +1818,51 @@ fn oldest_ready_age_counts_from_the_deadline_not_from_the_first_look() {
     );
     assert_eq!(q.delete(d.receipt()), Err(ReceiptError::Expired));
 }
+
+/// `Stats::deleted` is derived from the free ring's pushes less the other ways a slot is
+/// freed (dead-letter moves, redrives). While another thread dead-letters and redrives one
+/// message round and round, and nothing deletes, both queues must report no deletes at all.
+#[test]
+fn deleted_counts_no_phantom_deletes_while_messages_are_dead_lettered_and_redriven() {
+    const CYCLES: u32 = 20_000;
+    let dlq: Arc<Queue<u32>> = Arc::new(Queue::builder().capacity(4).build().unwrap());
+    let q: Queue<u32> = Queue::builder()
+        .capacity(4)
+        .dead_letter(dlq.clone(), 1)
+        .build()
+        .unwrap();
+    q.send(7).unwrap();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let reads = thread::scope(|s| {
+        s.spawn(|| {
+            for _ in 0..CYCLES {
+                let d = q.try_receive().expect("the message is back in the source");
+                q.release(d.receipt()).unwrap(); // its last receive: to the dead-letter queue
+                assert_eq!(dlq.redrive(&q, None, 1).moved, 1);
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        let mut reads = 0u64;
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            let (source, dead) = (q.stats(), dlq.stats());
+            assert_eq!(
+                (source.deleted, dead.deleted),
+                (0, 0),
+                "{source:?}\n{dead:?}"
+            );
+            reads += 1;
+        }
+        reads
+    });
+    let (source, dead) = (q.stats(), dlq.stats());
+    assert_eq!(
+        (
+            source.dead_lettered,
+            dead.redriven,
+            source.deleted,
+            dead.deleted
+        ),
+        (u64::from(CYCLES), u64::from(CYCLES), 0, 0)
+    );
+    assert!(reads > 0);
+}
