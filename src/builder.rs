@@ -109,7 +109,10 @@ impl<T> Builder<T> {
         self
     }
 
-    /// Checks the settings and allocates the queue.
+    /// Checks the settings and allocates the queue: every allocation is made here and every
+    /// one is fallible, so memory that cannot be had (the slots, the rings, the wheel, the
+    /// latency recorder, the death records of this queue and of a dead-letter queue attached
+    /// for the first time) is [`BuildError::CapacityTooLarge`], never an abort.
     pub fn build(self) -> Result<Queue<T>, BuildError> {
         if self.capacity == 0 {
             return Err(BuildError::ZeroCapacity);

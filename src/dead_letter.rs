@@ -24,7 +24,7 @@
 //! send; a receiver that finds the ring empty meanwhile is woken by the push back. Each pop is
 //! counted as not-a-delivery so that [`Stats::received`](crate::Stats) stays exact.
 
-use crate::error::SendError;
+use crate::error::{try_boxed_slice, OutOfMemory, SendError};
 use crate::message::MessageId;
 use crate::queue::{GiveBackOnUnwind, Queue};
 use crate::slot::State;
@@ -158,10 +158,11 @@ pub(crate) struct DeathRecords {
 }
 
 impl DeathRecords {
-    pub(crate) fn new(slots: usize) -> Self {
-        Self {
-            cells: (0..slots).map(|_| UnsafeCell::new(None)).collect(),
-        }
+    /// Empty records for `slots` slots; `OutOfMemory` if they cannot be allocated.
+    pub(crate) fn new(slots: usize) -> Result<Self, OutOfMemory> {
+        Ok(Self {
+            cells: try_boxed_slice(slots, |_| UnsafeCell::new(None))?,
+        })
     }
 
     /// Stores `death` as slot `index`'s record, dropping any older one.

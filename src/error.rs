@@ -2,6 +2,24 @@
 
 use std::fmt;
 
+/// Memory that could not be allocated while building a queue. Every allocation of
+/// [`Builder::build`](crate::Builder::build) is made through [`try_boxed_slice`], so a failed
+/// one comes back as this (and then as [`BuildError::CapacityTooLarge`]), never as an abort.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct OutOfMemory;
+
+/// `len` values made by `make(index)`, in a boxed slice whose memory is reserved fallibly
+/// (exactly `len`, so turning the vector into a box allocates nothing more).
+pub(crate) fn try_boxed_slice<E>(
+    len: usize,
+    make: impl FnMut(usize) -> E,
+) -> Result<Box<[E]>, OutOfMemory> {
+    let mut values = Vec::new();
+    values.try_reserve_exact(len).map_err(|_| OutOfMemory)?;
+    values.extend((0..len).map(make));
+    Ok(values.into_boxed_slice())
+}
+
 /// Why a queue could not be built.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -9,7 +27,9 @@ pub enum BuildError {
     /// `capacity(0)`.
     ZeroCapacity,
     /// The capacity is over [`MAX_CAPACITY`](crate::MAX_CAPACITY) or its memory could not be
-    /// allocated.
+    /// allocated. The number is the capacity of the queue being built, or, when the memory
+    /// that failed was the dead-letter queue's death records (made when a queue is first
+    /// attached as a dead-letter queue), the dead-letter queue's capacity.
     CapacityTooLarge(usize),
     /// `tick(Duration::ZERO)`.
     ZeroTick,

@@ -19,6 +19,7 @@
 //! [`hdrhistogram::Histogram`]s (each bucket's count at its midpoint); counts recorded during the
 //! copy may or may not be in it.
 
+use crate::error::{try_boxed_slice, OutOfMemory};
 use crate::sync::{AtomicU64, Ordering};
 use hdrhistogram::Histogram;
 use std::time::Duration;
@@ -54,10 +55,10 @@ struct AtomicHistogram {
 }
 
 impl AtomicHistogram {
-    fn new() -> Self {
-        Self {
-            buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
-        }
+    fn new() -> Result<Self, OutOfMemory> {
+        Ok(Self {
+            buckets: try_boxed_slice(BUCKETS, |_| AtomicU64::new(0))?,
+        })
     }
 
     #[inline]
@@ -95,19 +96,20 @@ pub(crate) struct LatencyRecorder {
 
 impl LatencyRecorder {
     /// Recorders for `slots` slots, sampling one message in `one_in`, clamped to
-    /// 1..=[`MAX_SAMPLE_ONE_IN`] and rounded up to a power of two.
-    pub(crate) fn new(slots: usize, one_in: u32) -> Self {
+    /// 1..=[`MAX_SAMPLE_ONE_IN`] and rounded up to a power of two; `OutOfMemory` if they
+    /// cannot be allocated.
+    pub(crate) fn new(slots: usize, one_in: u32) -> Result<Self, OutOfMemory> {
         let bits = one_in
             .clamp(1, MAX_SAMPLE_ONE_IN)
             .next_power_of_two()
             .trailing_zeros();
-        Self {
+        Ok(Self {
             sample_shift: 63 - bits,
-            sent_at: (0..slots).map(|_| AtomicU64::new(0)).collect(),
-            send_to_receive: AtomicHistogram::new(),
-            send_to_delete: AtomicHistogram::new(),
-            receive_to_delete: AtomicHistogram::new(),
-        }
+            sent_at: try_boxed_slice(slots, |_| AtomicU64::new(0))?,
+            send_to_receive: AtomicHistogram::new()?,
+            send_to_delete: AtomicHistogram::new()?,
+            receive_to_delete: AtomicHistogram::new()?,
+        })
     }
 
     /// Whether the message with id `id` is in the sample: a Fibonacci hash of the id, so that
@@ -215,7 +217,7 @@ mod tests {
 
         #[test]
         fn percentiles_match_a_direct_histogram_within_one_percent(values in proptest::collection::vec(1u64..10_000_000_000, 1..400)) {
-            let ours = AtomicHistogram::new();
+            let ours = AtomicHistogram::new().unwrap();
             let mut direct = Histogram::<u64>::new(3).unwrap();
             for &v in &values {
                 ours.record(v);

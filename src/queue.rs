@@ -46,7 +46,7 @@
 use crate::builder::{Builder, DeadLetter};
 use crate::clock::Ticks;
 use crate::dead_letter::{Death, DeathCause, DeathRecords, Nack, QueueId};
-use crate::error::{BuildError, ReceiptError, SendError};
+use crate::error::{try_boxed_slice, BuildError, OutOfMemory, ReceiptError, SendError};
 use crate::message::{Delivery, MessageId, Receipt};
 use crate::metrics::{Latencies, LatencyRecorder};
 use crate::ring::IndexRing;
@@ -103,33 +103,44 @@ impl<T> Queue<T> {
         Builder::default()
     }
 
+    /// Allocates all the queue's memory (see [`Builder::build`]). Every allocation is
+    /// fallible, and a failed one is [`BuildError::CapacityTooLarge`].
     pub(crate) fn allocate(settings: Builder<T>) -> Result<Self, BuildError> {
         let capacity = settings.capacity;
+        let too_large = |OutOfMemory| BuildError::CapacityTooLarge(capacity);
         let id = QueueId::next();
         let origin = epoch_origin(id.serial());
-        let mut slots = Vec::new();
-        slots
-            .try_reserve_exact(capacity)
-            .map_err(|_| BuildError::CapacityTooLarge(capacity))?;
-        slots.extend((0..capacity).map(|_| Slot::new(origin)));
-        let free = IndexRing::with_capacity(capacity);
+        let slots = try_boxed_slice(capacity, |_| Slot::new(origin)).map_err(too_large)?;
+        let free = IndexRing::with_capacity(capacity).map_err(too_large)?;
         for index in 0..capacity as u32 {
             free.push(index)
                 .expect("the free ring has room for every slot");
         }
+        let ready = IndexRing::with_capacity(capacity).map_err(too_large)?;
         let time = Ticks::new(settings.clock, settings.tick);
         let levels = Wheel::levels_for(time.ticks_in(MAX_TIMEOUT));
+        let wheel = Wheel::new(capacity, levels).map_err(too_large)?;
+        let latency = (settings.latency_sample > 0)
+            .then(|| LatencyRecorder::new(capacity, settings.latency_sample))
+            .transpose()
+            .map_err(too_large)?;
         let deaths = OnceLock::new();
         if let Some(dead_letter) = &settings.dead_letter {
-            let _ = deaths.set(DeathRecords::new(capacity));
+            let _ = deaths.set(DeathRecords::new(capacity).map_err(too_large)?);
             let dlq = &dead_letter.queue;
-            dlq.deaths.get_or_init(|| DeathRecords::new(dlq.capacity()));
+            if dlq.deaths.get().is_none() {
+                // The dead-letter queue's records are made when it is first attached. Two
+                // builds attaching it at once may both make them: the first `set` wins.
+                let records = DeathRecords::new(dlq.capacity())
+                    .map_err(|OutOfMemory| BuildError::CapacityTooLarge(dlq.capacity()))?;
+                let _ = dlq.deaths.set(records);
+            }
         }
         Ok(Self {
-            slots: slots.into_boxed_slice(),
+            slots,
             free,
-            ready: IndexRing::with_capacity(capacity),
-            wheel: Wheel::new(capacity, levels),
+            ready,
+            wheel,
             waiters: Waiters::new(),
             dead_letter_retry_ticks: time.ticks_in(DEAD_LETTER_RETRY).max(1),
             time,
@@ -139,8 +150,7 @@ impl<T> Queue<T> {
             counters: Counters::default(),
             id,
             deaths,
-            latency: (settings.latency_sample > 0)
-                .then(|| LatencyRecorder::new(capacity, settings.latency_sample)),
+            latency,
             rate_window: Mutex::new(RateWindow::default()),
         })
     }

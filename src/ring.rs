@@ -39,6 +39,7 @@
 //! Who may write what: `head` is written only by CAS from poppers, `tail` only by CAS from
 //! pushers, a cell only by the thread that claimed its position.
 
+use crate::error::{try_boxed_slice, OutOfMemory};
 use crate::sync::{spin_loop, AtomicU64, Ordering};
 use crossbeam_utils::CachePadded;
 
@@ -64,17 +65,16 @@ fn stamp_distance(cell: u64, expected: u64) -> i32 {
 impl IndexRing {
     /// A ring with room for at least `capacity` values (rounded up to a power of two, and to
     /// at least two: see the module docs).
-    pub(crate) fn with_capacity(capacity: usize) -> Self {
+    /// `OutOfMemory` if its cells cannot be allocated.
+    pub(crate) fn with_capacity(capacity: usize) -> Result<Self, OutOfMemory> {
         let size = capacity.max(2).next_power_of_two();
-        let cells = (0..size as u64)
-            .map(|p| AtomicU64::new(pack(p, 0)))
-            .collect();
-        Self {
+        let cells = try_boxed_slice(size, |p| AtomicU64::new(pack(p as u64, 0)))?;
+        Ok(Self {
             head: CachePadded::new(AtomicU64::new(0)),
             tail: CachePadded::new(AtomicU64::new(0)),
             cells,
             mask: size as u64 - 1,
-        }
+        })
     }
 
     /// Appends `value`; gives it back when the ring is full.
@@ -181,7 +181,7 @@ mod tests {
 
     #[test]
     fn fifo_and_full() {
-        let ring = IndexRing::with_capacity(3);
+        let ring = IndexRing::with_capacity(3).unwrap();
         for v in 0..4 {
             ring.push(v).unwrap();
         }
@@ -199,7 +199,7 @@ mod tests {
     /// at p + 1", so it took every push and overwrote values. It gets two cells instead.
     #[test]
     fn a_ring_for_one_value_reports_full() {
-        let ring = IndexRing::with_capacity(1);
+        let ring = IndexRing::with_capacity(1).unwrap();
         ring.push(1).unwrap();
         ring.push(2).unwrap();
         assert_eq!(ring.push(3), Err(3));
@@ -210,7 +210,7 @@ mod tests {
 
     #[test]
     fn many_laps_keep_order() {
-        let ring = IndexRing::with_capacity(2);
+        let ring = IndexRing::with_capacity(2).unwrap();
         for v in 0..10_000u32 {
             ring.push(v).unwrap();
             assert_eq!(ring.pop(), Some((u64::from(v), v)));
@@ -220,7 +220,7 @@ mod tests {
     #[test]
     fn concurrent_values_each_popped_once() {
         const PER_THREAD: u32 = 20_000;
-        let ring = IndexRing::with_capacity(64);
+        let ring = IndexRing::with_capacity(64).unwrap();
         let seen: Vec<AtomicU64> = (0..2 * PER_THREAD).map(|_| AtomicU64::new(0)).collect();
         std::thread::scope(|s| {
             for t in 0..2 {
@@ -261,7 +261,7 @@ mod cycling_tests {
     #[test]
     fn cycling_indices_never_find_the_ring_full() {
         for size in [1usize, 2, 4, 64] {
-            let ring = IndexRing::with_capacity(size);
+            let ring = IndexRing::with_capacity(size).unwrap();
             for i in 0..size as u32 {
                 ring.push(i).unwrap();
             }

@@ -41,6 +41,7 @@
 //! new deadline, or the operation reads `NEVER` and notifies (Dekker's pattern, both sides
 //! `SeqCst`). The inbox owner clears `pending` before reading the deadline, for the same reason.
 
+use crate::error::{try_boxed_slice, OutOfMemory};
 use crate::ring::IndexRing;
 use crate::sync::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 use crossbeam_utils::CachePadded;
@@ -96,31 +97,28 @@ impl Wheel {
         levels
     }
 
-    /// A wheel for `slots` slots, starting at tick 0.
-    pub(crate) fn new(slots: usize, levels: u32) -> Self {
-        let links = (0..slots)
-            .map(|_| Link {
-                filed: AtomicU64::new(NEVER),
-                pending: AtomicBool::new(false),
-                next: AtomicU32::new(NIL),
-                prev: AtomicU32::new(NIL),
-                bucket: AtomicU32::new(NIL),
-            })
-            .collect();
-        let levels = (0..levels)
-            .map(|_| Level {
-                occupied: AtomicU64::new(0),
-                heads: std::array::from_fn(|_| AtomicU32::new(NIL)),
-            })
-            .collect();
-        Self {
+    /// A wheel for `slots` slots, starting at tick 0; `OutOfMemory` if its links, levels or
+    /// inbox cannot be allocated.
+    pub(crate) fn new(slots: usize, levels: u32) -> Result<Self, OutOfMemory> {
+        let links = try_boxed_slice(slots, |_| Link {
+            filed: AtomicU64::new(NEVER),
+            pending: AtomicBool::new(false),
+            next: AtomicU32::new(NIL),
+            prev: AtomicU32::new(NIL),
+            bucket: AtomicU32::new(NIL),
+        })?;
+        let levels = try_boxed_slice(levels as usize, |_| Level {
+            occupied: AtomicU64::new(0),
+            heads: std::array::from_fn(|_| AtomicU32::new(NIL)),
+        })?;
+        Ok(Self {
             claimed: CachePadded::new(AtomicBool::new(false)),
             next_due: CachePadded::new(AtomicU64::new(NEVER)),
-            inbox: IndexRing::with_capacity(slots),
+            inbox: IndexRing::with_capacity(slots)?,
             elapsed: AtomicU64::new(0),
             levels,
             links,
-        }
+        })
     }
 
     /// Whether running the wheel at tick `now` could fire something.
@@ -355,7 +353,7 @@ mod tests {
     impl Harness {
         fn new(slots: usize, levels: u32) -> Self {
             Self {
-                wheel: Wheel::new(slots, levels),
+                wheel: Wheel::new(slots, levels).unwrap(),
                 deadlines: RefCell::new(vec![NEVER; slots]),
                 fired: RefCell::new(Vec::new()),
                 now: Cell::new(0),
