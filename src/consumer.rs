@@ -61,8 +61,14 @@ impl Backoff {
     pub fn delay(&self, failures: u32) -> Duration {
         let cap = self.cap.min(MAX_TIMEOUT);
         let exponent = i32::try_from(failures.saturating_sub(1)).unwrap_or(i32::MAX);
-        let seconds = self.base.as_secs_f64() * self.factor.max(1.0).powi(exponent);
-        // `min` also turns an overflow to infinity into the cap.
+        let growth = self.factor.max(1.0).powi(exponent);
+        // A zero base stays zero however large the growth (0 * infinity would be NaN, which
+        // `min` would turn into the cap); `min` turns any other overflow into the cap.
+        let seconds = if self.base.is_zero() {
+            0.0
+        } else {
+            self.base.as_secs_f64() * growth
+        };
         Duration::try_from_secs_f64(seconds.min(cap.as_secs_f64())).unwrap_or(cap)
     }
 
@@ -825,6 +831,20 @@ mod tests {
             ..backoff
         };
         assert_eq!(huge.delay(40), MAX_TIMEOUT);
+    }
+
+    #[test]
+    fn a_zero_base_never_waits() {
+        let zero = Backoff {
+            base: Duration::ZERO,
+            factor: 2.0,
+            cap: Duration::from_secs(60),
+            jitter: 0.0,
+        };
+        // 2^1999 overflows to infinity: 0 * infinity must not become the cap.
+        for failures in [1, 2, 2000, u32::MAX] {
+            assert_eq!(zero.delay(failures), Duration::ZERO, "failure {failures}");
+        }
     }
 
     #[test]
