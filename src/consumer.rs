@@ -152,7 +152,7 @@ pub struct ConsumerStats {
     /// message will be, or was, delivered again).
     pub lease_lost: u64,
     /// Panics of a body's `Clone` (in a receive) or `Drop` (as a settled lease is dropped)
-    /// that a worker caught and survived; see the [module docs](self).
+    /// that a worker caught and survived; see [`Consumer`].
     pub body_panics: u64,
 }
 
@@ -447,13 +447,16 @@ impl<T: Clone + Send + 'static> ConsumerBuilder<T> {
 /// * failure (an `Err`, a panic, or a batch outcome missing) gives it back after an
 ///   exponential [`Backoff`] (by `change_visibility`), or at once when it has reached the
 ///   queue's dead-letter limit, so that the queue moves it to its dead-letter queue. A panic
-///   does not end the worker;
-/// * a *heartbeat* thread extends the leases a worker holds once they are older than a
+///   does not end the worker, and neither does a body's `Clone` or `Drop` panicking in a
+///   receive or a settlement (counted in [`ConsumerStats::body_panics`]);
+/// * a *heartbeat* thread extends the leases a worker holds, from their receive on (also
+///   while a batch gathers or a prefetched message waits), once they are older than a
 ///   fraction of the visibility timeout, so a slow handler keeps its message;
 /// * [`Consumer::stop`] stops receiving, lets running handlers finish within a deadline and
-///   releases whatever was received but not started.
+///   gives back whatever was received but not started, uncharged ([`Queue::hand_back`]).
 ///
-/// The pool takes the queue's visibility timeout and dead-letter limit from the queue; a test
+/// The pool takes the queue's visibility timeout and dead-letter limit from the queue (and
+/// refuses a dead-letter limit of its own that differs); a test
 /// that drives the queue with a [`ManualClock`] also gives it to the pool
 /// with [`ConsumerBuilder::clock`].
 ///
