@@ -301,9 +301,9 @@ impl<T: Clone + Send + 'static> ConsumerBuilder<T> {
 
     /// Starts the pool with a handler for batches: up to `size` messages (at most the queue's
     /// capacity), or whatever arrived within `max_wait` (wall-clock) of the first. Leases are
-    /// heartbeated from their receive, also while the batch gathers. The handler returns one outcome per lease,
-    /// in order; each is settled on its own, and a lease without an outcome counts as failed.
-    /// A panic fails the whole batch.
+    /// heartbeated from their receive, also while the batch gathers. The handler returns one
+    /// outcome per lease, in order; each is settled on its own, and a lease without an outcome
+    /// counts as failed. A panic fails the whole batch.
     ///
     /// ```
     /// use std::{sync::Arc, time::Duration};
