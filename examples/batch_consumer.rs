@@ -1,5 +1,7 @@
 //! A batch consumer: messages handled in batches of up to 100, or whatever arrived within
-//! 5 ms; each message in a batch succeeds or fails on its own.
+//! 150 ms; each message in a batch succeeds or fails on its own. The gather is longer than half
+//! the 200 ms lease: the pool's heartbeat extends the leases of a batch while it gathers, so
+//! none expires under it.
 //!
 //! `cargo run --release --example batch_consumer`
 
@@ -10,9 +12,15 @@ use std::time::{Duration, Instant};
 use visq::{Backoff, Consumer, Lease, Queue};
 
 const ROWS: u64 = 50_000;
+const VISIBILITY: Duration = Duration::from_millis(200);
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let rows: Arc<Queue<u64>> = Arc::new(Queue::builder().capacity(4096).build()?);
+    let rows: Arc<Queue<u64>> = Arc::new(
+        Queue::builder()
+            .capacity(4096)
+            .visibility_timeout(VISIBILITY)
+            .build()?,
+    );
     let batches = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let writer = {
@@ -25,7 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             })
             .start_batch(
                 100,
-                Duration::from_millis(5),
+                Duration::from_millis(150),
                 move |batch: &[Lease<'_, u64>]| {
                     batches.fetch_add(1, Ordering::Relaxed);
                     // A bulk insert where a row fails the first time it is tried.
@@ -69,5 +77,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     assert_eq!(stats.retried, ROWS.div_ceil(997));
     assert_eq!(rows.stats().deleted, ROWS);
+    assert_eq!(
+        rows.stats().expired,
+        0,
+        "a lease expired while its batch gathered"
+    );
+    assert_eq!(stats.lease_lost, 0);
     Ok(())
 }

@@ -1,9 +1,52 @@
 //! Worker pools: threads that receive, run a handler and settle, with retries, heartbeats and a
 //! graceful stop. Built on the public [`Queue`] API and [`Lease`].
+//!
+//! # A lease, from its receive to its settlement
+//!
+//! Each worker has a set of receipts in `Shared::held`, which the heartbeat thread extends
+//! (`change_visibility` by the pool's timeout) once its oldest is `fraction` of a timeout
+//! old. The rules that keep every lease covered, however long a batch gathers, a prefetch
+//! waits or a handler runs:
+//!
+//! * **Covered from its receive.** Every `receive_batch` call's deliveries join the set as
+//!   soon as the call returns, also while a batch is still gathering, and are dated by a pool
+//!   clock reading taken *before* the call: the queue started the lease at or after that
+//!   reading, so the heartbeat can only be early, never late. The set's date is the earliest
+//!   of its members' (`Held::renewed_at`), and an extension re-dates the whole set from a
+//!   reading taken before it extends.
+//! * **Scheduled on the shorter timeout.** The first lease is the queue's, later ones the
+//!   pool's, so the heartbeat fires at `fraction` of the shorter of the two. A zero pool
+//!   timeout is refused by `start` (it would make every extension a release).
+//! * **Out of the set before it is settled** (`Holding::take`), so the heartbeat never
+//!   changes the visibility of a lease a worker is settling.
+//! * **Given back unused when nobody started it.** What a stopping worker received but did
+//!   not start goes back by [`Queue::hand_back`], not by a release: its receive is not
+//!   charged, so it is never dead-lettered for an attempt nobody made.
+//!
+//! A worker survives panics outside the handler too: a body's `Clone` panicking in a receive
+//! (the queue puts that message back; the worker keeps what the call had received and waits
+//! `poll_wait` before receiving again, so a body that always panics is no hot loop) and a
+//! body's `Drop` panicking as a settled lease is dropped (the settlement has happened; the
+//! rest of the chunk is settled as usual). Both are counted in
+//! [`ConsumerStats::body_panics`].
+//!
+//! The pool's dead-letter limit must be the queue's: the pool releases a message at once on
+//! its last receive only because the queue then moves it to its dead-letter queue. A limit the
+//! queue does not share would redeliver it at once, with no backoff (a hot loop), so `start`
+//! refuses it.
+//!
+//! # Stopping
+//!
+//! [`Consumer::stop`] and the drop wait for the workers to exit, which a worker cannot do for
+//! itself: called from one of the pool's own workers (a handler stopping its pool), they only
+//! stop receiving and return at once (a thread-local names the pool a worker thread belongs
+//! to). The heartbeat then runs until the last worker exits. After a `stop`, the drop does not
+//! wait again: the stop's deadline bounds the shutdown.
 
 use crate::{Delivery, Lease, ManualClock, Nack, Queue, Receipt, ReceiptError, MAX_TIMEOUT};
 use std::any::Any;
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
@@ -61,8 +104,14 @@ impl Backoff {
     pub fn delay(&self, failures: u32) -> Duration {
         let cap = self.cap.min(MAX_TIMEOUT);
         let exponent = i32::try_from(failures.saturating_sub(1)).unwrap_or(i32::MAX);
-        let seconds = self.base.as_secs_f64() * self.factor.max(1.0).powi(exponent);
-        // `min` also turns an overflow to infinity into the cap.
+        let growth = self.factor.max(1.0).powi(exponent);
+        // A zero base stays zero however large the growth (0 * infinity would be NaN, which
+        // `min` would turn into the cap); `min` turns any other overflow into the cap.
+        let seconds = if self.base.is_zero() {
+            0.0
+        } else {
+            self.base.as_secs_f64() * growth
+        };
         Duration::try_from_secs_f64(seconds.min(cap.as_secs_f64())).unwrap_or(cap)
     }
 
@@ -96,11 +145,15 @@ pub struct ConsumerStats {
     pub panicked: u64,
     /// Lease extensions made by the heartbeat.
     pub extended: u64,
-    /// Messages received but not started when the pool stopped, released at once.
+    /// Messages received but not started when the pool stopped, given back at once with
+    /// [`Queue::hand_back`]: their receive is not charged against the dead-letter limit.
     pub released_unstarted: u64,
     /// Settlements the queue refused because the lease had already ended (it expired, so the
     /// message will be, or was, delivered again).
     pub lease_lost: u64,
+    /// Panics of a body's `Clone` (in a receive) or `Drop` (as a settled lease is dropped)
+    /// that a worker caught and survived; see [`Consumer`].
+    pub body_panics: u64,
 }
 
 /// The handler as the workers see it: a chunk of leases in, one success flag per lease out.
@@ -138,14 +191,17 @@ impl<T> fmt::Debug for ConsumerBuilder<T> {
 }
 
 impl<T: Clone + Send + 'static> ConsumerBuilder<T> {
-    /// How many worker threads (default 1, at least 1).
+    /// How many worker threads (default 1, at least 1, at most 4,096: [`ConsumerBuilder::start`]
+    /// refuses more with [`io::ErrorKind::InvalidInput`]).
     pub fn workers(mut self, workers: usize) -> Self {
         self.workers = workers.max(1);
         self
     }
 
-    /// The lease length the heartbeat works with: its schedule and the length of each extension
-    /// (default: the queue's [`Queue::visibility_timeout`]).
+    /// The lease length the heartbeat works with: the length of each extension (default: the
+    /// queue's [`Queue::visibility_timeout`]). The heartbeat is scheduled on the shorter of this
+    /// and the queue's timeout, which gives each message its first lease. Zero is refused by
+    /// [`ConsumerBuilder::start`] with [`io::ErrorKind::InvalidInput`].
     pub fn visibility_timeout(mut self, timeout: Duration) -> Self {
         self.visibility_timeout = timeout.min(MAX_TIMEOUT);
         self
@@ -155,7 +211,12 @@ impl<T: Clone + Send + 'static> ConsumerBuilder<T> {
     /// A message that fails on its
     /// `max_receives`-th receive is released at once, without backoff, for the queue to move to
     /// its dead-letter queue, and counted in [`ConsumerStats::dead_lettered`]. Without it,
-    /// every failure backs off, and the queue still dead-letters in its own time.
+    /// every failure backs off.
+    ///
+    /// It must be the queue's own limit: [`ConsumerBuilder::start`] refuses any other value
+    /// (or any value on a queue without a dead-letter queue) with
+    /// [`io::ErrorKind::InvalidInput`], because the queue would deliver such a "last"
+    /// failure again at once.
     pub fn max_receives(mut self, max_receives: u32) -> Self {
         self.max_receives = Some(max_receives);
         self
@@ -181,8 +242,9 @@ impl<T: Clone + Send + 'static> ConsumerBuilder<T> {
         self
     }
 
-    /// How many messages a single-message worker receives at once (default 1, at least 1). The
-    /// ones not yet started are heartbeated like the running one, and released by a stop.
+    /// How many messages a single-message worker receives at once (default 1, at least 1, at
+    /// most the queue's capacity). The ones not yet started are heartbeated like the running
+    /// one, and given back unused by a stop ([`Queue::hand_back`]).
     pub fn prefetch(mut self, prefetch: usize) -> Self {
         self.prefetch = prefetch.max(1);
         self
@@ -237,10 +299,11 @@ impl<T: Clone + Send + 'static> ConsumerBuilder<T> {
         )
     }
 
-    /// Starts the pool with a handler for batches: up to `size` messages, or whatever arrived
-    /// within `max_wait` (wall-clock) of the first. The handler returns one outcome per lease,
-    /// in order; each is settled on its own, and a lease without an outcome counts as failed.
-    /// A panic fails the whole batch.
+    /// Starts the pool with a handler for batches: up to `size` messages (at most the queue's
+    /// capacity), or whatever arrived within `max_wait` (wall-clock) of the first. Leases are
+    /// heartbeated from their receive, also while the batch gathers. The handler returns one
+    /// outcome per lease, in order; each is settled on its own, and a lease without an outcome
+    /// counts as failed. A panic fails the whole batch.
     ///
     /// ```
     /// use std::{sync::Arc, time::Duration};
@@ -293,9 +356,41 @@ impl<T: Clone + Send + 'static> ConsumerBuilder<T> {
         )
     }
 
+    /// Refuses settings the pool cannot work with; see each setting.
+    fn check(&self) -> io::Result<()> {
+        let invalid = |message: String| Err(io::Error::new(io::ErrorKind::InvalidInput, message));
+        if self.workers > MAX_WORKERS {
+            return invalid(format!(
+                "{} workers: at most {MAX_WORKERS} are allowed",
+                self.workers
+            ));
+        }
+        if self.visibility_timeout.is_zero() {
+            return invalid("a zero visibility timeout: every extension would release".into());
+        }
+        let queues = self.queue.max_receives();
+        if self.max_receives != queues {
+            return invalid(format!(
+                "max_receives {:?} is not the queue's dead-letter limit ({queues:?}): the \
+                 queue would deliver each last failure again at once",
+                self.max_receives
+            ));
+        }
+        Ok(())
+    }
+
     fn spawn(self, fetch: Fetch, handler: Box<Handler<T>>) -> io::Result<Consumer<T>> {
-        let heartbeat_after = (self.heartbeat > 0.0 && self.heartbeat < 1.0)
-            .then(|| self.visibility_timeout.mul_f64(self.heartbeat));
+        self.check()?;
+        // The first lease is the queue's, every extension the pool's: keep up with the shorter.
+        let lease = self.visibility_timeout.min(self.queue.visibility_timeout());
+        let heartbeat_after =
+            (self.heartbeat > 0.0 && self.heartbeat < 1.0).then(|| lease.mul_f64(self.heartbeat));
+        let capacity = self.queue.capacity();
+        let fetch = Fetch {
+            max: fetch.max.min(capacity),
+            chunk: fetch.chunk.min(capacity),
+            ..fetch
+        };
         let shared = Arc::new(Shared {
             queue: self.queue,
             handler,
@@ -320,6 +415,7 @@ impl<T: Clone + Send + 'static> ConsumerBuilder<T> {
         // From here on, dropping `consumer` (on a failed spawn) stops what was started.
         let consumer = Consumer {
             shared: shared.clone(),
+            stopped: AtomicBool::new(false),
         };
         for index in 0..self.workers {
             let worker = shared.clone();
@@ -351,20 +447,28 @@ impl<T: Clone + Send + 'static> ConsumerBuilder<T> {
 /// * failure (an `Err`, a panic, or a batch outcome missing) gives it back after an
 ///   exponential [`Backoff`] (by `change_visibility`), or at once when it has reached the
 ///   queue's dead-letter limit, so that the queue moves it to its dead-letter queue. A panic
-///   does not end the worker;
-/// * a *heartbeat* thread extends the leases a worker holds once they are older than a
+///   does not end the worker, and neither does a body's `Clone` or `Drop` panicking in a
+///   receive or a settlement (counted in [`ConsumerStats::body_panics`]);
+/// * a *heartbeat* thread extends the leases a worker holds, from their receive on (also
+///   while a batch gathers or a prefetched message waits), once they are older than a
 ///   fraction of the visibility timeout, so a slow handler keeps its message;
 /// * [`Consumer::stop`] stops receiving, lets running handlers finish within a deadline and
-///   releases whatever was received but not started.
+///   gives back whatever was received but not started, uncharged ([`Queue::hand_back`]).
 ///
-/// The pool takes the queue's visibility timeout and dead-letter limit from the queue; a test
+/// The pool takes the queue's visibility timeout and dead-letter limit from the queue (and
+/// refuses a dead-letter limit of its own that differs); a test
 /// that drives the queue with a [`ManualClock`] also gives it to the pool
 /// with [`ConsumerBuilder::clock`].
 ///
 /// Dropping a consumer stops it like [`Consumer::stop`] without a deadline: it waits for the
-/// running handlers.
+/// running handlers, unless [`Consumer::stop`] was called already (its deadline bounds the
+/// shutdown; the drop does not wait again). Called from one of the pool's own handlers (a
+/// handler that shuts its pool down), `stop` and the drop only stop receiving and return at
+/// once: the calling worker finishes its handler and exits like the others.
 pub struct Consumer<T> {
     shared: Arc<Shared<T>>,
+    /// Whether [`Consumer::stop`] was called, so that the drop does not wait again.
+    stopped: AtomicBool,
 }
 
 impl<T: Clone + Send + 'static> Consumer<T> {
@@ -390,26 +494,34 @@ impl<T> Consumer<T> {
         self.shared.counters.snapshot()
     }
 
-    /// Stops receiving, without waiting: each worker finishes the handler it runs, releases
-    /// what it received but did not start, and exits. Leases stay heartbeated until
-    /// [`Consumer::stop`].
+    /// Stops receiving, without waiting: each worker finishes the handler it runs, gives back
+    /// what it received but did not start ([`Queue::hand_back`]), and exits. Leases stay
+    /// heartbeated until [`Consumer::stop`] or until the last worker exits.
     pub fn stop_receiving(&self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
     }
 
     /// Stops the pool gracefully: stops receiving, waits up to `deadline` (wall-clock) for the
-    /// running handlers, releases anything received but not started, then stops the heartbeat.
+    /// running handlers, gives back anything received but not started, then stops the
+    /// heartbeat.
     ///
     /// Returns whether every worker finished in time. Handlers still running at the deadline
     /// are left to finish and settle on their own, but their leases are no longer extended: a
     /// handler that outlives its lease has its message delivered again elsewhere.
+    ///
+    /// Called from one of the pool's own handlers, it only stops receiving and returns `false`
+    /// at once (a worker cannot wait for itself to exit).
     pub fn stop(&self, deadline: Duration) -> bool {
+        self.stopped.store(true, Ordering::SeqCst);
         self.shutdown(Some(deadline))
     }
 
     fn shutdown(&self, deadline: Option<Duration>) -> bool {
         self.stop_receiving();
         let shared = &self.shared;
+        if shared.is_this_threads_pool() {
+            return false;
+        }
         let end = deadline.and_then(|deadline| Instant::now().checked_add(deadline));
         let mut lifecycle = shared.lifecycle();
         while lifecycle.live_workers > 0 {
@@ -436,7 +548,11 @@ impl<T> Consumer<T> {
 
 impl<T> Drop for Consumer<T> {
     fn drop(&mut self) {
-        self.shutdown(None);
+        if self.stopped.load(Ordering::SeqCst) {
+            self.stop_receiving();
+        } else {
+            self.shutdown(None);
+        }
     }
 }
 
@@ -481,8 +597,17 @@ struct Shared<T> {
 #[derive(Default)]
 struct Held {
     receipts: Vec<Receipt>,
-    /// When the oldest of `receipts` was received or last extended, on the pool's clock.
+    /// No later than the earliest time any of `receipts` was received or last extended, on
+    /// the pool's clock (see the module docs).
     renewed_at: Duration,
+}
+
+/// The most worker threads a pool may have.
+const MAX_WORKERS: usize = 4096;
+
+thread_local! {
+    /// The pool this thread is a worker of (the address of its `Shared`), or 0.
+    static WORKER_OF: Cell<usize> = const { Cell::new(0) };
 }
 
 struct Lifecycle {
@@ -522,6 +647,26 @@ impl<T> Shared<T> {
         self.stopping.load(Ordering::SeqCst)
     }
 
+    /// This pool's identity for [`WORKER_OF`].
+    fn address(&self) -> usize {
+        self as *const Self as *const () as usize
+    }
+
+    /// Whether the calling thread is one of this pool's workers.
+    fn is_this_threads_pool(&self) -> bool {
+        WORKER_OF.with(Cell::get) == self.address()
+    }
+
+    /// Runs `f`, catching a panic of a body's `Clone` or `Drop` outside the handler: counted,
+    /// and `None` returned, so the worker carries on.
+    fn survive<R>(&self, f: impl FnOnce() -> R) -> Option<R> {
+        let survived = catch_unwind(AssertUnwindSafe(f)).ok();
+        if survived.is_none() {
+            bump(&self.counters.body_panics);
+        }
+        survived
+    }
+
     /// The heartbeat thread: every so often, extends each worker's leases once the oldest is
     /// `after` old. Runs until the consumer stops.
     fn heartbeat(&self, after: Duration) {
@@ -558,6 +703,7 @@ impl<T> Shared<T> {
 impl<T: Clone> Shared<T> {
     /// One worker thread: receive, handle chunk by chunk, settle; on stop, release the rest.
     fn work(&self, index: usize) {
+        WORKER_OF.with(|pool| pool.set(self.address()));
         let _exit = WorkerExit(self);
         let mut received = Vec::with_capacity(self.fetch.max);
         let mut holding = Holding {
@@ -568,8 +714,7 @@ impl<T: Clone> Shared<T> {
         let mut outcomes = Vec::with_capacity(self.fetch.chunk);
         let mut random = XorShift::seeded(index);
         while !self.stopping() {
-            self.receive(&mut received);
-            holding.add(&mut received);
+            self.receive(&mut holding, &mut received);
             while !holding.leases.is_empty() && !self.stopping() {
                 let chunk = self.fetch.chunk.min(holding.leases.len());
                 let panic = catch_unwind(AssertUnwindSafe(|| {
@@ -587,33 +732,54 @@ impl<T: Clone> Shared<T> {
                         (None, None) => Err(Some("the handler gave no outcome".to_string())),
                         (Some(panic), _) => Err(Some(panic.clone())),
                     };
-                    self.settle(lease, outcome, panic.is_some(), &mut random);
+                    let panicked = panic.is_some();
+                    self.survive(|| self.settle(lease, outcome, panicked, &mut random));
                 }
             }
         }
-        // `holding` drops here and releases what was received but not started.
+        // `holding` drops here and gives back what was received but not started.
     }
 
-    /// Receives into `out`: long-polls for a first message, then gathers more for up to
-    /// `fetch.gather`, waking at least every `poll_wait` to notice a stop.
-    fn receive(&self, out: &mut Vec<Delivery<T>>) {
+    /// Receives into the empty `holding`: long-polls for a first message, then gathers more
+    /// for up to `fetch.gather`, waking at least every `poll_wait` to notice a stop.
+    fn receive(&self, holding: &mut Holding<'_, T>, received: &mut Vec<Delivery<T>>) {
         let max = self.fetch.max;
-        if self.queue.receive_batch(out, max, self.poll_wait) == 0 {
+        if self.receive_into(holding, received, max, self.poll_wait) == 0 {
             return;
         }
         // `None`: gathering for longer than `Instant` can count, in effect forever.
         let end = Instant::now().checked_add(self.fetch.gather);
-        while out.len() < max && !self.stopping() {
+        while holding.leases.len() < max && !self.stopping() {
             let left = end.map_or(Duration::MAX, |end| {
                 end.saturating_duration_since(Instant::now())
             });
             if left.is_zero() {
                 break;
             }
-            let wanted = max - out.len();
-            self.queue
-                .receive_batch(out, wanted, left.min(self.poll_wait));
+            let wanted = max - holding.leases.len();
+            self.receive_into(holding, received, wanted, left.min(self.poll_wait));
         }
+    }
+
+    /// One `receive_batch` of up to `max`, waiting up to `wait`, whose deliveries join
+    /// `holding` (and the heartbeat's set) at once, dated from before the call; returns how
+    /// many. A body's `Clone` panicking in it keeps what the call had received, and the worker
+    /// waits `poll_wait` before it receives again.
+    fn receive_into(
+        &self,
+        holding: &mut Holding<'_, T>,
+        received: &mut Vec<Delivery<T>>,
+        max: usize,
+        wait: Duration,
+    ) -> usize {
+        let since = self.clock.now();
+        let survived = self.survive(|| self.queue.receive_batch(received, max, wait));
+        let taken = received.len();
+        holding.add(received, since);
+        if survived.is_none() {
+            thread::sleep(self.poll_wait);
+        }
+        taken
     }
 
     /// Settles one lease by its handler's outcome.
@@ -686,8 +852,8 @@ fn panic_reason(payload: &(dyn Any + Send)) -> String {
 }
 
 /// A worker's unsettled leases, mirrored, in the same order, by its receipts in
-/// `Shared::held` for the heartbeat. Dropping it releases the leases that are left (received,
-/// not started), after taking them out of the heartbeat's sight.
+/// `Shared::held` for the heartbeat. Dropping it gives back the leases that are left
+/// (received, not started) unused, after taking them out of the heartbeat's sight.
 struct Holding<'a, T> {
     shared: &'a Shared<T>,
     index: usize,
@@ -695,15 +861,18 @@ struct Holding<'a, T> {
 }
 
 impl<'a, T> Holding<'a, T> {
-    /// Takes over `received`, emptying it.
-    fn add(&mut self, received: &mut Vec<Delivery<T>>) {
+    /// Takes over `received` (leased no earlier than `since`, on the pool's clock), emptying
+    /// it.
+    fn add(&mut self, received: &mut Vec<Delivery<T>>, since: Duration) {
         if received.is_empty() {
             return;
         }
         let mut held = lock(&self.shared.held[self.index]);
-        if held.receipts.is_empty() {
-            held.renewed_at = self.shared.clock.now();
-        }
+        held.renewed_at = if held.receipts.is_empty() {
+            since
+        } else {
+            held.renewed_at.min(since)
+        };
         held.receipts.extend(received.iter().map(Delivery::receipt));
         drop(held);
         let queue = &*self.shared.queue;
@@ -724,22 +893,28 @@ impl<'a, T> Holding<'a, T> {
 
 impl<T> Drop for Holding<'_, T> {
     fn drop(&mut self) {
-        lock(&self.shared.held[self.index]).receipts.clear();
-        let unstarted = self.leases.len() as u64;
-        self.shared
-            .counters
-            .released_unstarted
-            .fetch_add(unstarted, Ordering::Relaxed);
-        // The leases drop after this: each releases its message at once.
+        let shared = self.shared;
+        lock(&shared.held[self.index]).receipts.clear();
+        for lease in self.leases.drain(..) {
+            bump(&shared.counters.released_unstarted);
+            // A refusal means the lease is gone already (expired): nothing to give back.
+            shared.survive(|| lease.hand_back().ok());
+        }
     }
 }
 
-/// Counts a worker out when its thread ends, however it ends.
+/// Counts a worker out when its thread ends, however it ends; the last one out stops the
+/// heartbeat (which a stop from a worker thread leaves running).
 struct WorkerExit<'a, T>(&'a Shared<T>);
 
 impl<T> Drop for WorkerExit<'_, T> {
     fn drop(&mut self) {
-        self.0.lifecycle().live_workers -= 1;
+        let mut lifecycle = self.0.lifecycle();
+        lifecycle.live_workers -= 1;
+        if lifecycle.live_workers == 0 {
+            lifecycle.heartbeat_on = false;
+        }
+        drop(lifecycle);
         self.0.changed.notify_all();
     }
 }
@@ -754,6 +929,7 @@ struct Counters {
     extended: AtomicU64,
     released_unstarted: AtomicU64,
     lease_lost: AtomicU64,
+    body_panics: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -772,6 +948,7 @@ impl Counters {
             extended: read(&self.extended),
             released_unstarted: read(&self.released_unstarted),
             lease_lost: read(&self.lease_lost),
+            body_panics: read(&self.body_panics),
         }
     }
 }
@@ -825,6 +1002,20 @@ mod tests {
             ..backoff
         };
         assert_eq!(huge.delay(40), MAX_TIMEOUT);
+    }
+
+    #[test]
+    fn a_zero_base_never_waits() {
+        let zero = Backoff {
+            base: Duration::ZERO,
+            factor: 2.0,
+            cap: Duration::from_secs(60),
+            jitter: 0.0,
+        };
+        // 2^1999 overflows to infinity: 0 * infinity must not become the cap.
+        for failures in [1, 2, 2000, u32::MAX] {
+            assert_eq!(zero.delay(failures), Duration::ZERO, "failure {failures}");
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Lease guards: a delivery that settles itself if its holder does not.
 //!
 //! A [`Lease`] is a [`Delivery`] tied to the queue it came from. Settling consumes it
-//! ([`Lease::ack`], [`Lease::nack`], [`Lease::nack_after`]); dropping it unsettled releases the
+//! ([`Lease::ack`], [`Lease::nack`], [`Lease::nack_after`], or [`Lease::hand_back`] for work
+//! nobody started); dropping it unsettled releases the
 //! message at once, so a handler that returns early or panics does not leave its message stuck
 //! until the visibility deadline. Everything here is built on the public receipt API, which
 //! keeps working for callers who prefer to settle by [`Receipt`].
@@ -112,6 +113,13 @@ impl<'q, T> Lease<'q, T> {
     /// ```
     pub fn nack_with(self, nack: Nack) -> Result<(), ReceiptError> {
         self.settle(|queue, receipt| queue.nack(receipt, nack))
+    }
+
+    /// Gives back a message that no handler saw, as if it had not been received: visible
+    /// again at once with its receive count restored, never dead-lettered by this
+    /// ([`Queue::hand_back`]). Not a nack: a failed attempt should [`Lease::nack`].
+    pub fn hand_back(self) -> Result<(), ReceiptError> {
+        self.settle(Queue::hand_back)
     }
 
     /// Keeps the lease for `timeout` from now ([`Queue::change_visibility`]), longer or

@@ -40,6 +40,12 @@
 //! * **Dead-letter move racing delete**: the move happens only after a CAS out of `InFlight`
 //!   (by expiry or release), which a racing delete then loses. A full dead-letter queue gives
 //!   the body back; it is written back and the slot waits, `Delayed`, to retry.
+//! * **hand_back racing expiry, delete or release**: [`Queue::hand_back`] is one more CAS from
+//!   the exact `InFlight` word, so exactly one of them wins. Only the winner, now the slot's
+//!   owner, writes the receive count: a hand-back that lost never restores the count of a
+//!   lease that expired (whose redelivery must count that receive), and an expiry that lost
+//!   never sees the restored count. It never checks the dead-letter limit, so unused work is
+//!   never dead-lettered by it. Loom model `hand_back_races_expiry`.
 //! * **Lost wake-ups and close**: see [`crate::waiters`]; `close` sets the flag and wakes every
 //!   sleeper, and a sleeper checks the flag after registering.
 
@@ -558,6 +564,51 @@ impl<T> Queue<T> {
         }
         Ok(())
     }
+
+    // ---- hand_back: a lease given back unused (issue 9, item 2) ------------------------------
+
+    /// Gives back a delivery that *no handler saw*: the message is visible again at once with
+    /// its receive count restored, as if this receive had not happened, and the receipt is
+    /// spent. Use it for work fetched ahead (a prefetch, a gathered batch) that is returned
+    /// unstarted, for example by a worker pool that stops.
+    ///
+    /// This is not a nack: an attempt that failed must be [`Queue::release`]d or
+    /// [`Queue::nack`]ed, so that it counts towards the dead-letter limit. A hand-back never
+    /// moves the message to the dead-letter queue, even on what was its last allowed receive.
+    /// The message goes to the back of the visible messages, not to its old place. In
+    /// [`Stats`], the lease counts as ended in `released` and the delivery stays counted in
+    /// `received` (totals of what happened; only the message's own count is restored).
+    ///
+    /// Fails like [`Queue::release`] (and changes nothing) unless `receipt` is the current,
+    /// unexpired lease.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use visq::Queue;
+    /// let dlq: Arc<Queue<u8>> = Arc::new(Queue::builder().build().unwrap());
+    /// let q: Queue<u8> = Queue::builder().dead_letter(dlq.clone(), 1).build().unwrap();
+    /// q.send(1).unwrap();
+    /// let unstarted = q.try_receive().unwrap(); // its last receive before the dlq...
+    /// q.hand_back(unstarted.receipt()).unwrap(); // ...given back unused
+    /// assert_eq!(q.try_receive().unwrap().receive_count(), 1);
+    /// assert!(dlq.try_receive().is_none());
+    /// ```
+    pub fn hand_back(&self, receipt: Receipt) -> Result<(), ReceiptError> {
+        let ended = self.end_lease(receipt, |lease| lease.with(State::Ready, 0));
+        let (index, lease) = count_refusal(&self.counters.refused_receipts, ended)?;
+        bump(&self.counters.released);
+        let slot = &self.slots[index as usize];
+        // Our CAS out of `InFlight` made this thread the slot's owner, the only writer of the
+        // count; the receive being undone added one to it.
+        let received = slot.receive_count.load(Ordering::Relaxed);
+        slot.receive_count
+            .store(received.saturating_sub(1), Ordering::Relaxed);
+        let now = self.time.recent_nanos();
+        self.publish_ready(index, lease.with(State::Ready, 0), now, now);
+        Ok(())
+    }
+
+    // ---- end of hand_back ----------------------------------------------------------------
 
     /// Sets the lease's deadline to `timeout` from now, longer or shorter. A zero timeout is
     /// [`Queue::release`]. The receipt stays valid until the new deadline.

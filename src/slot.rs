@@ -12,7 +12,7 @@
 //! |------------|----------|----------------------------------------------------------------------|
 //! | `Free`     | empty    | the free ring, or the thread that popped it from there               |
 //! | `Ready`    | written  | the ready ring, or the thread that popped it, or the thread that made it ready and has not pushed it yet |
-//! | `InFlight` | written  | nobody: any thread may try a CAS out of it (delete, release, change_visibility with the receipt; expiry from the wheel) |
+//! | `InFlight` | written  | nobody: any thread may try a CAS out of it (delete, release, hand_back, change_visibility with the receipt; expiry from the wheel) |
 //! | `Delayed`  | written  | nobody: only the wheel's CAS to `Ready` leaves it                      |
 //!
 //! The *epoch* counts leases: a receive moves `Ready(e)` to `InFlight(e+1)` and hands out the
@@ -157,7 +157,7 @@ pub(crate) struct Slot<T> {
     pub(crate) deadline: AtomicU64,
     /// The message id (written by the sender).
     pub(crate) id: AtomicU64,
-    /// Deliveries so far (written by the owner).
+    /// Deliveries so far (written by the owner; a hand-back takes its delivery off again).
     pub(crate) receive_count: AtomicU32,
     /// Nanoseconds (queue time) at which the message last became ready; a lease starts no
     /// earlier than this.

@@ -8,7 +8,7 @@ use common::wait_until;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use visq::{Backoff, Consumer, ConsumerBuilder, Lease, ManualClock, Queue};
 
 const TICK: Duration = Duration::from_millis(1);
@@ -428,4 +428,396 @@ fn missing_outcomes_and_panics_fail_batch_messages() {
     let stats = consumer.stats();
     assert_eq!((stats.processed, stats.failed, stats.panicked), (1, 5, 3));
     assert_eq!(q.stats().deleted, 1);
+}
+
+/// A queue on `clock` whose messages go to a fresh dead-letter queue after `max_receives`.
+fn queue_with_dlq(clock: &ManualClock, max_receives: u32) -> (Arc<Queue<u32>>, Arc<Queue<u32>>) {
+    let dlq: Arc<Queue<u32>> = Arc::new(Queue::builder().clock(clock.clone()).build().unwrap());
+    let q = Queue::builder()
+        .capacity(1024)
+        .visibility_timeout(VISIBILITY)
+        .dead_letter(dlq.clone(), max_receives)
+        .tick(TICK)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    (Arc::new(q), dlq)
+}
+
+fn ok<T>(_: &T) -> Result<(), &'static str> {
+    Ok(())
+}
+
+fn invalid_input<T>(started: std::io::Result<Consumer<T>>) -> bool {
+    started.is_err_and(|e| e.kind() == std::io::ErrorKind::InvalidInput)
+}
+
+/// Asserts each of `q`'s messages is visible with receive count 1, as if never received.
+fn assert_all_unreceived(q: &Queue<u32>, messages: usize) {
+    for _ in 0..messages {
+        let d = q.try_receive().expect("given back, visible");
+        assert_eq!(d.receive_count(), 1, "the unused receive was charged");
+    }
+    assert!(q.try_receive().is_none());
+}
+
+#[test]
+fn stop_hands_prefetched_messages_back_without_charging_a_receive() {
+    let clock = ManualClock::new();
+    let (q, dlq) = queue_with_dlq(&clock, 1);
+    for n in 0..10 {
+        q.send(n).unwrap();
+    }
+    let gate = Arc::new(Gate::default());
+    let consumer = {
+        let gate = gate.clone();
+        pool(&q, &clock).prefetch(10).start(move |_: &u32| {
+            gate.pass();
+            Ok::<(), &str>(())
+        })
+    }
+    .unwrap();
+    wait_until("the first handler runs", || gate.entered() == 1);
+    assert_eq!(q.stats().in_flight, 10, "all ten prefetched");
+    consumer.stop_receiving();
+    gate.open();
+    assert!(consumer.stop(secs(10)));
+    let stats = consumer.stats();
+    assert_eq!((stats.processed, stats.released_unstarted), (1, 9));
+    assert_eq!(dlq.stats().sent, 0, "unstarted messages were dead-lettered");
+    assert_all_unreceived(&q, 9);
+}
+
+#[test]
+fn stop_hands_a_gathering_batch_back_without_charging_a_receive() {
+    let clock = ManualClock::new();
+    let (q, dlq) = queue_with_dlq(&clock, 1);
+    let consumer = pool(&q, &clock)
+        .start_batch(5, secs(30), |batch: &[Lease<'_, u32>]| {
+            vec![Ok::<(), &str>(()); batch.len()]
+        })
+        .unwrap();
+    q.send(1).unwrap();
+    wait_until("the batch is gathering", || q.stats().in_flight == 1);
+    assert!(consumer.stop(secs(10)));
+    assert_eq!(consumer.stats().released_unstarted, 1);
+    assert_eq!(
+        dlq.stats().sent,
+        0,
+        "the unstarted message was dead-lettered"
+    );
+    assert_all_unreceived(&q, 1);
+}
+
+#[test]
+fn a_batch_being_gathered_is_heartbeated_from_its_receive() {
+    let clock = ManualClock::new();
+    let q = queue(&clock);
+    let counts = Arc::new(Mutex::new(Vec::new()));
+    let consumer = {
+        let counts = counts.clone();
+        pool(&q, &clock)
+            .heartbeat(0.5)
+            .start_batch(2, secs(30), move |batch: &[Lease<'_, u32>]| {
+                let mut counts = counts.lock().unwrap();
+                counts.extend(batch.iter().map(|lease| lease.receive_count()));
+                vec![Ok::<(), &str>(()); batch.len()]
+            })
+            .unwrap()
+    };
+    q.send(0).unwrap();
+    wait_until("the batch is gathering", || q.stats().in_flight == 1);
+    clock.advance(secs(6)); // past half the timeout, still gathering
+    wait_until("the heartbeat extends the gathered lease", || {
+        consumer.stats().extended >= 1
+    });
+    clock.advance(secs(6)); // past the original deadline (10 s)
+    assert!(
+        q.try_receive().is_none(),
+        "the lease lapsed while gathering"
+    );
+    q.send(1).unwrap();
+    wait_until("the batch is handled", || consumer.stats().processed == 2);
+    assert!(consumer.stop(secs(10)));
+    assert_eq!(*counts.lock().unwrap(), [1, 1]);
+    assert_eq!((q.stats().expired, q.stats().deleted), (0, 2));
+}
+
+#[test]
+fn the_heartbeat_runs_on_the_queues_timeout_when_it_is_shorter() {
+    let clock = ManualClock::new();
+    let q = queue(&clock); // 10 s leases
+    let gate = Arc::new(Gate::default());
+    let consumer = {
+        let gate = gate.clone();
+        pool(&q, &clock)
+            .visibility_timeout(secs(60))
+            .heartbeat(0.5)
+            .start(move |_: &u32| {
+                gate.pass();
+                Ok::<(), &str>(())
+            })
+    }
+    .unwrap();
+    q.send(1).unwrap();
+    wait_until("the handler runs", || gate.entered() == 1);
+    clock.advance(secs(6)); // past half the queue's timeout, far from half the pool's
+    wait_until("the heartbeat extends the first lease", || {
+        consumer.stats().extended >= 1
+    });
+    clock.advance(secs(6));
+    assert!(q.try_receive().is_none(), "the queue's first lease lapsed");
+    gate.open();
+    wait_until("the handler finishes", || consumer.stats().processed == 1);
+    assert!(consumer.stop(secs(10)));
+    assert_eq!((q.stats().expired, q.stats().deleted), (0, 1));
+}
+
+#[test]
+fn a_zero_pool_visibility_timeout_is_refused() {
+    let clock = ManualClock::new();
+    let q = queue(&clock);
+    let zero = pool(&q, &clock).visibility_timeout(Duration::ZERO);
+    assert!(invalid_input(zero.start(ok)));
+}
+
+#[test]
+fn a_pool_dead_letter_limit_the_queue_does_not_share_is_refused() {
+    let clock = ManualClock::new();
+    let no_dlq = queue(&clock);
+    assert!(invalid_input(
+        pool(&no_dlq, &clock).max_receives(1).start(ok)
+    ));
+    let (q, _dlq) = queue_with_dlq(&clock, 3);
+    assert!(invalid_input(pool(&q, &clock).max_receives(2).start(ok)));
+    assert!(invalid_input(pool(&q, &clock).max_receives(4).start(ok)));
+    let same = pool(&q, &clock).max_receives(3).start(ok).unwrap();
+    assert!(same.stop(secs(10)));
+}
+
+#[test]
+fn huge_sizes_are_capped_and_absurd_worker_counts_refused() {
+    let clock = ManualClock::new();
+    let q = queue(&clock);
+    let prefetching = pool(&q, &clock).prefetch(usize::MAX).start(ok).unwrap();
+    for n in 0..3 {
+        q.send(n).unwrap();
+    }
+    wait_until("a huge prefetch handles them", || {
+        prefetching.stats().processed == 3
+    });
+    assert!(prefetching.stop(secs(10)));
+    let batching = pool(&q, &clock)
+        .start_batch(usize::MAX, Duration::ZERO, |batch: &[Lease<'_, u32>]| {
+            vec![Ok::<(), &str>(()); batch.len()]
+        })
+        .unwrap();
+    for n in 0..3 {
+        q.send(n).unwrap();
+    }
+    wait_until("a huge batch size handles them", || {
+        batching.stats().processed == 3
+    });
+    assert!(batching.stop(secs(10)));
+    assert!(invalid_input(
+        pool(&q, &clock).workers(usize::MAX).start(ok)
+    ));
+}
+
+#[test]
+fn drop_after_a_stop_that_gave_up_does_not_wait_again() {
+    let clock = ManualClock::new();
+    let q = queue(&clock);
+    let gate = Arc::new(Gate::default());
+    let consumer = {
+        let gate = gate.clone();
+        pool(&q, &clock).start(move |_: &u32| {
+            gate.pass();
+            Ok::<(), &str>(())
+        })
+    }
+    .unwrap();
+    q.send(1).unwrap();
+    wait_until("the handler runs", || gate.entered() == 1);
+    assert!(!consumer.stop(Duration::from_millis(20)));
+    let dropping = Instant::now();
+    drop(consumer);
+    assert!(
+        dropping.elapsed() < secs(5),
+        "the drop waited for the stuck handler"
+    );
+    gate.open();
+    wait_until("the late handler settles", || q.stats().deleted == 1);
+}
+
+/// A pool whose handler, on message 0, calls `on_pill` with the pool itself.
+fn pool_with_pill(
+    q: &Arc<Queue<u32>>,
+    clock: &ManualClock,
+    on_pill: impl Fn(&Mutex<Option<Consumer<u32>>>) + Send + Sync + 'static,
+) -> Arc<Mutex<Option<Consumer<u32>>>> {
+    let slot = Arc::new(Mutex::new(None));
+    let consumer = {
+        let slot = slot.clone();
+        pool(q, clock).workers(2).start(move |n: &u32| {
+            if *n == 0 {
+                on_pill(&slot);
+            }
+            Ok::<(), &str>(())
+        })
+    }
+    .unwrap();
+    *slot.lock().unwrap() = Some(consumer);
+    slot
+}
+
+#[test]
+fn dropping_the_consumer_from_its_own_handler_only_stops_receiving() {
+    let clock = ManualClock::new();
+    let q = queue(&clock);
+    let _slot = pool_with_pill(&q, &clock, |slot| drop(slot.lock().unwrap().take()));
+    q.send(0).unwrap();
+    wait_until("the pill is handled and deleted", || q.stats().deleted == 1);
+    // Every worker and the heartbeat end, letting go of the queue.
+    wait_until("the pool's threads end", || Arc::strong_count(&q) == 1);
+}
+
+#[test]
+fn stop_from_a_handler_returns_at_once() {
+    let clock = ManualClock::new();
+    let q = queue(&clock);
+    let took = Arc::new(Mutex::new(None));
+    let slot = {
+        let took = took.clone();
+        pool_with_pill(&q, &clock, move |slot| {
+            let started = Instant::now();
+            let finished = slot.lock().unwrap().as_ref().unwrap().stop(secs(10));
+            *took.lock().unwrap() = Some((finished, started.elapsed()));
+        })
+    };
+    q.send(0).unwrap();
+    wait_until("the pill is handled and deleted", || q.stats().deleted == 1);
+    let (finished, elapsed) = took.lock().unwrap().unwrap();
+    assert!(!finished, "the calling worker cannot have finished");
+    assert!(elapsed < secs(5), "stop waited for its own caller");
+    drop(slot.lock().unwrap().take());
+    wait_until("the pool's threads end", || Arc::strong_count(&q) == 1);
+}
+
+/// A body whose `Clone` or `Drop` panics once, for the value `fuse` names.
+#[derive(Debug)]
+struct Fragile {
+    value: u32,
+    fuse: Arc<Fuse>,
+}
+
+#[derive(Debug, Default)]
+struct Fuse {
+    clone_of: Option<u32>,
+    drop_of: Option<u32>,
+    blown: AtomicBool,
+}
+
+impl Fuse {
+    fn blows(&self, armed_for: Option<u32>, value: u32) -> bool {
+        armed_for == Some(value) && !self.blown.swap(true, Ordering::SeqCst)
+    }
+}
+
+impl Clone for Fragile {
+    fn clone(&self) -> Self {
+        if self.fuse.blows(self.fuse.clone_of, self.value) {
+            panic!("clone of {} (expected by the test)", self.value);
+        }
+        Self {
+            value: self.value,
+            fuse: self.fuse.clone(),
+        }
+    }
+}
+
+impl Drop for Fragile {
+    fn drop(&mut self) {
+        if self.fuse.blows(self.fuse.drop_of, self.value) {
+            panic!("drop of {} (expected by the test)", self.value);
+        }
+    }
+}
+
+fn fragile_queue(clock: &ManualClock, fuse: &Arc<Fuse>) -> Arc<Queue<Fragile>> {
+    let q = Queue::builder()
+        .visibility_timeout(VISIBILITY)
+        .tick(TICK)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let q = Arc::new(q);
+    for value in 0..3 {
+        let fuse = fuse.clone();
+        q.send(Fragile { value, fuse }).unwrap();
+    }
+    q
+}
+
+#[test]
+fn a_panicking_clone_in_a_receive_keeps_the_worker_and_what_it_received() {
+    let clock = ManualClock::new();
+    let fuse = Arc::new(Fuse {
+        clone_of: Some(1),
+        ..Fuse::default()
+    });
+    let q = fragile_queue(&clock, &fuse);
+    let handled = Arc::new(Mutex::new(Vec::new()));
+    let consumer = {
+        let handled = handled.clone();
+        Consumer::builder(q.clone())
+            .poll_wait(Duration::from_millis(5))
+            .clock(clock.clone())
+            .prefetch(3)
+            .start(move |body: &Fragile| {
+                handled.lock().unwrap().push(body.value);
+                Ok::<(), &str>(())
+            })
+            .unwrap()
+    };
+    wait_until("all three are handled", || consumer.stats().processed == 3);
+    assert!(consumer.stop(secs(10)));
+    let mut handled = handled.lock().unwrap().clone();
+    handled.sort_unstable();
+    assert_eq!(handled, [0, 1, 2]);
+    assert_eq!(consumer.stats().body_panics, 1);
+    let stats = q.stats();
+    assert_eq!((stats.deleted, stats.expired, stats.released), (3, 0, 0));
+}
+
+#[test]
+fn a_panicking_drop_in_a_delete_settles_the_rest_of_the_chunk() {
+    let clock = ManualClock::new();
+    let fuse = Arc::new(Fuse {
+        drop_of: Some(1),
+        ..Fuse::default()
+    });
+    let q = fragile_queue(&clock, &fuse);
+    let handled = Arc::new(AtomicUsize::new(0));
+    let consumer = {
+        let handled = handled.clone();
+        Consumer::builder(q.clone())
+            .poll_wait(Duration::from_millis(5))
+            .clock(clock.clone())
+            .start_batch(3, Duration::ZERO, move |batch: &[Lease<'_, Fragile>]| {
+                handled.fetch_add(batch.len(), Ordering::SeqCst);
+                vec![Ok::<(), &str>(()); batch.len()]
+            })
+            .unwrap()
+    };
+    wait_until("all three are deleted", || q.stats().deleted == 3);
+    assert!(consumer.stop(secs(10)));
+    assert_eq!(
+        handled.load(Ordering::SeqCst),
+        3,
+        "a message was handled twice"
+    );
+    assert_eq!(consumer.stats().body_panics, 1);
+    let stats = q.stats();
+    assert_eq!((stats.released, stats.ready, stats.in_flight), (0, 0, 0));
 }

@@ -200,3 +200,81 @@ fn a_refused_settlement_is_counted_once_and_not_retried() {
     let again = q.try_receive().unwrap();
     assert_eq!(again.receive_count(), 3);
 }
+
+/// A queue on `clock` whose messages go to `dlq` after their first receive.
+fn queue_with_one_receive(clock: &ManualClock, dlq: &Arc<Queue<u32>>) -> Queue<u32> {
+    Queue::builder()
+        .capacity(16)
+        .visibility_timeout(secs(10))
+        .tick(TICK)
+        .dead_letter(dlq.clone(), 1)
+        .clock(clock.clone())
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn hand_back_restores_the_receive_count_and_never_dead_letters() {
+    let clock = ManualClock::new();
+    let dlq: Arc<Queue<u32>> = Arc::new(Queue::builder().clock(clock.clone()).build().unwrap());
+    let q = queue_with_one_receive(&clock, &dlq);
+    q.send(1).unwrap();
+    let unused = q.try_receive().unwrap();
+    assert_eq!(unused.receive_count(), 1, "its last receive before the dlq");
+    q.hand_back(unused.receipt()).unwrap();
+    assert!(dlq.try_receive().is_none(), "a hand-back is no attempt");
+    // Visible at once, as if never received.
+    let again = q.try_receive().unwrap();
+    assert_eq!(again.receive_count(), 1);
+    // The spent receipt changes nothing; the lease ended like a release in the stats.
+    assert_eq!(q.hand_back(unused.receipt()), Err(ReceiptError::Stale));
+    assert_eq!(q.delete(unused.receipt()), Err(ReceiptError::Stale));
+    let stats = q.stats();
+    assert_eq!(
+        (
+            stats.received,
+            stats.released,
+            stats.in_flight,
+            stats.dead_lettered
+        ),
+        (2, 1, 1, 0)
+    );
+    // An ordinary release of the same message now does go to the dead-letter queue.
+    q.release(again.receipt()).unwrap();
+    assert_eq!(*dlq.try_receive().unwrap().body(), 1);
+}
+
+#[test]
+fn hand_back_refuses_expired_and_forged_receipts() {
+    let clock = ManualClock::new();
+    let q = queue(&clock);
+    q.send(1).unwrap();
+    let first = q.try_receive().unwrap();
+    clock.advance(secs(11));
+    assert_eq!(q.hand_back(first.receipt()), Err(ReceiptError::Expired));
+    let second = q.try_receive().unwrap();
+    assert_eq!(second.receive_count(), 2);
+    assert_eq!(q.hand_back(first.receipt()), Err(ReceiptError::Stale));
+    assert_eq!(
+        q.hand_back(visq::Receipt::from_u64(u64::MAX)),
+        Err(ReceiptError::Stale)
+    );
+    // The refusals left the current lease alone; handing it back undoes only the second
+    // receive, so the next one is the second again.
+    q.hand_back(second.receipt()).unwrap();
+    assert_eq!(q.try_receive().unwrap().receive_count(), 2);
+    assert_eq!(q.stats().refused_receipts, 3);
+}
+
+#[test]
+fn lease_hand_back_gives_unused_work_back_uncounted() {
+    let clock = ManualClock::new();
+    let dlq: Arc<Queue<u32>> = Arc::new(Queue::builder().clock(clock.clone()).build().unwrap());
+    let q = queue_with_one_receive(&clock, &dlq);
+    q.send(1).unwrap();
+    q.try_receive_lease().unwrap().hand_back().unwrap();
+    assert!(dlq.try_receive().is_none());
+    let lease = q.try_receive_lease().unwrap();
+    assert_eq!(lease.receive_count(), 1);
+    lease.ack().unwrap();
+}
