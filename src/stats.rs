@@ -44,7 +44,7 @@ pub struct Stats {
     pub received: u64,
     /// Leases ended by `delete` (total).
     pub deleted: u64,
-    /// Leases ended by `release`, `nack` or `change_visibility(.., 0)` (total).
+    /// Leases ended by `release`, `nack`, `change_visibility(.., 0)` or `hand_back` (total).
     pub released: u64,
     /// Leases ended by their deadline passing (total).
     pub expired: u64,

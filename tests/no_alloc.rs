@@ -55,6 +55,16 @@ fn each_operation_allocates_nothing() {
     assert!(no_alloc("try_receive on nothing visible", || q.try_receive()).is_none());
     assert!(no_alloc("receive(0)", || q.receive(Duration::ZERO)).is_none());
     no_alloc("delete", || q.delete(d.receipt()).unwrap());
+    q.send(0).unwrap();
+    let unused = q.try_receive().unwrap();
+    no_alloc("hand_back", || q.hand_back(unused.receipt()).unwrap());
+    let again = q.try_receive().unwrap();
+    assert_eq!(
+        again.receive_count(),
+        1,
+        "a hand-back restores the receive count"
+    );
+    q.delete(again.receipt()).unwrap();
     assert_eq!(
         no_alloc("stale delete", || q.delete(d.receipt())),
         Err(ReceiptError::Stale)
@@ -101,7 +111,7 @@ fn each_operation_allocates_nothing() {
     let stats = no_alloc("stats", || q.stats());
     assert_eq!(
         (stats.ready, stats.in_flight, stats.expired, stats.released),
-        (3, 1, 1, 2)
+        (3, 1, 1, 3), // released: the hand-back, the zero change_visibility, the release
     );
     assert_eq!(
         no_alloc("expired receipt", || q.delete(receipts[0])),
