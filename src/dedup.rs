@@ -53,10 +53,16 @@
 //!    return its id. Otherwise, a `RESERVED` or `SENDING` bucket with `k`'s fingerprint (an
 //!    in-flight send of `k`, or rarely of an id sharing its 24-bit fingerprint): wait for it to
 //!    change, then start again. Otherwise note the first reusable bucket (`FREE`, or `DONE`
-//!    and expired); if there is none, [`DedupSendError::TableFull`] (or `Closed`, if the
-//!    queue is closed).
+//!    and expired). If there is none but some bucket is in flight for another id
+//!    (`RESERVED`, `COLLIDED` or `SENDING`: it will become `FREE` or `DONE`), wait for it to
+//!    change and start again: a send in flight is not a live entry, and it may leave (a
+//!    duplicate, a lost race, a refused send). Only when every bucket holds a live entry, or
+//!    the wait for one in flight runs out of patience, [`DedupSendError::TableFull`] (or
+//!    `Closed`, if the queue is closed).
 //! 2. **Claim** it: CAS `meta` to `RESERVED(gen + 1, fp)`, then store `key`. A failed CAS
-//!    starts again.
+//!    means another claim or release of that bucket won: start again at once (no wait; the
+//!    other thread made progress, so this is lock-free, and a send never gives up with
+//!    `Contended` because of another id).
 //! 3. **Check** every other bucket of the window again, now that the claim is visible:
 //!    * a live `DONE` entry for `k` (an id sent meanwhile): leave, return its id;
 //!    * a `SENDING` bucket with `k`'s fingerprint, or a `RESERVED` one in a *lower bucket
@@ -67,9 +73,9 @@
 //!      safe).
 //! 4. **Commit**: CAS our bucket `RESERVED -> SENDING`. If it fails, a lower claim killed
 //!    ours (`COLLIDED`): store `FREE` and start again (step 1 then finds the killer and waits).
-//! 5. **Send**: `Queue::send` (or `send_delayed`). On success store `id` and
-//!    `expiry = now + window`, then `DONE`; on failure (`Full`, `Closed`) store `FREE`, so
-//!    that a retry can send, and hand the body back.
+//! 5. **Send**: `Queue::send` (or `send_delayed`). On success read the clock again, store
+//!    `id` and `expiry = (clock after the send) + window`, then `DONE`; on failure (`Full`,
+//!    `Closed`) store `FREE`, so that a retry can send, and hand the body back.
 //!
 //! **Why two senders of one id cannot both send.** Every `meta` access is `SeqCst`, and a
 //! `SeqCst` fence separates each claim from its check, so claims and checks fall in one total
@@ -106,10 +112,15 @@
 //! # Time
 //!
 //! `now` is read once per attempt from the builder's [`ManualClock`] if one was given (the
-//! queue's own clock is not exposed), else from [`Instant`]. An entry counts while
-//! `now < expiry`, so a resend exactly `window` after the original sends again. Expired entries
-//! are not cleared by anyone; they are simply reusable, by the next send whose window holds
-//! them.
+//! queue's own clock is not exposed), else from [`Instant`], and used to judge which entries
+//! are live. The expiry of a new entry is computed from a second reading taken *after*
+//! `Queue::send` returned, so the window counts from the send, not from the start of the
+//! attempt (which may be a long spin or a wheel run earlier). An entry counts while
+//! `now < expiry`, so a resend exactly `window` after the original sends again. Nanoseconds
+//! saturate at `u64::MAX`: an expiry that saturates is [`NEVER`] and counts forever, so that
+//! at a saturated clock (time cannot pass any further) ids are still deduplicated. Expired
+//! entries are not cleared by anyone; they are simply reusable, by the next send whose window
+//! holds them.
 
 use crate::sync::{fence, spin_loop, yield_now, AtomicU64, Ordering};
 use crate::{ManualClock, MessageId, Queue, SendError, MAX_TIMEOUT};
@@ -133,6 +144,9 @@ const DEFAULT_CONTENTION_WAIT: Duration = Duration::from_millis(10);
 
 /// Spinning rounds (1, 2, 4 ... 64 spin hints) before a waiter starts yielding.
 const SPIN_ROUNDS: u32 = 7;
+
+/// An expiry that never comes: `now + window` saturated (see "Time" in the module docs).
+const NEVER: u64 = u64::MAX;
 
 /// How often the check of step 3 re-reads one bucket that keeps changing before leaving.
 const RECHECKS: usize = 4;
@@ -244,9 +258,10 @@ pub enum DedupSendError<T> {
     Closed(T),
     /// The delay is longer than [`MAX_TIMEOUT`].
     DelayTooLong(T),
-    /// Every bucket the dedup id may use holds a live entry for another id: the table is too
-    /// small for the ids sent within one window (see [`DedupBuilder::capacity`]). Nothing was
-    /// sent; a retry succeeds once entries expire.
+    /// Every bucket the dedup id may use holds a live entry for another id (or a send of
+    /// another id that stayed in flight for longer than [`DedupBuilder::contention_wait`]):
+    /// the table is too small for the ids sent within one window (see
+    /// [`DedupBuilder::capacity`]). Nothing was sent; a retry succeeds once entries expire.
     TableFull(T),
     /// Another send of the same dedup id (or, rarely, of an id sharing its table
     /// neighbourhood and fingerprint) stayed in flight for longer than
@@ -397,7 +412,9 @@ impl<T> DedupBuilder<T> {
     /// ids, its send fails with [`DedupSendError::TableFull`]. With at most `capacity` live ids
     /// (a load of at most 1/4) that is very rare (uniform hashing puts it near 10^-9 per send);
     /// more ids than `capacity` make it more likely, never silent. With a capacity of 8 or
-    /// less, every id may use every bucket, so the table holds exactly its bucket count.
+    /// less, every id may use every bucket, so the table holds exactly its bucket count: a
+    /// send is refused with `TableFull` only when that many other ids are live, or are being
+    /// sent and stay in flight past [`DedupBuilder::contention_wait`].
     pub fn capacity(mut self, capacity: usize) -> Self {
         self.capacity = capacity;
         self
@@ -414,7 +431,9 @@ impl<T> DedupBuilder<T> {
     /// The longest a send waits, in wall-clock time, for another send of the same dedup id to
     /// finish before giving up with [`DedupSendError::Contended`]. Default: 10 ms. The wait
     /// spins briefly, then yields the thread; it only lasts long when the other sender's thread
-    /// is descheduled in the middle of its send. Zero gives up at the first conflict.
+    /// is descheduled in the middle of its send. The same wait applies when a full table has a
+    /// send of another id in flight (room may come when it finishes). Zero gives up at the
+    /// first conflict.
     pub fn contention_wait(mut self, wait: Duration) -> Self {
         self.contention_wait = wait;
         self
@@ -497,6 +516,13 @@ struct Entry {
     expiry: u64,
 }
 
+impl Entry {
+    /// Whether the entry still counts at `now`.
+    fn live(&self, now: u64) -> bool {
+        now < self.expiry || self.expiry == NEVER
+    }
+}
+
 /// What step 1 (look) found.
 enum Look {
     Duplicate(MessageId),
@@ -504,7 +530,9 @@ enum Look {
     Busy(usize, Meta),
     /// Claim bucket `.0` from `.1`.
     Reusable(usize, Meta),
-    Full,
+    /// No reusable bucket. `Some`: bucket `.0` is in flight for another id (it reads `.1`),
+    /// so room may come; `None`: every bucket holds a live entry.
+    Full(Option<(usize, Meta)>),
 }
 
 /// What step 3 (check) found.
@@ -551,6 +579,7 @@ impl Table {
     fn look(&self, key: u64, fp: u64, home: usize, now: u64) -> Look {
         let mut reusable = None;
         let mut busy = None;
+        let mut in_flight = None;
         for offset in 0..self.probe {
             let bucket = self.bucket(home, offset);
             let meta = self.load(bucket);
@@ -566,7 +595,7 @@ impl Table {
                     None => {
                         busy.get_or_insert((bucket, meta));
                     }
-                    Some(entry) if entry.expiry > now => {
+                    Some(entry) if entry.live(now) => {
                         if entry.key == key {
                             return Look::Duplicate(MessageId(entry.id));
                         }
@@ -575,15 +604,18 @@ impl Table {
                         reusable.get_or_insert((bucket, meta));
                     }
                 },
-                // COLLIDED (its owner frees it), other ids' claims, DONE when we have a
-                // reusable bucket already and the fingerprint differs.
-                _ => {}
+                // DONE when we have a reusable bucket already and the fingerprint differs.
+                DONE => {}
+                // COLLIDED (its owner frees it), other ids' claims and sends.
+                _ => {
+                    in_flight.get_or_insert((bucket, meta));
+                }
             }
         }
         match (busy, reusable) {
             (Some((bucket, meta)), _) => Look::Busy(bucket, meta),
             (None, Some((bucket, meta))) => Look::Reusable(bucket, meta),
-            (None, None) => Look::Full,
+            (None, None) => Look::Full(in_flight),
         }
     }
 
@@ -608,7 +640,7 @@ impl Table {
                         break;
                     }
                     DONE => match self.read(bucket, meta) {
-                        Some(entry) if entry.key == key && entry.expiry > now => {
+                        Some(entry) if entry.key == key && entry.live(now) => {
                             return Check::Duplicate(MessageId(entry.id));
                         }
                         Some(_) => {
@@ -838,7 +870,7 @@ impl<T> DedupQueue<T> {
             }
             self.table
                 .read(bucket, meta)
-                .filter(|entry| entry.key == dedup_id && entry.expiry > now)
+                .filter(|entry| entry.key == dedup_id && entry.live(now))
                 .map(|entry| MessageId(entry.id))
         })
     }
@@ -899,23 +931,25 @@ impl<T> DedupQueue<T> {
                     }
                     continue;
                 }
-                // A closed queue would refuse anyway: say so, it is the more useful answer.
-                Look::Full if self.queue.is_closed() => {
-                    bump(&self.counters.refused);
-                    return Err(DedupSendError::Closed(body));
-                }
-                Look::Full => {
+                Look::Full(in_flight) => {
+                    // Room may come: wait for the send in flight to finish.
+                    if in_flight.is_some_and(|(bucket, meta)| patience.wait(table, bucket, meta)) {
+                        continue;
+                    }
+                    // A closed queue would refuse anyway: say so, it is the more useful answer.
+                    if self.queue.is_closed() {
+                        bump(&self.counters.refused);
+                        return Err(DedupSendError::Closed(body));
+                    }
                     bump(&self.counters.table_full);
                     return Err(DedupSendError::TableFull(body));
                 }
                 Look::Reusable(bucket, meta) => (bucket, meta),
             };
-            // 2. Claim.
+            // 2. Claim. Losing the CAS means someone else's claim or release went through:
+            // look again at once.
             let mine = seen.claimed(fp);
             if table.cas(own, seen, mine).is_err() {
-                if !patience.pause() {
-                    break;
-                }
                 continue;
             }
             table.data[own].key.store(key, Ordering::Release);
@@ -960,9 +994,11 @@ impl<T> DedupQueue<T> {
                 Ok(id) => {
                     std::mem::forget(leave);
                     let data = &table.data[own];
+                    // The window counts from the send (see "Time" in the module docs).
+                    let sent = self.clock.nanos().max(now);
                     data.id.store(id.0, Ordering::Release);
                     data.expiry
-                        .store(now.saturating_add(self.window), Ordering::Release);
+                        .store(sent.saturating_add(self.window), Ordering::Release);
                     table.store(own, sending.with_state(DONE));
                     Ok(Sent::New(id))
                 }
@@ -1128,6 +1164,53 @@ mod tests {
             .table
             .cas(high, claim_high, claim_high.with_state(SENDING))
             .is_err());
+    }
+
+    /// Issue 9, item 16: a bucket in flight for another id is not a live entry. A table whose
+    /// other buckets are all live waited for nothing and answered `TableFull` at once; now it
+    /// waits (up to `contention_wait`) for the send in flight to leave, and takes its bucket.
+    #[test]
+    fn a_send_in_flight_for_another_id_is_waited_for_not_table_full() {
+        let (_, d) = dedup(1, Duration::from_secs(10));
+        assert_eq!(d.table.meta.len(), 4);
+        for key in 1..=3 {
+            d.send(key, key as u32).unwrap();
+        }
+        let free = (0..4).find(|&b| d.table.load(b).state() == FREE).unwrap();
+        // Another id's send is in flight in the last free bucket (a claim that will leave,
+        // as a duplicate or a refused send does).
+        let (other_fp, _) = d.place(99);
+        let claim = d.table.load(free).claimed(other_fp).with_state(SENDING);
+        d.table.store(free, claim);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                // Wall-clock time is the thing under test: the waiter must still be waiting.
+                std::thread::sleep(Duration::from_millis(20));
+                d.table.store(free, claim.freed());
+            });
+            assert!(matches!(d.send(4, 4), Ok(Sent::New(_))));
+        });
+        assert_eq!(d.stats().table_full, 0);
+        // With every bucket live, it is full at once; one that stays in flight past the wait
+        // makes it full too.
+        assert_eq!(d.send(5, 5), Err(DedupSendError::TableFull(5)));
+        let (_, d) = dedup(1, Duration::from_millis(1));
+        for key in 1..=3 {
+            d.send(key, key as u32).unwrap();
+        }
+        let free = (0..4).find(|&b| d.table.load(b).state() == FREE).unwrap();
+        d.table.store(
+            free,
+            d.table.load(free).claimed(other_fp).with_state(SENDING),
+        );
+        assert_eq!(d.send(4, 4), Err(DedupSendError::TableFull(4)));
+        assert_eq!(
+            d.stats(),
+            DedupStats {
+                table_full: 1,
+                ..DedupStats::default()
+            }
+        );
     }
 
     #[test]

@@ -11,7 +11,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-/// Names one request among its requester's; its reply carries the same id.
+/// Names one request; its reply carries the same id.
+///
+/// Ids are unique within the process (one counter for every [`Requester`]), so a reply that
+/// reaches the wrong requester (two requesters sharing a reply queue, say) matches none of its
+/// requests and is counted late, never delivered to the wrong request.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub struct CorrelationId(u64);
 
@@ -121,7 +125,9 @@ where
 /// [`PendingReply`]) is deleted and counted in [`Requester::late_replies`]; it never reaches
 /// another request.
 ///
-/// The requester must be the only receiver of its reply queue. Dropping it closes the reply
+/// The requester should be the only receiver of its reply queue: a reply taken by another
+/// receiver never reaches its request (another requester counts it late, since correlation
+/// ids are unique in the process), so its request times out. Dropping it closes the reply
 /// queue (responders replying afterwards get [`SendError::Closed`]) and ends the dispatcher.
 ///
 /// ```
@@ -154,10 +160,12 @@ pub struct Requester<Q, R> {
     dispatcher: Option<JoinHandle<()>>,
 }
 
+/// The next [`CorrelationId`], for every requester of the process alike.
+static NEXT_CORRELATION_ID: AtomicU64 = AtomicU64::new(0);
+
 /// The requests waiting for replies, and the count of replies nobody waited for.
 struct Waiting<R> {
     senders: Mutex<HashMap<CorrelationId, Sender<R>>>,
-    next_id: AtomicU64,
     late: AtomicU64,
 }
 
@@ -184,13 +192,21 @@ impl<R> Waiting<R> {
 impl<Q, R: Clone + Send + 'static> Requester<Q, R> {
     /// A requester that sends to `requests` and takes replies from `replies`, which it must
     /// be the only one to receive from. Starts the dispatcher thread.
+    ///
+    /// Fails with [`io::ErrorKind::InvalidInput`] if `replies` is closed (no reply could ever
+    /// come back), or with the error of spawning the thread.
     pub fn new(
         requests: Arc<Queue<Request<Q, R>>>,
         replies: Arc<Queue<Reply<R>>>,
     ) -> io::Result<Self> {
+        if replies.is_closed() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the reply queue is closed: no reply could come back",
+            ));
+        }
         let waiting = Arc::new(Waiting {
             senders: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(0),
             late: AtomicU64::new(0),
         });
         let dispatcher = {
@@ -231,7 +247,7 @@ impl<Q, R> Requester<Q, R> {
     /// Sends a request; wait for its reply with [`PendingReply::wait`]. Fails with the body
     /// when the request queue is full or closed.
     pub fn send(&self, body: Q) -> Result<PendingReply<'_, R>, SendError<Q>> {
-        let correlation_id = CorrelationId(self.waiting.next_id.fetch_add(1, Ordering::Relaxed));
+        let correlation_id = CorrelationId(NEXT_CORRELATION_ID.fetch_add(1, Ordering::Relaxed));
         let (sender, receiver) = mpsc::channel();
         // Registered before sending, so that even the fastest reply finds it.
         self.waiting.senders().insert(correlation_id, sender);

@@ -3,6 +3,7 @@
 use crate::{BuildError, Builder, Queue, SendError};
 use std::fmt;
 use std::ops::Deref;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -10,12 +11,24 @@ use std::sync::{Arc, PoisonError, RwLock};
 /// queue, which has its own capacity, visibility timeout and dead-letter settings.
 ///
 /// A subscription may filter: it gets only the messages its predicate accepts. A subscription
-/// that refuses a message (full or closed) never loses it silently: [`Topic::publish`] names
-/// every subscription that did not get it and hands the body back, and
-/// [`Topic::publish_to`] retries just those.
+/// that does not get a message (its queue is full or closed, or its filter or the body's
+/// `Clone` panicked) never loses it silently: [`Topic::publish`] names every subscription
+/// that got it and every one that did not, hands the body back, and [`Topic::publish_to`]
+/// retries just those that did not.
 ///
-/// Publishing takes a read lock on the subscription list (subscribing takes the write lock);
-/// the sends themselves are the queues' lock-free sends.
+/// # Publishing runs no caller code under a lock
+///
+/// The subscription list is an immutable snapshot (`Arc<[Route]>`) behind a lock that is held
+/// only to copy or swap that `Arc`: a publish takes the current snapshot and releases the lock
+/// before it runs any filter, clone or send; subscribing and unsubscribing build a new
+/// snapshot and swap it in. So a filter or a `Clone` may itself subscribe, unsubscribe or
+/// publish, and a panic in one poisons nothing. The price: a publish works on the
+/// subscriptions of the moment it started. One that started before an `unsubscribe` returned
+/// may still deliver to that subscription; one that starts after it never does.
+///
+/// A panic in a filter or in the body's `Clone` is caught and contained to its subscription:
+/// that subscription is named in [`PublishError::panicked`], the publish goes on with the
+/// others, and the panic's payload is dropped (the panic hook has reported it already).
 ///
 /// ```
 /// use visq::{Queue, Topic};
@@ -28,7 +41,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 /// assert_eq!(orders.publish(2000).unwrap(), 2);  // both
 /// let refused = orders.publish(3000).unwrap_err(); // `big` is full
 /// assert_eq!(refused.refused_ids(), vec![big.id()]);
-/// assert_eq!(refused.delivered, 1);
+/// assert_eq!(refused.delivered, vec![billing.id()]);
 ///
 /// assert_eq!(*billing.try_receive().unwrap().body(), 5);
 /// big.delete(big.try_receive().unwrap().receipt()).unwrap();
@@ -38,7 +51,8 @@ use std::sync::{Arc, PoisonError, RwLock};
 /// # Ok::<(), visq::BuildError>(())
 /// ```
 pub struct Topic<T> {
-    routes: RwLock<Vec<Route<T>>>,
+    /// The current snapshot of the subscriptions; the lock guards only the `Arc`.
+    routes: RwLock<Arc<[Route<T>]>>,
     next_id: AtomicU64,
 }
 
@@ -46,7 +60,18 @@ pub struct Topic<T> {
 struct Route<T> {
     id: SubscriptionId,
     queue: Arc<Queue<T>>,
-    filter: Option<Box<Filter<T>>>,
+    filter: Option<Arc<Filter<T>>>,
+}
+
+// Not derived: that would ask for `T: Clone`.
+impl<T> Clone for Route<T> {
+    fn clone(&self) -> Self {
+        Self {
+            id: self.id,
+            queue: self.queue.clone(),
+            filter: self.filter.clone(),
+        }
+    }
 }
 
 type Filter<T> = dyn Fn(&T) -> bool + Send + Sync;
@@ -120,20 +145,26 @@ impl<T> SubscriberQueue<T> for Arc<Queue<T>> {
     }
 }
 
-/// A message that some subscriptions did not get. The others did.
+/// A message that some subscriptions did not get. The others did: they are named in
+/// [`PublishError::delivered`].
 pub struct PublishError<T> {
     /// The body, back to the caller.
     pub body: T,
-    /// Each subscription that refused the message, and why (`Full` or `Closed`).
+    /// Each subscription whose queue refused the message, and why (`Full` or `Closed`).
     pub refused: Vec<(SubscriptionId, SendError<()>)>,
-    /// How many subscriptions got the message.
-    pub delivered: usize,
+    /// Each subscription whose filter, or the body's `Clone` for it, panicked: it did not get
+    /// the message.
+    pub panicked: Vec<SubscriptionId>,
+    /// The subscriptions that got the message, in subscription order.
+    pub delivered: Vec<SubscriptionId>,
 }
 
 impl<T> PublishError<T> {
-    /// The subscriptions that refused the message, for [`Topic::publish_to`].
+    /// The subscriptions that did not get the message (refused, then panicked), for
+    /// [`Topic::publish_to`].
     pub fn refused_ids(&self) -> Vec<SubscriptionId> {
-        self.refused.iter().map(|&(id, _)| id).collect()
+        let refused = self.refused.iter().map(|&(id, _)| id);
+        refused.chain(self.panicked.iter().copied()).collect()
     }
 
     /// The body that was not delivered everywhere.
@@ -146,6 +177,7 @@ impl<T> fmt::Debug for PublishError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PublishError")
             .field("refused", &self.refused)
+            .field("panicked", &self.panicked)
             .field("delivered", &self.delivered)
             .finish_non_exhaustive()
     }
@@ -155,9 +187,10 @@ impl<T> fmt::Display for PublishError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} subscription(s) refused the message ({} got it)",
+            "{} subscription(s) refused the message, {} panicked in its filter or clone ({} got it)",
             self.refused.len(),
-            self.delivered
+            self.panicked.len(),
+            self.delivered.len()
         )
     }
 }
@@ -174,7 +207,7 @@ impl<T> Topic<T> {
     /// A topic with no subscriptions.
     pub fn new() -> Self {
         Self {
-            routes: RwLock::new(Vec::new()),
+            routes: RwLock::new(Arc::new([])),
             next_id: AtomicU64::new(0),
         }
     }
@@ -191,31 +224,39 @@ impl<T> Topic<T> {
         queue: impl SubscriberQueue<T>,
         filter: impl Fn(&T) -> bool + Send + Sync + 'static,
     ) -> Result<Subscription<T>, BuildError> {
-        self.add(queue, Some(Box::new(filter)))
+        self.add(queue, Some(Arc::new(filter)))
     }
 
     fn add(
         &self,
         queue: impl SubscriberQueue<T>,
-        filter: Option<Box<Filter<T>>>,
+        filter: Option<Arc<Filter<T>>>,
     ) -> Result<Subscription<T>, BuildError> {
         let queue = queue.into_queue()?;
         let id = SubscriptionId(self.next_id.fetch_add(1, Ordering::Relaxed));
-        self.routes_mut().push(Route {
+        let route = Route {
             id,
             queue: queue.clone(),
             filter,
-        });
+        };
+        self.update(|routes| routes.iter().cloned().chain([route]).collect());
         Ok(Subscription { id, queue })
     }
 
-    /// Ends a subscription: it gets no more messages (its queue keeps what it holds).
+    /// Ends a subscription: publishes that start after this returns no longer deliver to it
+    /// (one already under way may still: see the type's docs); its queue keeps what it holds.
     /// Returns whether it was subscribed.
     pub fn unsubscribe(&self, id: SubscriptionId) -> bool {
-        let mut routes = self.routes_mut();
-        let before = routes.len();
-        routes.retain(|route| route.id != id);
-        routes.len() < before
+        let mut found = false;
+        self.update(|routes| {
+            found = routes.iter().any(|route| route.id == id);
+            routes
+                .iter()
+                .filter(|route| route.id != id)
+                .cloned()
+                .collect()
+        });
+        found
     }
 
     /// How many subscriptions the topic has.
@@ -223,19 +264,26 @@ impl<T> Topic<T> {
         self.routes().len()
     }
 
-    fn routes(&self) -> std::sync::RwLockReadGuard<'_, Vec<Route<T>>> {
-        self.routes.read().unwrap_or_else(PoisonError::into_inner)
+    /// The current snapshot; the lock is released before this returns.
+    fn routes(&self) -> Arc<[Route<T>]> {
+        self.routes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
-    fn routes_mut(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Route<T>>> {
-        self.routes.write().unwrap_or_else(PoisonError::into_inner)
+    /// Swaps in the snapshot `change` makes from the current one. Runs no caller code under
+    /// the lock (`change` only copies routes), so it cannot deadlock with a filter or clone.
+    fn update(&self, change: impl FnOnce(&[Route<T>]) -> Arc<[Route<T>]>) {
+        let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
+        *routes = change(&routes);
     }
 }
 
 impl<T: Clone> Topic<T> {
     /// Sends a clone of `body` to every subscription whose filter accepts it. Returns how many
-    /// got it, or, if any refused it, a [`PublishError`] with the body, the refusals and the
-    /// count of those that got it.
+    /// got it, or, if any did not (its queue refused, or its filter or the clone panicked), a
+    /// [`PublishError`] with the body, those that did not get it and those that did.
     pub fn publish(&self, body: T) -> Result<usize, PublishError<T>> {
         self.deliver(body, |_| true)
     }
@@ -251,23 +299,32 @@ impl<T: Clone> Topic<T> {
         body: T,
         chosen: impl Fn(SubscriptionId) -> bool,
     ) -> Result<usize, PublishError<T>> {
-        let mut delivered = 0;
+        let mut delivered = Vec::new();
         let mut refused = Vec::new();
-        for route in self.routes().iter() {
-            if !chosen(route.id) || route.filter.as_ref().is_some_and(|accepts| !accepts(&body)) {
-                continue;
-            }
-            match route.queue.send(body.clone()) {
-                Ok(_) => delivered += 1,
-                Err(error) => refused.push((route.id, error.map(drop))),
+        let mut panicked = Vec::new();
+        for route in self.routes().iter().filter(|route| chosen(route.id)) {
+            // Caller code (filter, clone) may panic: contain it to this subscription. Nothing
+            // of ours is left half-done by an unwind here: no lock is held, nothing is sent.
+            let copy = panic::catch_unwind(AssertUnwindSafe(|| {
+                let accepted = route.filter.as_ref().map_or(true, |accepts| accepts(&body));
+                accepted.then(|| body.clone())
+            }));
+            match copy {
+                Ok(None) => {}
+                Ok(Some(copy)) => match route.queue.send(copy) {
+                    Ok(_) => delivered.push(route.id),
+                    Err(error) => refused.push((route.id, error.map(drop))),
+                },
+                Err(_payload) => panicked.push(route.id),
             }
         }
-        if refused.is_empty() {
-            Ok(delivered)
+        if refused.is_empty() && panicked.is_empty() {
+            Ok(delivered.len())
         } else {
             Err(PublishError {
                 body,
                 refused,
+                panicked,
                 delivered,
             })
         }

@@ -3,13 +3,13 @@
 //! back and records nothing; racing sends of one id send exactly one message.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
 use visq::{
-    dedup_hash, DedupBuildError, DedupQueue, DedupSendError, ManualClock, MessageId, Queue, Sent,
-    MAX_TIMEOUT,
+    dedup_hash, DedupBuildError, DedupQueue, DedupSendError, DedupStats, ManualClock, MessageId,
+    Queue, Sent, MAX_TIMEOUT,
 };
 
 fn secs(n: u64) -> Duration {
@@ -371,4 +371,137 @@ fn racing_sends_into_a_full_queue_never_send_an_id_twice() {
     assert_eq!(received, (0..IDS).collect::<Vec<_>>());
     assert_eq!(d.queue().stats().sent, IDS);
     assert_eq!(d.stats().refused, full);
+}
+
+/// Issue 9, item 16: at a saturated `ManualClock` the entry's expiry saturated to `now`, so it
+/// never counted and nothing was deduplicated. An expiry that saturates now counts forever
+/// (time cannot pass any further).
+#[test]
+fn at_a_saturated_clock_ids_are_still_deduplicated() {
+    let (clock, d) = setup::<u32>(8, 8);
+    clock.advance(Duration::MAX);
+    let first = d.send(1, 10).unwrap();
+    assert!(matches!(first, Sent::New(_)));
+    assert_eq!(d.send(1, 11).unwrap(), Sent::Duplicate(first.id()));
+    assert_eq!(d.lookup(1), Some(first.id()));
+    clock.advance(secs(3600));
+    assert_eq!(d.send(1, 12).unwrap(), Sent::Duplicate(first.id()));
+    assert_eq!(d.queue().stats().sent, 1);
+}
+
+/// Issue 9, item 16: the entry's expiry was computed from the clock reading taken at the start
+/// of the attempt, so the window came out short by however long the send took. Here another
+/// thread runs the clock while each send goes through, then stops; the entry must count for
+/// a full window after the queue's own reading of the send (`Stats::oldest_ready_age`).
+#[test]
+fn the_window_counts_from_the_send_not_from_before_it() {
+    const SENDS: u64 = 500;
+    // The advancer's states, set by the test thread (RUN, PAUSE, QUIT) and by it (PAUSED).
+    const RUN: u8 = 0;
+    const PAUSE: u8 = 1;
+    const PAUSED: u8 = 2;
+    const QUIT: u8 = 3;
+    let (clock, d) = setup::<u64>(8, 8);
+    let window = d.window();
+    let state = AtomicU8::new(PAUSED);
+    let pause = || {
+        state.store(PAUSE, Ordering::SeqCst);
+        while state.load(Ordering::SeqCst) != PAUSED {
+            thread::yield_now();
+        }
+    };
+    thread::scope(|scope| {
+        scope.spawn(|| loop {
+            match state.load(Ordering::SeqCst) {
+                RUN => clock.advance(Duration::from_nanos(100)),
+                PAUSE => state.store(PAUSED, Ordering::SeqCst),
+                QUIT => break,
+                _ => thread::yield_now(),
+            }
+        });
+        // Ends the advancer however the loop ends (a failed assertion included).
+        let _quit = OnDrop(|| state.store(QUIT, Ordering::SeqCst));
+        for key in 0..SENDS {
+            // Send only once the clock is seen running.
+            let before = clock.now();
+            state.store(RUN, Ordering::SeqCst);
+            while clock.now() == before {
+                thread::yield_now();
+            }
+            let sent = d.send(key, key).unwrap();
+            pause();
+            // With the clock still, the queue's reading of the send is exactly now - age.
+            let sent_at = clock.now() - d.queue().stats().oldest_ready_age.unwrap();
+            let delivery = d.queue().try_receive().unwrap();
+            d.queue().delete(delivery.receipt()).unwrap();
+            // A nanosecond before `sent_at + window` the entry still counts.
+            clock.advance(sent_at + window - Duration::from_nanos(1) - clock.now());
+            assert_eq!(
+                d.lookup(key),
+                Some(sent.id()),
+                "send {key}: the window came out short"
+            );
+            clock.advance(window);
+        }
+    });
+}
+
+/// Runs its closure when dropped.
+struct OnDrop<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)()
+    }
+}
+
+/// Issue 9, item 16: a send that lost the race for a free bucket to a send of *another* id
+/// counted that as contention, so with `contention_wait(ZERO)` it gave up with `Contended`,
+/// which the docs reserve for racing sends of the same id. Distinct ids that fit the table
+/// (here 32 ids, 32 buckets, every id may use every bucket) must all go through. (No two ids
+/// of a round share a fingerprint, checked offline, so none has reason to wait for another.)
+#[test]
+fn distinct_ids_that_fit_never_get_contended_or_table_full() {
+    const THREADS: usize = 4;
+    const EACH: u64 = 8;
+    const ROUNDS: u64 = 300;
+    let clock = ManualClock::new();
+    let queue = Arc::new(
+        Queue::builder()
+            .capacity(THREADS * EACH as usize)
+            .clock(clock.clone())
+            .build()
+            .unwrap(),
+    );
+    let d = DedupQueue::builder(queue)
+        .capacity(EACH as usize)
+        .window(secs(60))
+        .contention_wait(Duration::ZERO)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let barrier = Barrier::new(THREADS);
+    for round in 0..ROUNDS {
+        thread::scope(|scope| {
+            for t in 0..THREADS as u64 {
+                let (d, barrier) = (&d, &barrier);
+                scope.spawn(move || {
+                    barrier.wait();
+                    for n in 0..EACH {
+                        let key = (round * THREADS as u64 + t) * EACH + n;
+                        match d.send(key, key) {
+                            Ok(Sent::New(_)) => {}
+                            other => panic!("round {round}, id {key}: {other:?}"),
+                        }
+                    }
+                });
+            }
+        });
+        for _ in 0..THREADS as u64 * EACH {
+            let delivery = d.queue().try_receive().unwrap();
+            d.queue().delete(delivery.receipt()).unwrap();
+        }
+        clock.advance(secs(60));
+    }
+    assert_eq!(d.stats(), DedupStats::default());
 }

@@ -152,3 +152,58 @@ fn a_requester_gone_settles_its_requests_without_a_reply() {
     let serve = responder(|n: &u64| n * 2);
     assert_eq!(serve(lease.body()), Ok(()));
 }
+
+/// Issue 9, item 14: a requester on a closed reply queue could never get a reply (every
+/// request timed out while responders, seeing `Closed`, deleted the requests).
+#[test]
+fn a_closed_reply_queue_is_refused() {
+    let (requests, replies) = queues(16);
+    replies.close();
+    let refused = Requester::new(requests, replies).unwrap_err();
+    assert_eq!(refused.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(refused.to_string().contains("closed"), "{refused}");
+}
+
+/// Issue 9, item 14: two requesters sharing one reply queue both numbered their requests from
+/// 0, so a reply that the other requester's dispatcher took was delivered to the wrong
+/// request. Now a misrouted reply matches nothing there and is counted late.
+#[test]
+fn requesters_sharing_a_reply_queue_never_get_each_others_replies() {
+    const EACH: u64 = 50;
+    let (requests, replies) = queues(4 * EACH as usize);
+    let a = Requester::new(requests.clone(), replies.clone()).unwrap();
+    let b = Requester::new(requests.clone(), replies).unwrap();
+    // Bodies name their requester: a's are 0.., b's 1000..; the reply is the body itself.
+    // The order alternates (b0 a0 a1 b1 b2 a2 ...), so that whichever dispatcher takes a
+    // reply, it often finds its own request of the same number still waiting.
+    let mut pending = Vec::new();
+    for n in 0..EACH {
+        let order = if n % 2 == 0 {
+            [(&b, 1000 + n), (&a, n)]
+        } else {
+            [(&a, n), (&b, 1000 + n)]
+        };
+        for (requester, body) in order {
+            pending.push((body, requester.send(body).unwrap()));
+        }
+    }
+    for _ in 0..2 * EACH {
+        serve_one(&requests, |n| n);
+    }
+    // Every reply is routed by one of the two dispatchers, delivered or counted late.
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    let mut delivered = 0;
+    for (body, reply) in pending {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if let Ok(reply) = reply.wait(left) {
+            assert_eq!(reply, body, "a reply reached another requester's request");
+            delivered += 1;
+        }
+    }
+    let late = a.late_replies() + b.late_replies();
+    assert_eq!(
+        delivered + late,
+        2 * EACH,
+        "delivered {delivered}, late {late}"
+    );
+}

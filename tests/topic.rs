@@ -1,6 +1,8 @@
 //! Pub/sub: fan-out to per-subscription queues, filters, and refusals that hand the body back.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Weak};
 use std::thread;
 use std::time::Duration;
 use visq::{BuildError, ManualClock, Queue, SendError, Topic};
@@ -67,7 +69,8 @@ fn a_full_subscription_is_named_and_the_body_comes_back() {
 
     let refused = topic.publish("second".to_string()).unwrap_err();
     assert_eq!(refused.refused, [(tiny.id(), SendError::Full(()))]);
-    assert_eq!(refused.delivered, 1);
+    assert_eq!(refused.delivered, [roomy.id()]);
+    assert!(refused.panicked.is_empty());
     assert_eq!(refused.body, "second");
     assert_eq!(roomy.stats().ready, 2);
 
@@ -87,7 +90,8 @@ fn a_closed_subscription_is_named() {
     closed.close();
     let refused = topic.publish(1).unwrap_err();
     assert_eq!(refused.refused, [(closed.id(), SendError::Closed(()))]);
-    assert_eq!((refused.delivered, refused.body), (0, 1));
+    assert!(refused.delivered.is_empty());
+    assert_eq!(refused.body, 1);
 }
 
 #[test]
@@ -158,4 +162,110 @@ fn concurrent_publishers_reach_every_subscription() {
     for sub in &subs {
         assert_eq!(sub.stats().ready, 4000);
     }
+}
+
+/// A body whose `Clone` panics while `refuse` is set.
+#[derive(Debug)]
+struct Fragile {
+    value: u32,
+    refuse: Arc<AtomicBool>,
+}
+
+impl Clone for Fragile {
+    fn clone(&self) -> Self {
+        assert!(
+            !self.refuse.swap(false, Ordering::SeqCst),
+            "clone refused (expected by the test)"
+        );
+        Self {
+            value: self.value,
+            refuse: self.refuse.clone(),
+        }
+    }
+}
+
+/// Issue 9, item 8: a `Clone` that panicked part-way through a fan-out escaped `publish`,
+/// leaving some subscriptions with the message and no word of which.
+#[test]
+fn a_panicking_clone_is_named_and_the_others_still_get_it() {
+    let topic: Topic<Fragile> = Topic::new();
+    let first = topic.subscribe(Queue::builder()).unwrap();
+    let refuse = Arc::new(AtomicBool::new(false));
+    // The second subscription's filter arms the panic for its own clone, once.
+    let (arm, once) = (refuse.clone(), AtomicBool::new(true));
+    let second = topic
+        .subscribe_filtered(Queue::builder(), move |_| {
+            arm.store(once.swap(false, Ordering::SeqCst), Ordering::SeqCst);
+            true
+        })
+        .unwrap();
+    let third = topic.subscribe(Queue::builder()).unwrap();
+
+    let body = Fragile { value: 7, refuse };
+    let error = topic.publish(body).unwrap_err();
+    assert_eq!(error.delivered, [first.id(), third.id()]);
+    assert_eq!(error.panicked, [second.id()]);
+    assert!(error.refused.is_empty());
+    assert!(error.to_string().contains("1 panicked"), "{error}");
+    assert_eq!(first.try_receive().unwrap().body().value, 7);
+    assert_eq!(third.try_receive().unwrap().body().value, 7);
+    assert!(second.try_receive().is_none());
+
+    // The retry reaches only the one that missed it.
+    let ids = error.refused_ids();
+    assert_eq!(ids, [second.id()]);
+    assert_eq!(topic.publish_to(&ids, error.body).unwrap(), 1);
+    assert_eq!(second.try_receive().unwrap().body().value, 7);
+    assert_eq!((first.stats().ready, third.stats().ready), (0, 0));
+
+    // A panicking filter is contained the same way, and the topic still works afterwards.
+    let touchy = topic
+        .subscribe_filtered(Queue::builder(), |_: &Fragile| panic!("filter refused"))
+        .unwrap();
+    let refuse = Arc::new(AtomicBool::new(false));
+    let error = topic.publish(Fragile { value: 8, refuse }).unwrap_err();
+    assert_eq!(error.panicked, [touchy.id()]);
+    assert_eq!(error.delivered, [first.id(), second.id(), third.id()]);
+    assert!(topic.unsubscribe(touchy.id()));
+    assert_eq!(topic.publish(error.body).unwrap(), 3);
+}
+
+/// Runs `work` on a thread and fails (instead of hanging) if it does not finish in time.
+fn finishes_within<R: Send + 'static>(
+    limit: Duration,
+    work: impl FnOnce() -> R + Send + 'static,
+) -> R {
+    let (done, result) = mpsc::channel();
+    thread::spawn(move || done.send(work()).unwrap());
+    result
+        .recv_timeout(limit)
+        .expect("deadlocked: it did not finish in time")
+}
+
+/// Issue 9, item 8: filters (and clones) ran under the subscription list's read lock, so a
+/// filter that subscribed or unsubscribed deadlocked on the write lock.
+#[test]
+fn a_filter_may_subscribe_and_unsubscribe() {
+    let topic: Arc<Topic<u32>> = Arc::new(Topic::new());
+    let added = Arc::new(AtomicUsize::new(0));
+    let weak: Weak<Topic<u32>> = Arc::downgrade(&topic);
+    let counter = added.clone();
+    let watcher = topic
+        .subscribe_filtered(Queue::builder(), move |n| {
+            // Each message asks for a new subscription and drops the one made for the last.
+            let topic = weak.upgrade().unwrap();
+            let sub = topic.subscribe(Queue::builder()).unwrap();
+            counter.fetch_add(1, Ordering::SeqCst);
+            assert!(topic.unsubscribe(sub.id()));
+            *n > 0
+        })
+        .unwrap();
+    let publisher = topic.clone();
+    let sent = finishes_within(Duration::from_secs(10), move || {
+        (0..3).map(|n| publisher.publish(n).unwrap()).sum::<usize>()
+    });
+    assert_eq!(sent, 2);
+    assert_eq!(added.load(Ordering::SeqCst), 3);
+    assert_eq!(watcher.stats().ready, 2);
+    assert_eq!(topic.subscriptions(), 1);
 }
