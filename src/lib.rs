@@ -44,48 +44,47 @@
 //!
 //! # How it works
 //!
-//! The algorithm, its states and who may write what are documented module by module:
-//! the slot lifecycle word and body ownership (`slot`), the rings of slot indices (`ring`), the
-//! timing wheel (`wheel`), parking (`waiters`) and the races between operations (`queue`).
-//! Build the docs with `--document-private-items` to read them.
+//! The crate has three layers, one folder each, and each uses only the ones below it:
+//!
+//! * `core/`: the lock-free core: the queue and what it is made of (slots, rings, timing
+//!   wheel, waiters, clock, the loom-swappable `sync` door), with the records and counters kept
+//!   beside the slots (death records, stats, latency histograms).
+//! * `patterns/`: lease guard, worker pool, pub/sub, request-reply, deduplication, built on
+//!   the core's public API.
+//! * `backend/`: the place for the backend trait and the broker adapters.
+//!
+//! The algorithm, its states and who may write what are documented module by module (the
+//! slot lifecycle word and body ownership in `core::slot`, the rings in `core::ring`, the
+//! timing wheel in `core::wheel`, parking in `core::waiters`, the races between operations in
+//! `core::queue`); each folder's `mod.rs` says what lives there and what it may use. Build the
+//! docs with `--document-private-items` to read them.
 #![warn(missing_docs, unsafe_op_in_unsafe_fn, rust_2018_idioms)]
 
-mod builder;
-mod clock;
-mod consumer;
-mod dead_letter;
-mod dedup;
-mod error;
-mod lease;
-mod message;
-mod metrics;
-mod queue;
-mod request_reply;
-mod ring;
-mod slot;
-mod stats;
-mod sync;
-mod topic;
-mod waiters;
-mod wheel;
+// The layers, bottom up: each may use those before it, never those after.
+mod backend;
+mod core;
+mod patterns;
 
-pub use builder::Builder;
-pub use clock::ManualClock;
-pub use consumer::{Backoff, Consumer, ConsumerBuilder, ConsumerStats};
-pub use dead_letter::{DeadLetter, DeathCause, Nack, QueueId, Redriven};
-pub use dedup::{
+pub use crate::core::builder::Builder;
+pub use crate::core::clock::ManualClock;
+pub use crate::core::dead_letters::{DeadLetter, Redriven};
+pub use crate::core::deaths::{DeathCause, Nack, QueueId};
+pub use crate::core::error::{BuildError, ReceiptError, SendError};
+pub use crate::core::message::{Delivery, MessageId, Receipt};
+pub use crate::core::metrics::{Latencies, Latency};
+pub use crate::core::queue::Queue;
+pub use crate::core::stats::{Rates, Stats};
+pub use crate::patterns::consumer::{Backoff, Consumer, ConsumerBuilder, ConsumerStats};
+pub use crate::patterns::dedup::{
     dedup_hash, DedupBuildError, DedupBuilder, DedupQueue, DedupSendError, DedupStats, Sent,
 };
-pub use error::{BuildError, ReceiptError, SendError};
-pub use lease::Lease;
-pub use message::{Delivery, MessageId, Receipt};
-pub use metrics::{Latencies, Latency};
-pub use queue::Queue;
-pub use request_reply::{
+pub use crate::patterns::lease::Lease;
+pub use crate::patterns::request_reply::{
     responder, CorrelationId, PendingReply, Reply, Request, RequestError, Requester, TimedOut,
 };
-pub use stats::{Rates, Stats};
-pub use topic::{PublishError, SubscriberQueue, Subscription, SubscriptionId, Topic};
+pub use crate::patterns::topic::{
+    PublishError, SubscriberQueue, Subscription, SubscriptionId, Topic,
+};
 
 use std::time::Duration;
 
@@ -94,7 +93,7 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(12 * 60 * 60);
 
 /// The largest capacity a queue can be built with (2^28 messages): receipts name the slot in
 /// 28 bits.
-pub const MAX_CAPACITY: usize = 1 << message::SLOT_BITS;
+pub const MAX_CAPACITY: usize = 1 << crate::core::message::SLOT_BITS;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

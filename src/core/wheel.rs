@@ -41,9 +41,9 @@
 //! new deadline, or the operation reads `NEVER` and notifies (Dekker's pattern, both sides
 //! `SeqCst`). The inbox owner clears `pending` before reading the deadline, for the same reason.
 
-use crate::error::{try_boxed_slice, OutOfMemory};
-use crate::ring::IndexRing;
-use crate::sync::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
+use crate::core::error::{try_boxed_slice, OutOfMemory};
+use crate::core::ring::IndexRing;
+use crate::core::sync::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 use crossbeam_utils::CachePadded;
 
 /// "No tick": not filed, or no deadline pending.

@@ -7,7 +7,7 @@
 //! then 128 buckets per power of two, so a bucket is at most 1/128 of its value wide, under 1%).
 //! Recording is one `fetch_add` on one bucket; nothing is allocated or locked. The send time of
 //! each held message lives in `sent_at`, one word per slot, written by the sender while it owns
-//! the slot and read by whoever owns it later (the slot's owner rules, see [`crate::slot`]).
+//! the slot and read by whoever owns it later (the slot's owner rules, see [`crate::core::slot`]).
 //!
 //! For a sampled message `send` reads the exact clock instead of the coarse one and `delete`
 //! reads it once: that and the three bucket increments are the cost, paid by one message in
@@ -19,8 +19,8 @@
 //! [`hdrhistogram::Histogram`]s (each bucket's count at its midpoint); counts recorded during the
 //! copy may or may not be in it.
 
-use crate::error::{try_boxed_slice, OutOfMemory};
-use crate::sync::{AtomicU64, Ordering};
+use crate::core::error::{try_boxed_slice, OutOfMemory};
+use crate::core::sync::{AtomicU64, Ordering};
 use hdrhistogram::Histogram;
 use std::time::Duration;
 

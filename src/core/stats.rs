@@ -17,7 +17,7 @@
 //! its counter counted: `deleted` is never too high. It may be too low, by one for each move or
 //! redrive that has bumped its counter but not yet pushed.
 
-use crate::sync::{AtomicU64, Ordering};
+use crate::core::sync::{AtomicU64, Ordering};
 use crossbeam_utils::CachePadded;
 use std::time::Duration;
 

@@ -28,7 +28,7 @@
 //! it; nearer the deadline it reads the exact clock. A lease is typically settled long before
 //! its deadline, so delete and release almost never pay for the exact reading.
 
-use crate::sync::{Arc, AtomicU64, Ordering};
+use crate::core::sync::{Arc, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// A clock that moves only when told to, for deterministic tests.

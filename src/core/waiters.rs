@@ -8,7 +8,7 @@
 //! wait), or the receiver's re-check sees the message. This is the lost-wake-up argument of
 //! crossbeam-channel's `SyncWaker`, with a condition variable in place of its waker list.
 
-use crate::sync::{fence, lock, AtomicUsize, Condvar, Mutex, Ordering};
+use crate::core::sync::{fence, lock, AtomicUsize, Condvar, Mutex, Ordering};
 use std::time::Duration;
 
 pub(crate) struct Waiters {

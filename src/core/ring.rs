@@ -39,8 +39,8 @@
 //! Who may write what: `head` is written only by CAS from poppers, `tail` only by CAS from
 //! pushers, a cell only by the thread that claimed its position.
 
-use crate::error::{try_boxed_slice, OutOfMemory};
-use crate::sync::{spin_loop, AtomicU64, Ordering};
+use crate::core::error::{try_boxed_slice, OutOfMemory};
+use crate::core::sync::{spin_loop, AtomicU64, Ordering};
 use crossbeam_utils::CachePadded;
 
 /// A bounded lock-free MPMC ring of `u32` values.

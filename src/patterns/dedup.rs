@@ -122,7 +122,7 @@
 //! entries are not cleared by anyone; they are simply reusable, by the next send whose window
 //! holds them.
 
-use crate::sync::{fence, spin_loop, yield_now, AtomicU64, Ordering};
+use crate::core::sync::{fence, spin_loop, yield_now, AtomicU64, Ordering};
 use crate::{ManualClock, MessageId, Queue, SendError, MAX_TIMEOUT};
 use crossbeam_utils::CachePadded;
 use std::fmt;

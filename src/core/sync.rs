@@ -59,9 +59,10 @@ pub(crate) fn yield_now() {
     std::thread::yield_now();
 }
 
-/// Locks `mutex`, ignoring poisoning: the data behind the crate's locks (a unit) cannot be left
-/// half-updated by a panic.
-pub(crate) fn lock(mutex: &Mutex<()>) -> MutexGuard<'_, ()> {
+/// Locks `mutex`, ignoring poisoning: no section under the core's locks can leave its data
+/// half-updated by a panic (the sleepers' lock guards a unit; the rate window is updated by
+/// plain arithmetic).
+pub(crate) fn lock<V>(mutex: &Mutex<V>) -> MutexGuard<'_, V> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -1,17 +1,11 @@
 //! Configuring and building a queue.
 
-use crate::clock::ManualClock;
-use crate::error::BuildError;
-use crate::queue::Queue;
+use crate::core::clock::ManualClock;
+use crate::core::error::BuildError;
+use crate::core::queue::{DeadLetterTarget, Queue, Settings};
 use crate::{MAX_CAPACITY, MAX_TIMEOUT};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Where a queue sends messages that were received too often.
-pub(crate) struct DeadLetter<T> {
-    pub(crate) queue: Arc<Queue<T>>,
-    pub(crate) max_receives: u32,
-}
 
 /// Settings for a [`Queue`]; made by [`Queue::builder`].
 ///
@@ -30,24 +24,27 @@ pub(crate) struct DeadLetter<T> {
 /// # Ok::<(), visq::BuildError>(())
 /// ```
 pub struct Builder<T> {
-    pub(crate) capacity: usize,
-    pub(crate) visibility_timeout: Duration,
-    pub(crate) dead_letter: Option<DeadLetter<T>>,
-    pub(crate) tick: Duration,
-    pub(crate) clock: Option<ManualClock>,
-    pub(crate) latency_sample: u32,
+    settings: Settings<T>,
+}
+
+impl<T> Queue<T> {
+    /// Settings for a new queue, with the defaults documented on [`Builder`].
+    pub fn builder() -> Builder<T> {
+        Builder::default()
+    }
 }
 
 impl<T> Default for Builder<T> {
     fn default() -> Self {
-        Self {
+        let settings = Settings {
             capacity: 1024,
             visibility_timeout: Duration::from_secs(30),
             dead_letter: None,
             tick: Duration::from_millis(1),
             clock: None,
             latency_sample: 0,
-        }
+        };
+        Self { settings }
     }
 }
 
@@ -55,14 +52,14 @@ impl<T> Builder<T> {
     /// The most messages held at once: ready, delayed and in flight together (default 1024,
     /// at most [`MAX_CAPACITY`]). All their memory is allocated by [`Builder::build`].
     pub fn capacity(mut self, capacity: usize) -> Self {
-        self.capacity = capacity;
+        self.settings.capacity = capacity;
         self
     }
 
     /// How long a received message stays invisible to other receivers (default 30 s, at most
     /// [`MAX_TIMEOUT`]).
     pub fn visibility_timeout(mut self, timeout: Duration) -> Self {
-        self.visibility_timeout = timeout;
+        self.settings.visibility_timeout = timeout;
         self
     }
 
@@ -73,7 +70,7 @@ impl<T> Builder<T> {
     /// per slot (56 bytes on 64-bit targets, allocated by this `build`) for
     /// [`Queue::dead_letters`].
     pub fn dead_letter(mut self, queue: Arc<Queue<T>>, max_receives: u32) -> Self {
-        self.dead_letter = Some(DeadLetter {
+        self.settings.dead_letter = Some(DeadLetterTarget {
             queue,
             max_receives,
         });
@@ -83,13 +80,13 @@ impl<T> Builder<T> {
     /// The timing wheel's resolution (default 1 ms): deadlines fire at most one tick late and
     /// never early.
     pub fn tick(mut self, tick: Duration) -> Self {
-        self.tick = tick;
+        self.settings.tick = tick;
         self
     }
 
     /// Take time from `clock` instead of the monotonic clock (for deterministic tests).
     pub fn clock(mut self, clock: ManualClock) -> Self {
-        self.clock = Some(clock);
+        self.settings.clock = Some(clock);
         self
     }
 
@@ -105,7 +102,7 @@ impl<T> Builder<T> {
     /// (measured in results/README.md); 1 records every message and halves the uncontended
     /// throughput. Memory: about 130 KiB and 8 bytes per slot, allocated here.
     pub fn sample_latencies(mut self, one_in: u32) -> Self {
-        self.latency_sample = one_in;
+        self.settings.latency_sample = one_in;
         self
     }
 
@@ -114,30 +111,32 @@ impl<T> Builder<T> {
     /// latency recorder, the death records of this queue and of a dead-letter queue attached
     /// for the first time) is [`BuildError::CapacityTooLarge`], never an abort.
     pub fn build(self) -> Result<Queue<T>, BuildError> {
-        if self.capacity == 0 {
+        if self.settings.capacity == 0 {
             return Err(BuildError::ZeroCapacity);
         }
-        if self.capacity > MAX_CAPACITY {
-            return Err(BuildError::CapacityTooLarge(self.capacity));
+        if self.settings.capacity > MAX_CAPACITY {
+            return Err(BuildError::CapacityTooLarge(self.settings.capacity));
         }
-        if self.tick.is_zero() {
+        if self.settings.tick.is_zero() {
             return Err(BuildError::ZeroTick);
         }
-        if self.tick > MAX_TIMEOUT {
+        if self.settings.tick > MAX_TIMEOUT {
             return Err(BuildError::TickTooLong);
         }
-        if self.visibility_timeout.is_zero() || self.visibility_timeout > MAX_TIMEOUT {
+        if self.settings.visibility_timeout.is_zero()
+            || self.settings.visibility_timeout > MAX_TIMEOUT
+        {
             return Err(BuildError::InvalidVisibilityTimeout);
         }
         if matches!(
-            self.dead_letter,
-            Some(DeadLetter {
+            self.settings.dead_letter,
+            Some(DeadLetterTarget {
                 max_receives: 0,
                 ..
             })
         ) {
             return Err(BuildError::ZeroMaxReceives);
         }
-        Queue::allocate(self)
+        Queue::allocate(self.settings)
     }
 }

@@ -1,6 +1,6 @@
 //! The handles a caller gets for a message: its id, a receipt for one lease, and the delivery.
 
-use crate::slot::{EPOCH_BITS, EPOCH_MASK};
+use crate::core::slot::{EPOCH_BITS, EPOCH_MASK};
 use std::fmt;
 
 /// A message's id, unique within its queue; ids grow in send order.

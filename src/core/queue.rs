@@ -14,8 +14,8 @@
 //!
 //! A slot's index moves between the *free ring* (`Free` slots) and the *ready ring* (`Ready`
 //! slots); `InFlight` and `Delayed` slots are in no ring but may have a wheel entry. See
-//! [`crate::slot`] for the lifecycle word and body ownership, [`crate::ring`] for the rings,
-//! [`crate::wheel`] for deadlines and [`crate::waiters`] for blocking.
+//! [`crate::core::slot`] for the lifecycle word and body ownership, [`crate::core::ring`] for the rings,
+//! [`crate::core::wheel`] for deadlines and [`crate::core::waiters`] for blocking.
 //!
 //! # Races, and why each ends with exactly one winner
 //!
@@ -28,14 +28,14 @@
 //!   before the version CAS; the wheel loads the word, then the deadline, then CASes the word it
 //!   loaded. If the extension's CAS landed first, the wheel's CAS fails and it re-reads the new
 //!   deadline; if the wheel's landed first, the extension's fails and it reports `Expired`.
-//!   A shortened lease tells the wheel (see [`crate::wheel`]) so it fires on time.
+//!   A shortened lease tells the wheel (see [`crate::core::wheel`]) so it fires on time.
 //! * **Forged or stale receipts while a receiver clones the body**: the receiver clones while
 //!   the slot is `Ready` and popped (owned by it alone), before it publishes `InFlight`, so no
 //!   receipt can reach the slot during the clone.
 //! * **ABA on slot reuse**: each lease bumps the epoch, so a receipt from an earlier lease of a
 //!   reused slot fails validation (up to the 36-bit wrap documented on [`crate::Receipt`]).
 //! * **Receipts of another queue**: each queue counts its slots' epochs from its own origin, so
-//!   queues used in lockstep issue different receipts (see [`crate::slot`], "Receipts of other
+//!   queues used in lockstep issue different receipts (see [`crate::core::slot`], "Receipts of other
 //!   queues", for the bound on the rest).
 //! * **Dead-letter move racing delete**: the move happens only after a CAS out of `InFlight`
 //!   (by expiry or release), which a racing delete then loses. A full dead-letter queue gives
@@ -46,23 +46,22 @@
 //!   lease that expired (whose redelivery must count that receive), and an expiry that lost
 //!   never sees the restored count. It never checks the dead-letter limit, so unused work is
 //!   never dead-lettered by it. Loom model `hand_back_races_expiry`.
-//! * **Lost wake-ups and close**: see [`crate::waiters`]; `close` sets the flag and wakes every
+//! * **Lost wake-ups and close**: see [`crate::core::waiters`]; `close` sets the flag and wakes every
 //!   sleeper, and a sleeper checks the flag after registering.
 
-use crate::builder::{Builder, DeadLetter};
-use crate::clock::Ticks;
-use crate::dead_letter::{Death, DeathCause, DeathRecords, Nack, QueueId};
-use crate::error::{try_boxed_slice, BuildError, OutOfMemory, ReceiptError, SendError};
-use crate::message::{Delivery, MessageId, Receipt};
-use crate::metrics::{Latencies, LatencyRecorder};
-use crate::ring::IndexRing;
-use crate::slot::{epoch_origin, Slot, State, Word, ENDED_BY_EXPIRY};
-use crate::stats::{bump, count_refusal, Counters, RateWindow, Stats};
-use crate::sync::{spin_loop, yield_now, AtomicBool, AtomicU64, Mutex, Ordering};
-use crate::waiters::Waiters;
-use crate::wheel::{Refile, Wheel};
+use crate::core::clock::{ManualClock, Ticks};
+use crate::core::deaths::{Death, DeathCause, DeathRecords, Nack, QueueId};
+use crate::core::error::{try_boxed_slice, BuildError, OutOfMemory, ReceiptError, SendError};
+use crate::core::message::{Delivery, MessageId, Receipt};
+use crate::core::metrics::{Latencies, LatencyRecorder};
+use crate::core::ring::IndexRing;
+use crate::core::slot::{epoch_origin, Slot, State, Word, ENDED_BY_EXPIRY};
+use crate::core::stats::{bump, count_refusal, Counters, RateWindow, Stats};
+use crate::core::sync::{lock, spin_loop, yield_now, AtomicBool, AtomicU64, Mutex, Ordering};
+use crate::core::waiters::Waiters;
+use crate::core::wheel::{Refile, Wheel};
 use crate::MAX_TIMEOUT;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// How often a message that could not be moved to a full dead-letter queue tries again.
@@ -83,13 +82,13 @@ pub struct Queue<T> {
     pub(crate) waiters: Waiters,
     pub(crate) time: Ticks,
     visibility_timeout: Duration,
-    dead_letter: Option<DeadLetter<T>>,
+    dead_letter: Option<DeadLetterTarget<T>>,
     dead_letter_retry_ticks: u64,
     closed: AtomicBool,
     pub(crate) counters: Counters,
     id: QueueId,
     /// Why and when each held message died, for a queue with a dead-letter queue or that is
-    /// one; see [`crate::dead_letter`].
+    /// one; see [`crate::core::deaths`].
     pub(crate) deaths: OnceLock<DeathRecords>,
     latency: Option<LatencyRecorder>,
     rate_window: Mutex<RateWindow>,
@@ -97,21 +96,33 @@ pub struct Queue<T> {
 
 // SAFETY: the queue owns its bodies (`T: Send` lets them move to whichever thread drops, moves
 // or clones them), and every access to a body is made by the slot's single owner of the moment
-// (see `crate::slot`), so sharing `&Queue` across threads never gives two threads the same body
+// (see `crate::core::slot`), so sharing `&Queue` across threads never gives two threads the same body
 // at once; everything else in the queue is atomics and a lock.
 unsafe impl<T: Send> Send for Queue<T> {}
 // SAFETY: as above.
 unsafe impl<T: Send> Sync for Queue<T> {}
 
-impl<T> Queue<T> {
-    /// Settings for a new queue, with the defaults documented on [`Builder`].
-    pub fn builder() -> Builder<T> {
-        Builder::default()
-    }
+/// A queue's settings, as [`Builder`](crate::Builder) collects and checks them.
+pub(crate) struct Settings<T> {
+    pub(crate) capacity: usize,
+    pub(crate) visibility_timeout: Duration,
+    pub(crate) dead_letter: Option<DeadLetterTarget<T>>,
+    pub(crate) tick: Duration,
+    pub(crate) clock: Option<ManualClock>,
+    pub(crate) latency_sample: u32,
+}
 
-    /// Allocates all the queue's memory (see [`Builder::build`]). Every allocation is
-    /// fallible, and a failed one is [`BuildError::CapacityTooLarge`].
-    pub(crate) fn allocate(settings: Builder<T>) -> Result<Self, BuildError> {
+/// Where a queue sends messages that were received too often.
+pub(crate) struct DeadLetterTarget<T> {
+    pub(crate) queue: Arc<Queue<T>>,
+    pub(crate) max_receives: u32,
+}
+
+impl<T> Queue<T> {
+    /// Allocates all the queue's memory for checked `settings` (see
+    /// [`Builder::build`](crate::Builder::build)). Every allocation is fallible, and a failed
+    /// one is [`BuildError::CapacityTooLarge`].
+    pub(crate) fn allocate(settings: Settings<T>) -> Result<Self, BuildError> {
         let capacity = settings.capacity;
         let too_large = |OutOfMemory| BuildError::CapacityTooLarge(capacity);
         let id = QueueId::next();
@@ -249,7 +260,7 @@ impl<T> Queue<T> {
         if self.is_closed() {
             return Err(SendError::Closed(body));
         }
-        // A plain send only needs a lower bound of the time (see `crate::clock`).
+        // A plain send only needs a lower bound of the time (see `crate::core::clock`).
         let now = if delay.is_zero() {
             self.time.recent_nanos()
         } else {
@@ -742,7 +753,7 @@ impl<T> Queue<T> {
         stats.oldest_ready_age = age(oldest_ready_since);
         stats.oldest_in_flight_age = age(oldest_lease_since);
         // The common events are counted by the rings' positions, not by counters of their own
-        // (see `crate::stats`, "How the totals are read"). The free ring's pushes are read
+        // (see `crate::core::stats`, "How the totals are read"). The free ring's pushes are read
         // before the counters of moves and redrives, which are bumped before their push.
         let frees = self.free.pushes();
         self.counters.fill(&mut stats);
@@ -750,16 +761,13 @@ impl<T> Queue<T> {
         stats.received = self.deliveries();
         stats.deleted =
             frees.saturating_sub(self.capacity() as u64 + stats.dead_lettered + stats.redriven);
-        stats.rates = self
-            .rate_window
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .rates(&stats, now);
+        stats.rates = lock(&self.rate_window).rates(&stats, now);
         stats
     }
 
     /// The latency histograms, if the queue was built with
-    /// [`Builder::sample_latencies`]: a copy taken now (allocates; O(buckets)).
+    /// [`Builder::sample_latencies`](crate::Builder::sample_latencies): a copy taken now
+    /// (allocates; O(buckets)).
     ///
     /// ```
     /// use std::time::Duration;
@@ -901,7 +909,7 @@ impl<T> Queue<T> {
         match dead_letter.queue.accept_dead_letter(body, &mut death) {
             Ok(()) => {
                 slot.store(ready.with(State::Free, 0));
-                // Counted before the push: see `crate::stats` ("How the totals are read").
+                // Counted before the push: see `crate::core::stats` ("How the totals are read").
                 bump(&self.counters.dead_lettered);
                 self.free
                     .push(index)

@@ -43,6 +43,7 @@
 //! to). The heartbeat then runs until the last worker exits. After a `stop`, the drop does not
 //! wait again: the stop's deadline bounds the shutdown.
 
+use super::lock;
 use crate::{Delivery, Lease, ManualClock, Nack, Queue, Receipt, ReceiptError, MAX_TIMEOUT};
 use std::any::Any;
 use std::borrow::Cow;
@@ -628,14 +629,6 @@ impl Clock {
             Self::Manual(clock) => clock.now(),
         }
     }
-}
-
-/// Locks `mutex`, ignoring poisoning: every section under the locks of the patterns built on
-/// the queue leaves its data whole.
-pub(crate) fn lock<V>(mutex: &Mutex<V>) -> MutexGuard<'_, V> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl<T> Shared<T> {

@@ -1,6 +1,6 @@
 //! Request-reply over two queues: requests carry a correlation id and the queue to reply to.
 
-use crate::consumer::lock;
+use super::lock;
 use crate::{MessageId, Queue, SendError};
 use std::collections::HashMap;
 use std::fmt;

@@ -60,7 +60,7 @@
 //! moves it. No thread ever reads the body of an `InFlight` slot, so a forged receipt racing a
 //! receiver, or a receipt racing expiry, cannot free a body someone is reading.
 
-use crate::sync::{AtomicU32, AtomicU64, Ordering, UnsafeCell};
+use crate::core::sync::{AtomicU32, AtomicU64, Ordering, UnsafeCell};
 use std::mem::MaybeUninit;
 
 /// 2^36 divided by the golden ratio, made odd: successive multiples spread evenly round the

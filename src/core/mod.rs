@@ -1,0 +1,44 @@
+//! The lock-free core: the [`Queue`](crate::Queue) and the structures it is made of.
+//!
+//! Everything on the hot path lives here, and nothing here knows about the patterns or the
+//! backends above it. The modules depend on each other in one direction only, listed from the
+//! bottom up (a module may use those above it in this list, never those below):
+//!
+//! | module | what it is |
+//! |---|---|
+//! | `sync` | the one door to atomics, cells and locks (loom's under `--cfg loom`) |
+//! | `clock`, `error` | queue time (the monotonic clock or a [`ManualClock`](crate::ManualClock), in ticks); the error types and fallible allocation |
+//! | `slot` | one slab slot: its lifecycle word and the body it owns |
+//! | `message` | ids, receipts (slot and lease epoch), deliveries |
+//! | `ring` | the bounded MPMC rings of slot indices (free slots, ready messages) |
+//! | `wheel` | the hierarchical timing wheel of deadlines (leases, delays, retries) |
+//! | `waiters` | parking and waking blocked receivers |
+//! | `deaths`, `stats`, `metrics` | records and counters kept beside the slots: why a message died, event counts, latency histograms |
+//! | `queue` | `Queue`: send, receive, settle, expiry and the races between them |
+//! | `builder` | [`Builder`](crate::Builder): settings, validated, then `Queue` allocated |
+//! | `dead_letters` | looking at and redriving dead letters, on top of the queue's rings |
+//!
+//! A change to how messages move between states belongs in `queue` (and `slot` for the word);
+//! a change to when deadlines fire in `wheel`; a new setting in `builder`.
+
+pub(crate) mod sync;
+
+pub(crate) mod clock;
+pub(crate) mod error;
+
+pub(crate) mod slot;
+
+pub(crate) mod message;
+
+pub(crate) mod ring;
+pub(crate) mod waiters;
+pub(crate) mod wheel;
+
+pub(crate) mod deaths;
+pub(crate) mod metrics;
+pub(crate) mod stats;
+
+pub(crate) mod queue;
+
+pub(crate) mod builder;
+pub(crate) mod dead_letters;
