@@ -821,3 +821,41 @@ fn a_panicking_drop_in_a_delete_settles_the_rest_of_the_chunk() {
     let stats = q.stats();
     assert_eq!((stats.released, stats.ready, stats.in_flight), (0, 0, 0));
 }
+
+/// A stop that gave up turns the heartbeat off, so the prefetched, unstarted leases can expire
+/// under the still-running handler; the worker's hand-back of them is then refused. They were
+/// not given back (the queue redelivers them as expired), so they must not be counted in
+/// `released_unstarted`.
+#[test]
+fn unstarted_leases_that_expired_are_not_counted_as_given_back() {
+    let clock = ManualClock::new();
+    let q = queue(&clock);
+    for n in 0..3 {
+        q.send(n).unwrap();
+    }
+    let gate = Arc::new(Gate::default());
+    let consumer = {
+        let gate = gate.clone();
+        pool(&q, &clock).prefetch(3).start(move |_: &u32| {
+            gate.pass();
+            Ok::<(), &str>(())
+        })
+    }
+    .unwrap();
+    wait_until("the first handler runs", || gate.entered() == 1);
+    assert!(!consumer.stop(Duration::from_millis(20)));
+    clock.advance(VISIBILITY + TICK); // all three leases lapse: nobody extends them now
+    gate.open();
+    // The late ack and both hand-backs are refused.
+    wait_until("the worker settles and exits", || {
+        q.stats().refused_receipts == 3
+    });
+    let stats = consumer.stats();
+    assert_eq!((stats.processed, stats.lease_lost), (1, 1));
+    assert_eq!(
+        stats.released_unstarted, 0,
+        "expired leases counted as given back"
+    );
+    let queue_stats = q.stats();
+    assert_eq!((queue_stats.expired, queue_stats.released), (3, 0));
+}

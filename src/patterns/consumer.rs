@@ -147,7 +147,8 @@ pub struct ConsumerStats {
     /// Lease extensions made by the heartbeat.
     pub extended: u64,
     /// Messages received but not started when the pool stopped, given back at once with
-    /// [`Queue::hand_back`]: their receive is not charged against the dead-letter limit.
+    /// [`Queue::hand_back`]: their receive is not charged against the dead-letter limit. A
+    /// lease that had already expired (the queue redelivers it) is not counted here.
     pub released_unstarted: u64,
     /// Settlements the queue refused because the lease had already ended (it expired, so the
     /// message will be, or was, delivered again).
@@ -889,9 +890,14 @@ impl<T> Drop for Holding<'_, T> {
         let shared = self.shared;
         lock(&shared.held[self.index]).receipts.clear();
         for lease in self.leases.drain(..) {
-            bump(&shared.counters.released_unstarted);
-            // A refusal means the lease is gone already (expired): nothing to give back.
-            shared.survive(|| lease.hand_back().ok());
+            let delivery = lease.into_delivery();
+            // A refusal means the lease is gone already (it expired, for example after a stop
+            // that gave up turned the heartbeat off): nothing was given back, nothing counted.
+            if shared.queue.hand_back(delivery.receipt()).is_ok() {
+                bump(&shared.counters.released_unstarted);
+            }
+            // The body's `Drop` may panic: survived, as for a settled lease.
+            shared.survive(|| drop(delivery));
         }
     }
 }
