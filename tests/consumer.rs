@@ -793,3 +793,49 @@ fn unstarted_leases_that_expired_are_not_counted_as_given_back() {
     let queue_stats = q.stats();
     assert_eq!((queue_stats.expired, queue_stats.released), (3, 0));
 }
+
+/// CPU time (user and system, in clock ticks) that thread `tid` of this process has used.
+#[cfg(target_os = "linux")]
+fn cpu_ticks(tid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+    // The fields after the command name (which is in parentheses) start with the state.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// A closed queue's receive returns at once when nothing is visible, so a worker that simply
+/// long-polled it again spun a core until the pool stopped (a closed queue can still deliver
+/// what is leased or delayed, so the worker keeps polling, at the pace of `poll_wait`). The
+/// wall-clock wait is the thing under test: the worker's CPU time over half a second.
+#[cfg(target_os = "linux")]
+#[test]
+fn an_idle_worker_on_a_closed_queue_does_not_spin() {
+    let clock = ManualClock::new();
+    let q = queue(&clock);
+    let worker = Arc::new(Mutex::new(String::new()));
+    let consumer = {
+        let worker = worker.clone();
+        pool(&q, &clock)
+            .start(move |_: &u32| {
+                let me = std::fs::read_link("/proc/thread-self").unwrap();
+                *worker.lock().unwrap() = me.file_name().unwrap().to_str().unwrap().to_string();
+                Ok::<(), &str>(())
+            })
+            .unwrap()
+    };
+    q.send(1).unwrap();
+    wait_until("the worker handles the message", || {
+        consumer.stats().processed == 1
+    });
+    q.close();
+    let worker = worker.lock().unwrap().clone();
+    let before = cpu_ticks(&worker);
+    std::thread::sleep(Duration::from_millis(500));
+    let used = cpu_ticks(&worker) - before;
+    assert!(consumer.stop(secs(10)));
+    // Ticks are 10 ms: a spinning worker uses most of the 50, a polling one next to none.
+    assert!(
+        used < 10,
+        "the idle worker used {used} ticks of CPU in 500 ms"
+    );
+}

@@ -758,7 +758,8 @@ impl<T: Clone> Shared<T> {
     /// One `receive_batch` of up to `max`, waiting up to `wait`, whose deliveries join
     /// `holding` (and the heartbeat's set) at once, dated from before the call; returns how
     /// many. A body's `Clone` panicking in it keeps what the call had received, and the worker
-    /// waits `poll_wait` before it receives again.
+    /// waits `poll_wait` before it receives again; a closed queue with nothing visible is
+    /// waited on for `wait` here, as its receive does not wait.
     fn receive_into(
         &self,
         holding: &mut Holding<'_, T>,
@@ -772,6 +773,11 @@ impl<T: Clone> Shared<T> {
         holding.add(received, since);
         if survived.is_none() {
             thread::sleep(self.poll_wait);
+        } else if taken == 0 && self.queue.is_closed() {
+            // A closed queue's receive returns at once when nothing is visible. What is leased
+            // or delayed may still become visible, so keep polling, but at an open queue's
+            // pace: an idle worker must not spin.
+            thread::sleep(wait);
         }
         taken
     }
