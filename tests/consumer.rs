@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
-use visq::{Backoff, Consumer, ConsumerBuilder, Lease, ManualClock, Queue};
+use visq::{Backoff, Builder, Consumer, ConsumerBuilder, Lease, ManualClock, Queue};
 
 const TICK: Duration = Duration::from_millis(1);
 const VISIBILITY: Duration = Duration::from_secs(10);
@@ -18,15 +18,17 @@ fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
 }
 
-fn queue(clock: &ManualClock) -> Arc<Queue<u32>> {
-    let q = Queue::builder()
+/// A queue's settings for these tests: 1,024 messages, 10 s leases, 1 ms ticks, on `clock`.
+fn builder<T>(clock: &ManualClock) -> Builder<T> {
+    Queue::builder()
         .capacity(1024)
         .visibility_timeout(VISIBILITY)
         .tick(TICK)
         .clock(clock.clone())
-        .build()
-        .unwrap();
-    Arc::new(q)
+}
+
+fn queue(clock: &ManualClock) -> Arc<Queue<u32>> {
+    Arc::new(builder(clock).build().unwrap())
 }
 
 /// A backoff without jitter: 10 s, 20 s, 40 s, ...
@@ -40,7 +42,7 @@ fn backoff() -> Backoff {
 }
 
 /// A pool on `clock` that polls often, so the tests run fast.
-fn pool(q: &Arc<Queue<u32>>, clock: &ManualClock) -> ConsumerBuilder<u32> {
+fn pool<T: Clone + Send + 'static>(q: &Arc<Queue<T>>, clock: &ManualClock) -> ConsumerBuilder<T> {
     Consumer::builder(q.clone())
         .visibility_timeout(VISIBILITY)
         .backoff(backoff())
@@ -75,6 +77,33 @@ impl Gate {
     fn entered(&self) -> usize {
         self.entered.load(Ordering::SeqCst)
     }
+}
+
+/// Sends `messages` messages and starts a gated pool that prefetches them all; returns once the
+/// first handler waits at the gate, with every message leased.
+fn prefetching_at_the_gate(
+    q: &Arc<Queue<u32>>,
+    clock: &ManualClock,
+    messages: u32,
+) -> (Consumer<u32>, Arc<Gate>) {
+    for n in 0..messages {
+        q.send(n).unwrap();
+    }
+    let gate = Arc::new(Gate::default());
+    let consumer = start_gated(pool(q, clock).prefetch(messages as usize), &gate);
+    wait_until("the first handler runs", || gate.entered() == 1);
+    assert_eq!(q.stats().in_flight, messages as usize, "all prefetched");
+    (consumer, gate)
+}
+
+/// Starts `pool` with a handler that waits at `gate`, then succeeds.
+fn start_gated(pool: ConsumerBuilder<u32>, gate: &Arc<Gate>) -> Consumer<u32> {
+    let gate = gate.clone();
+    pool.start(move |_: &u32| {
+        gate.pass();
+        Ok::<(), &str>(())
+    })
+    .unwrap()
 }
 
 #[test]
@@ -224,14 +253,7 @@ fn the_heartbeat_keeps_a_slow_handlers_lease() {
     let clock = ManualClock::new();
     let q = queue(&clock);
     let gate = Arc::new(Gate::default());
-    let consumer = {
-        let gate = gate.clone();
-        pool(&q, &clock).heartbeat(0.5).start(move |_: &u32| {
-            gate.pass();
-            Ok::<(), &str>(())
-        })
-    }
-    .unwrap();
+    let consumer = start_gated(pool(&q, &clock).heartbeat(0.5), &gate);
     q.send(1).unwrap();
     wait_until("the handler runs", || gate.entered() == 1);
 
@@ -256,14 +278,7 @@ fn without_a_heartbeat_a_slow_handler_loses_its_lease() {
     let clock = ManualClock::new();
     let q = queue(&clock);
     let gate = Arc::new(Gate::default());
-    let consumer = {
-        let gate = gate.clone();
-        pool(&q, &clock).heartbeat(0.0).start(move |_: &u32| {
-            gate.pass();
-            Ok::<(), &str>(())
-        })
-    }
-    .unwrap();
+    let consumer = start_gated(pool(&q, &clock).heartbeat(0.0), &gate);
     q.send(1).unwrap();
     wait_until("the handler runs", || gate.entered() == 1);
     clock.advance(secs(11));
@@ -283,20 +298,7 @@ fn without_a_heartbeat_a_slow_handler_loses_its_lease() {
 fn stop_lets_the_running_handler_finish_and_releases_the_unstarted() {
     let clock = ManualClock::new();
     let q = queue(&clock);
-    for n in 0..3 {
-        q.send(n).unwrap();
-    }
-    let gate = Arc::new(Gate::default());
-    let consumer = {
-        let gate = gate.clone();
-        pool(&q, &clock).prefetch(3).start(move |_: &u32| {
-            gate.pass();
-            Ok::<(), &str>(())
-        })
-    }
-    .unwrap();
-    wait_until("the first handler runs", || gate.entered() == 1);
-    assert_eq!(q.stats().in_flight, 3, "all three prefetched");
+    let (consumer, gate) = prefetching_at_the_gate(&q, &clock, 3);
 
     consumer.stop_receiving();
     gate.open();
@@ -317,14 +319,7 @@ fn stop_gives_up_on_a_stuck_handler_at_the_deadline() {
     let clock = ManualClock::new();
     let q = queue(&clock);
     let gate = Arc::new(Gate::default());
-    let consumer = {
-        let gate = gate.clone();
-        pool(&q, &clock).start(move |_: &u32| {
-            gate.pass();
-            Ok::<(), &str>(())
-        })
-    }
-    .unwrap();
+    let consumer = start_gated(pool(&q, &clock), &gate);
     q.send(1).unwrap();
     wait_until("the handler runs", || gate.entered() == 1);
     assert!(!consumer.stop(Duration::from_millis(20)));
@@ -433,15 +428,8 @@ fn missing_outcomes_and_panics_fail_batch_messages() {
 /// A queue on `clock` whose messages go to a fresh dead-letter queue after `max_receives`.
 fn queue_with_dlq(clock: &ManualClock, max_receives: u32) -> (Arc<Queue<u32>>, Arc<Queue<u32>>) {
     let dlq: Arc<Queue<u32>> = Arc::new(Queue::builder().clock(clock.clone()).build().unwrap());
-    let q = Queue::builder()
-        .capacity(1024)
-        .visibility_timeout(VISIBILITY)
-        .dead_letter(dlq.clone(), max_receives)
-        .tick(TICK)
-        .clock(clock.clone())
-        .build()
-        .unwrap();
-    (Arc::new(q), dlq)
+    let q = builder(clock).dead_letter(dlq.clone(), max_receives);
+    (Arc::new(q.build().unwrap()), dlq)
 }
 
 fn ok<T>(_: &T) -> Result<(), &'static str> {
@@ -465,20 +453,7 @@ fn assert_all_unreceived(q: &Queue<u32>, messages: usize) {
 fn stop_hands_prefetched_messages_back_without_charging_a_receive() {
     let clock = ManualClock::new();
     let (q, dlq) = queue_with_dlq(&clock, 1);
-    for n in 0..10 {
-        q.send(n).unwrap();
-    }
-    let gate = Arc::new(Gate::default());
-    let consumer = {
-        let gate = gate.clone();
-        pool(&q, &clock).prefetch(10).start(move |_: &u32| {
-            gate.pass();
-            Ok::<(), &str>(())
-        })
-    }
-    .unwrap();
-    wait_until("the first handler runs", || gate.entered() == 1);
-    assert_eq!(q.stats().in_flight, 10, "all ten prefetched");
+    let (consumer, gate) = prefetching_at_the_gate(&q, &clock, 10);
     consumer.stop_receiving();
     gate.open();
     assert!(consumer.stop(secs(10)));
@@ -548,17 +523,10 @@ fn the_heartbeat_runs_on_the_queues_timeout_when_it_is_shorter() {
     let clock = ManualClock::new();
     let q = queue(&clock); // 10 s leases
     let gate = Arc::new(Gate::default());
-    let consumer = {
-        let gate = gate.clone();
-        pool(&q, &clock)
-            .visibility_timeout(secs(60))
-            .heartbeat(0.5)
-            .start(move |_: &u32| {
-                gate.pass();
-                Ok::<(), &str>(())
-            })
-    }
-    .unwrap();
+    let consumer = start_gated(
+        pool(&q, &clock).visibility_timeout(secs(60)).heartbeat(0.5),
+        &gate,
+    );
     q.send(1).unwrap();
     wait_until("the handler runs", || gate.entered() == 1);
     clock.advance(secs(6)); // past half the queue's timeout, far from half the pool's
@@ -599,26 +567,21 @@ fn a_pool_dead_letter_limit_the_queue_does_not_share_is_refused() {
 fn huge_sizes_are_capped_and_absurd_worker_counts_refused() {
     let clock = ManualClock::new();
     let q = queue(&clock);
+    let handles_three = |consumer: Consumer<u32>, what: &str| {
+        for n in 0..3 {
+            q.send(n).unwrap();
+        }
+        wait_until(what, || consumer.stats().processed == 3);
+        assert!(consumer.stop(secs(10)));
+    };
     let prefetching = pool(&q, &clock).prefetch(usize::MAX).start(ok).unwrap();
-    for n in 0..3 {
-        q.send(n).unwrap();
-    }
-    wait_until("a huge prefetch handles them", || {
-        prefetching.stats().processed == 3
-    });
-    assert!(prefetching.stop(secs(10)));
+    handles_three(prefetching, "a huge prefetch handles them");
     let batching = pool(&q, &clock)
         .start_batch(usize::MAX, Duration::ZERO, |batch: &[Lease<'_, u32>]| {
             vec![Ok::<(), &str>(()); batch.len()]
         })
         .unwrap();
-    for n in 0..3 {
-        q.send(n).unwrap();
-    }
-    wait_until("a huge batch size handles them", || {
-        batching.stats().processed == 3
-    });
-    assert!(batching.stop(secs(10)));
+    handles_three(batching, "a huge batch size handles them");
     assert!(invalid_input(
         pool(&q, &clock).workers(usize::MAX).start(ok)
     ));
@@ -629,14 +592,7 @@ fn drop_after_a_stop_that_gave_up_does_not_wait_again() {
     let clock = ManualClock::new();
     let q = queue(&clock);
     let gate = Arc::new(Gate::default());
-    let consumer = {
-        let gate = gate.clone();
-        pool(&q, &clock).start(move |_: &u32| {
-            gate.pass();
-            Ok::<(), &str>(())
-        })
-    }
-    .unwrap();
+    let consumer = start_gated(pool(&q, &clock), &gate);
     q.send(1).unwrap();
     wait_until("the handler runs", || gate.entered() == 1);
     assert!(!consumer.stop(Duration::from_millis(20)));
@@ -745,13 +701,7 @@ impl Drop for Fragile {
 }
 
 fn fragile_queue(clock: &ManualClock, fuse: &Arc<Fuse>) -> Arc<Queue<Fragile>> {
-    let q = Queue::builder()
-        .visibility_timeout(VISIBILITY)
-        .tick(TICK)
-        .clock(clock.clone())
-        .build()
-        .unwrap();
-    let q = Arc::new(q);
+    let q = Arc::new(builder(clock).build().unwrap());
     for value in 0..3 {
         let fuse = fuse.clone();
         q.send(Fragile { value, fuse }).unwrap();
@@ -770,9 +720,7 @@ fn a_panicking_clone_in_a_receive_keeps_the_worker_and_what_it_received() {
     let handled = Arc::new(Mutex::new(Vec::new()));
     let consumer = {
         let handled = handled.clone();
-        Consumer::builder(q.clone())
-            .poll_wait(Duration::from_millis(5))
-            .clock(clock.clone())
+        pool(&q, &clock)
             .prefetch(3)
             .start(move |body: &Fragile| {
                 handled.lock().unwrap().push(body.value);
@@ -801,9 +749,7 @@ fn a_panicking_drop_in_a_delete_settles_the_rest_of_the_chunk() {
     let handled = Arc::new(AtomicUsize::new(0));
     let consumer = {
         let handled = handled.clone();
-        Consumer::builder(q.clone())
-            .poll_wait(Duration::from_millis(5))
-            .clock(clock.clone())
+        pool(&q, &clock)
             .start_batch(3, Duration::ZERO, move |batch: &[Lease<'_, Fragile>]| {
                 handled.fetch_add(batch.len(), Ordering::SeqCst);
                 vec![Ok::<(), &str>(()); batch.len()]
@@ -820,4 +766,76 @@ fn a_panicking_drop_in_a_delete_settles_the_rest_of_the_chunk() {
     assert_eq!(consumer.stats().body_panics, 1);
     let stats = q.stats();
     assert_eq!((stats.released, stats.ready, stats.in_flight), (0, 0, 0));
+}
+
+/// A stop that gave up turns the heartbeat off, so the prefetched, unstarted leases can expire
+/// under the still-running handler; the worker's hand-back of them is then refused. They were
+/// not given back (the queue redelivers them as expired), so they must not be counted in
+/// `released_unstarted`.
+#[test]
+fn unstarted_leases_that_expired_are_not_counted_as_given_back() {
+    let clock = ManualClock::new();
+    let q = queue(&clock);
+    let (consumer, gate) = prefetching_at_the_gate(&q, &clock, 3);
+    assert!(!consumer.stop(Duration::from_millis(20)));
+    clock.advance(VISIBILITY + TICK); // all three leases lapse: nobody extends them now
+    gate.open();
+    // The late ack and both hand-backs are refused.
+    wait_until("the worker settles and exits", || {
+        q.stats().refused_receipts == 3
+    });
+    let stats = consumer.stats();
+    assert_eq!((stats.processed, stats.lease_lost), (1, 1));
+    assert_eq!(
+        stats.released_unstarted, 0,
+        "expired leases counted as given back"
+    );
+    let queue_stats = q.stats();
+    assert_eq!((queue_stats.expired, queue_stats.released), (3, 0));
+}
+
+/// CPU time (user and system, in clock ticks) that thread `tid` of this process has used.
+#[cfg(target_os = "linux")]
+fn cpu_ticks(tid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+    // The fields after the command name (which is in parentheses) start with the state.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// A closed queue's receive returns at once when nothing is visible, so a worker that simply
+/// long-polled it again spun a core until the pool stopped (a closed queue can still deliver
+/// what is leased or delayed, so the worker keeps polling, at the pace of `poll_wait`). The
+/// wall-clock wait is the thing under test: the worker's CPU time over half a second.
+#[cfg(target_os = "linux")]
+#[test]
+fn an_idle_worker_on_a_closed_queue_does_not_spin() {
+    let clock = ManualClock::new();
+    let q = queue(&clock);
+    let worker = Arc::new(Mutex::new(String::new()));
+    let consumer = {
+        let worker = worker.clone();
+        pool(&q, &clock)
+            .start(move |_: &u32| {
+                let me = std::fs::read_link("/proc/thread-self").unwrap();
+                *worker.lock().unwrap() = me.file_name().unwrap().to_str().unwrap().to_string();
+                Ok::<(), &str>(())
+            })
+            .unwrap()
+    };
+    q.send(1).unwrap();
+    wait_until("the worker handles the message", || {
+        consumer.stats().processed == 1
+    });
+    q.close();
+    let worker = worker.lock().unwrap().clone();
+    let before = cpu_ticks(&worker);
+    std::thread::sleep(Duration::from_millis(500));
+    let used = cpu_ticks(&worker) - before;
+    assert!(consumer.stop(secs(10)));
+    // Ticks are 10 ms: a spinning worker uses most of the 50, a polling one next to none.
+    assert!(
+        used < 10,
+        "the idle worker used {used} ticks of CPU in 500 ms"
+    );
 }

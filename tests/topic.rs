@@ -269,3 +269,40 @@ fn a_filter_may_subscribe_and_unsubscribe() {
     assert_eq!(watcher.stats().ready, 2);
     assert_eq!(topic.subscriptions(), 1);
 }
+
+/// Runs `on_drop` when dropped: caller code that runs when the topic lets go of a filter.
+struct OnDrop<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        (self.0)()
+    }
+}
+
+/// `unsubscribe` drops the topic's last handle on the subscription's filter (and on its queue,
+/// with the bodies it holds): that drop is caller code too and must not run under the
+/// subscription list's lock, or a drop that uses the topic deadlocks.
+#[test]
+fn a_filter_dropped_by_unsubscribe_may_use_the_topic() {
+    let topic: Arc<Topic<u32>> = Arc::new(Topic::new());
+    let weak: Weak<Topic<u32>> = Arc::downgrade(&topic);
+    let seen = Arc::new(AtomicUsize::new(usize::MAX));
+    let on_drop = {
+        let seen = seen.clone();
+        OnDrop(move || {
+            let topic = weak.upgrade().unwrap();
+            seen.store(topic.subscriptions(), Ordering::SeqCst);
+        })
+    };
+    let sub = topic
+        .subscribe_filtered(Queue::builder(), move |_| {
+            let _keep = &on_drop;
+            true
+        })
+        .unwrap();
+    let unsubscriber = topic.clone();
+    assert!(finishes_within(Duration::from_secs(5), move || {
+        unsubscriber.unsubscribe(sub.id())
+    }));
+    assert_eq!(seen.load(Ordering::SeqCst), 0);
+}

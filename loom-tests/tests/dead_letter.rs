@@ -3,11 +3,11 @@
 
 mod common;
 
-use common::{check, tiny_queue, Body, LEASE, TICK};
+use common::{check, dead_lettering_after_one_receive, tiny_queue, Body, LEASE, TICK};
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
-use visq::{ManualClock, Queue};
+use visq::ManualClock;
 
 /// The delete wins (nothing moves) or the expiry wins (the move finds the dead-letter queue
 /// full, the message waits, and moves once there is room); never both, never lost.
@@ -16,20 +16,9 @@ fn dead_letter_move_races_delete_with_full_dlq() {
     check("dead_letter_move_races_delete_with_full_dlq", || {
         let live = Arc::new(AtomicUsize::new(0));
         let clock = ManualClock::new();
-        // The builder takes a std `Arc`: the dead-letter queue's reference count is not part of
-        // the model.
         let dlq = std::sync::Arc::new(tiny_queue(1, &clock));
         dlq.send(Body::new(0, &live)).unwrap(); // full
-        let q: Arc<Queue<Body>> = Arc::new(
-            Queue::builder()
-                .capacity(1)
-                .tick(TICK)
-                .visibility_timeout(LEASE)
-                .dead_letter(dlq.clone(), 1)
-                .clock(clock.clone())
-                .build()
-                .unwrap(),
-        );
+        let q = dead_lettering_after_one_receive(&dlq, &clock);
         q.send(Body::new(1, &live)).unwrap();
         let receipt = q.try_receive().unwrap().receipt();
 

@@ -1,14 +1,14 @@
 //! Model S1: `Stats::deleted`, derived from the free ring's pushes, racing a dead-letter move
-//! and a redrive (see "How the totals are read" in `src/stats.rs`).
+//! and a redrive (see "How the totals are read" in `src/core/stats.rs`).
 #![cfg(loom)]
 
 mod common;
 
-use common::{check, tiny_queue, Body, LEASE, TICK};
+use common::{check, dead_lettering_after_one_receive, tiny_queue, Body};
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
-use visq::{ManualClock, Queue};
+use visq::ManualClock;
 
 /// The spawned thread releases a message on its last receive (it moves to the dead-letter
 /// queue) and redrives it back; nothing is ever deleted. Stats read meanwhile, from either
@@ -20,19 +20,8 @@ fn stats_never_count_a_dead_letter_move_or_redrive_as_a_delete() {
         || {
             let live = Arc::new(AtomicUsize::new(0));
             let clock = ManualClock::new();
-            // The builder takes a std `Arc`: the dead-letter queue's reference count is not part of
-            // the model.
             let dlq = std::sync::Arc::new(tiny_queue(1, &clock));
-            let q: Arc<Queue<Body>> = Arc::new(
-                Queue::builder()
-                    .capacity(1)
-                    .tick(TICK)
-                    .visibility_timeout(LEASE)
-                    .dead_letter(dlq.clone(), 1)
-                    .clock(clock.clone())
-                    .build()
-                    .unwrap(),
-            );
+            let q = dead_lettering_after_one_receive(&dlq, &clock);
             q.send(Body::new(1, &live)).unwrap();
             let receipt = q.try_receive().unwrap().receipt();
 

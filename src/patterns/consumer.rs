@@ -147,7 +147,8 @@ pub struct ConsumerStats {
     /// Lease extensions made by the heartbeat.
     pub extended: u64,
     /// Messages received but not started when the pool stopped, given back at once with
-    /// [`Queue::hand_back`]: their receive is not charged against the dead-letter limit.
+    /// [`Queue::hand_back`]: their receive is not charged against the dead-letter limit. A
+    /// lease that had already expired (the queue redelivers it) is not counted here.
     pub released_unstarted: u64,
     /// Settlements the queue refused because the lease had already ended (it expired, so the
     /// message will be, or was, delivered again).
@@ -757,7 +758,8 @@ impl<T: Clone> Shared<T> {
     /// One `receive_batch` of up to `max`, waiting up to `wait`, whose deliveries join
     /// `holding` (and the heartbeat's set) at once, dated from before the call; returns how
     /// many. A body's `Clone` panicking in it keeps what the call had received, and the worker
-    /// waits `poll_wait` before it receives again.
+    /// waits `poll_wait` before it receives again; a closed queue with nothing visible is
+    /// waited on for `wait` here, as its receive does not wait.
     fn receive_into(
         &self,
         holding: &mut Holding<'_, T>,
@@ -771,6 +773,11 @@ impl<T: Clone> Shared<T> {
         holding.add(received, since);
         if survived.is_none() {
             thread::sleep(self.poll_wait);
+        } else if taken == 0 && self.queue.is_closed() {
+            // A closed queue's receive returns at once when nothing is visible. What is leased
+            // or delayed may still become visible, so keep polling, but at an open queue's
+            // pace: an idle worker must not spin.
+            thread::sleep(wait);
         }
         taken
     }
@@ -889,9 +896,14 @@ impl<T> Drop for Holding<'_, T> {
         let shared = self.shared;
         lock(&shared.held[self.index]).receipts.clear();
         for lease in self.leases.drain(..) {
-            bump(&shared.counters.released_unstarted);
-            // A refusal means the lease is gone already (expired): nothing to give back.
-            shared.survive(|| lease.hand_back().ok());
+            let delivery = lease.into_delivery();
+            // A refusal means the lease is gone already (it expired, for example after a stop
+            // that gave up turned the heartbeat off): nothing was given back, nothing counted.
+            if shared.queue.hand_back(delivery.receipt()).is_ok() {
+                bump(&shared.counters.released_unstarted);
+            }
+            // The body's `Drop` may panic: survived, as for a settled lease.
+            shared.survive(|| drop(delivery));
         }
     }
 }

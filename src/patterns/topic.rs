@@ -21,7 +21,8 @@ use std::sync::{Arc, PoisonError, RwLock};
 /// The subscription list is an immutable snapshot (`Arc<[Route]>`) behind a lock that is held
 /// only to copy or swap that `Arc`: a publish takes the current snapshot and releases the lock
 /// before it runs any filter, clone or send; subscribing and unsubscribing build a new
-/// snapshot and swap it in. So a filter or a `Clone` may itself subscribe, unsubscribe or
+/// snapshot and swap it in, and drop the old one (perhaps the last handle on a removed
+/// filter or queue) only after releasing the lock. So a filter or a `Clone` may itself subscribe, unsubscribe or
 /// publish, and a panic in one poisons nothing. The price: a publish works on the
 /// subscriptions of the moment it started. One that started before an `unsubscribe` returned
 /// may still deliver to that subscription; one that starts after it never does.
@@ -273,10 +274,15 @@ impl<T> Topic<T> {
     }
 
     /// Swaps in the snapshot `change` makes from the current one. Runs no caller code under
-    /// the lock (`change` only copies routes), so it cannot deadlock with a filter or clone.
+    /// the lock (`change` only copies routes), so it cannot deadlock with a filter or clone:
+    /// the old snapshot is dropped after the lock is released, since it may hold the last
+    /// handle on a removed subscription's filter or queue, whose drops are caller code.
     fn update(&self, change: impl FnOnce(&[Route<T>]) -> Arc<[Route<T>]>) {
         let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
-        *routes = change(&routes);
+        let new = change(&routes);
+        let old = std::mem::replace(&mut *routes, new);
+        drop(routes);
+        drop(old);
     }
 }
 

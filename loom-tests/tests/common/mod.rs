@@ -68,3 +68,21 @@ pub fn check(name: &str, f: impl Fn() + Sync + Send + 'static) {
         start.elapsed()
     );
 }
+
+/// A one-slot queue on `clock` (as [`tiny_queue`]) whose messages go, on their first
+/// receive's end, to `dlq` (a std `Arc`, which the builder takes: the dead-letter queue's
+/// reference count is not part of the model).
+pub fn dead_lettering_after_one_receive(
+    dlq: &std::sync::Arc<Queue<Body>>,
+    clock: &ManualClock,
+) -> Arc<Queue<Body>> {
+    let q = Queue::builder()
+        .capacity(1)
+        .tick(TICK)
+        .visibility_timeout(LEASE)
+        .dead_letter(dlq.clone(), 1)
+        .clock(clock.clone())
+        .build()
+        .expect("valid settings");
+    Arc::new(q)
+}
