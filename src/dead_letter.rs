@@ -354,6 +354,7 @@ impl<T> Queue<T> {
                 // A panicking clone or send must not strand the message outside the ring.
                 let give_back = GiveBackOnUnwind {
                     ring: &self.ready,
+                    waiters: &self.waiters,
                     index,
                     not_received: None,
                 };

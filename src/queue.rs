@@ -38,7 +38,9 @@
 //!   (by expiry or release), which a racing delete then loses. A full dead-letter queue gives
 //!   the body back; it is written back and the slot waits, `Delayed`, to retry.
 //! * **Lost wake-ups and close**: see [`crate::waiters`]; `close` sets the flag and wakes every
-//!   sleeper, and a sleeper checks the flag after registering.
+//!   sleeper, and a sleeper checks the flag after registering. Every push to the ready ring
+//!   wakes one sleeper: a publish, and also a message given back because its clone panicked
+//!   (`GiveBackOnUnwind`), which a parked receiver would otherwise see only when its nap ends.
 
 use crate::builder::{Builder, DeadLetter};
 use crate::clock::Ticks;
@@ -302,6 +304,7 @@ impl<T> Queue<T> {
         // A panicking clone must not strand the message outside the ready ring.
         let give_back = GiveBackOnUnwind {
             ring: &self.ready,
+            waiters: &self.waiters,
             index,
             not_received: Some(&self.counters.not_received),
         };
@@ -928,10 +931,12 @@ impl<T> Queue<T> {
     }
 }
 
-/// Pushes `index` back to `ring` if dropped (on unwind), counting the pop in `not_received`
-/// (if the popper has not counted it already); forgotten on success.
+/// Pushes `index` back to the ready `ring` if dropped (on unwind), counting the pop in
+/// `not_received` (if the popper has not counted it already), and wakes a sleeping receiver
+/// for it as any other push to the ready ring does; forgotten on success.
 pub(crate) struct GiveBackOnUnwind<'a> {
     pub(crate) ring: &'a IndexRing,
+    pub(crate) waiters: &'a Waiters,
     pub(crate) index: u32,
     pub(crate) not_received: Option<&'a AtomicU64>,
 }
@@ -942,6 +947,7 @@ impl Drop for GiveBackOnUnwind<'_> {
             bump(not_received);
         }
         let _ = self.ring.push(self.index);
+        self.waiters.notify_one();
     }
 }
 
@@ -963,5 +969,70 @@ impl<T> std::fmt::Debug for Queue<T> {
             .field("capacity", &self.capacity())
             .field("closed", &self.is_closed())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    use std::sync::atomic::AtomicBool as StdAtomicBool;
+    use std::sync::Arc;
+    use std::thread;
+
+    /// Waits (wall-clock, bounded) until `done()` holds, for another thread to get somewhere.
+    fn wait_until(what: &str, done: impl Fn() -> bool) {
+        let give_up = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < give_up, "timed out waiting until {what}");
+            thread::yield_now();
+        }
+    }
+
+    /// A body whose clone runs `on_clone` first (which may panic or wait).
+    struct Hooked(Arc<dyn Fn() + Send + Sync>);
+
+    impl Clone for Hooked {
+        fn clone(&self) -> Self {
+            (self.0)();
+            Self(self.0.clone())
+        }
+    }
+
+    #[test]
+    fn message_given_back_by_a_panicking_clone_wakes_a_parked_receiver() {
+        let q: Arc<Queue<Hooked>> = Arc::new(Queue::builder().build().unwrap());
+        let parked = Arc::new(StdAtomicBool::new(false));
+        let panic_once = Arc::new(StdAtomicBool::new(true));
+        let hook = {
+            let (q, parked, panic_once) = (q.clone(), parked.clone(), panic_once.clone());
+            move || {
+                if panic_once.swap(false, Ordering::SeqCst) {
+                    // The message is out of the ready ring: let the other receiver find the
+                    // queue empty and park, then fail.
+                    parked.store(true, Ordering::SeqCst);
+                    wait_until("the second receiver parks", || q.waiters.sleepers() == 1);
+                    panic!("clone fails");
+                }
+            }
+        };
+        q.send(Hooked(Arc::new(hook))).unwrap();
+        let receiver = {
+            let (q, parked) = (q.clone(), parked.clone());
+            thread::spawn(move || {
+                wait_until("the first receiver pops", || parked.load(Ordering::SeqCst));
+                let start = Instant::now();
+                let got = q.receive(Duration::from_secs(10)).is_some();
+                (got, start.elapsed())
+            })
+        };
+        let first = catch_unwind(AssertUnwindSafe(|| q.try_receive()));
+        assert!(first.is_err(), "the first clone panics");
+        let (got, waited) = receiver.join().unwrap();
+        assert!(got, "the message given back is delivered");
+        assert!(
+            waited < Duration::from_secs(2),
+            "the parked receiver was woken at once, not after its wait ({waited:?})"
+        );
     }
 }

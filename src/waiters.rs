@@ -58,4 +58,10 @@ impl Waiters {
         }
         self.sleepers.fetch_sub(1, Ordering::SeqCst);
     }
+
+    /// How many receivers are registered to sleep (a test's way to know one has parked).
+    #[cfg(test)]
+    pub(crate) fn sleepers(&self) -> usize {
+        self.sleepers.load(Ordering::SeqCst)
+    }
 }
