@@ -289,8 +289,9 @@ impl<T> Queue<T> {
         self.try_receive_at(self.time.now_nanos())
     }
 
-    /// [`Queue::try_receive`] with the clock already read (`now`, exact). A batch reads the
-    /// clock once: each lease still starts no earlier than its message became visible.
+    /// [`Queue::try_receive`] with the clock already read (`now`, exact) to decide whether the
+    /// wheel is due (a batch reads it once for all its messages). The lease starts from a
+    /// reading made after the clone, so neither the wheel run nor the clone eats into it.
     #[inline]
     fn try_receive_at(&self, now: u64) -> Option<Delivery<T>>
     where
@@ -315,9 +316,14 @@ impl<T> Queue<T> {
         std::mem::forget(give_back);
         let receive_count = slot.receive_count.load(Ordering::Relaxed).saturating_add(1);
         slot.receive_count.store(receive_count, Ordering::Relaxed);
-        // The lease starts no earlier than the message became visible, which may be after `now`
-        // was read (another thread's send or wheel run); otherwise it could be born expired.
-        let leased_at = now.max(slot.ready_since.load(Ordering::Relaxed));
+        // The receiver has the message only now that the clone is done: the lease starts here,
+        // and no earlier than the message became visible (`ready_since` may be a reading of
+        // another thread's, which the exact clock here never trails; the `max` keeps the rule
+        // local).
+        let leased_at = self
+            .time
+            .now_nanos()
+            .max(slot.ready_since.load(Ordering::Relaxed));
         let deadline = self.time.deadline(leased_at, self.visibility_timeout);
         slot.set_deadline(deadline);
         // While `InFlight`, `visible_since` holds when the lease began.
