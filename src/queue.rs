@@ -53,7 +53,7 @@ use crate::slot::{Slot, State, Word, ENDED_BY_EXPIRY};
 use crate::stats::{bump, count_refusal, Counters, RateWindow, Stats};
 use crate::sync::{spin_loop, yield_now, AtomicBool, AtomicU64, Mutex, Ordering};
 use crate::waiters::Waiters;
-use crate::wheel::{Refile, Wheel};
+use crate::wheel::{Refile, Wheel, NEVER};
 use crate::MAX_TIMEOUT;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -399,13 +399,18 @@ impl<T> Queue<T> {
                 yield_now();
             } else {
                 let now = self.time.now_nanos();
-                let until_due = self.time.wall_time_until(now, self.wheel.next_due());
+                // The nap is computed from this value, so any later change of it (a deadline
+                // filed earlier, the wheel run past it) must wake us: the re-check compares,
+                // and the wheel run that changes it wakes every sleeper (module docs).
+                let next_due = self.wheel.next_due();
+                let until_due = self.time.wall_time_until(now, next_due);
                 let nap = until_due.map_or(left, |due| due.min(left)).min(LONGEST_NAP);
                 // Due wheel work is a reason to stay up only if nobody is running the wheel:
                 // a running owner finishes it and wakes us if it makes a message visible.
-                self.waiters.sleep(nap, || {
+                self.waiters.sleep(nap, next_due != NEVER, || {
                     self.ready.has_ready_head()
                         || self.is_closed()
+                        || self.wheel.next_due() != next_due
                         || (self.wheel.is_due(self.time.tick_of(self.time.now_nanos()))
                             && !self.wheel.is_running())
                 });
@@ -900,11 +905,11 @@ impl<T> Queue<T> {
 
     #[cold]
     fn run_wheel(&self) {
-        let moved_earlier = self.wheel.run(
+        let changed_next_due = self.wheel.run(
             || self.time.tick_of(self.time.now_nanos()),
             |index, now| self.visit(index, now),
         );
-        if moved_earlier {
+        if changed_next_due {
             self.waiters.notify_all();
         }
     }
