@@ -37,6 +37,17 @@
 //! * **Dead-letter move racing delete**: the move happens only after a CAS out of `InFlight`
 //!   (by expiry or release), which a racing delete then loses. A full dead-letter queue gives
 //!   the body back; it is written back and the slot waits, `Delayed`, to retry.
+//! * **A receive while another thread holds the wheel**: only the claim holder fires
+//!   deadlines (see [`crate::wheel`]). A `try_receive` that finds nothing while the wheel is
+//!   due at its clock reading knows another thread holds it (it would have run it itself), and
+//!   waits until the wheel has been run up to that tick (`wait_for_wheel`): it runs it itself
+//!   once the claim is free, and otherwise spins and yields briefly, then parks until the
+//!   holder's run changes `next_due` (every run at or past the due tick does, and wakes all
+//!   sleepers) or the holder lets go. So a message due by the time of the call is received.
+//!   The wait lasts as long as the holder's run, which is short and runs no user code, but a
+//!   descheduled holder prolongs it: here, and only here, the crate blocks rather than being
+//!   lock-free. A parked receiver that finds the due tick passed (the wheel held) sleeps until
+//!   woken, never for a nap of zero (a spin).
 //! * **Lost wake-ups and close**: see [`crate::waiters`]; `close` sets the flag and wakes every
 //!   sleeper, and a sleeper checks the flag after registering. Every push to the ready ring
 //!   wakes one sleeper: a publish, and also a message given back because its clone panicked
@@ -286,7 +297,51 @@ impl<T> Queue<T> {
     where
         T: Clone,
     {
+        let now = self.time.now_nanos();
+        // Read before the attempt: the holder of the wheel may make the message visible and
+        // publish a later `next_due` between our empty pop and a look made after it.
+        let wheel_due = self.wheel.is_due(self.time.tick_of(now));
+        match self.try_receive_at(now) {
+            None if wheel_due => self.try_receive_after_wheel(now),
+            received => received,
+        }
+    }
+
+    /// The rest of a [`Queue::try_receive`] that found nothing while the wheel was due at
+    /// `now`: another thread may hold the wheel (if this one did not run it) and be about to
+    /// make a message visible that is due by now. Waits until the wheel has been run up to
+    /// `now`'s tick, then tries once more.
+    #[cold]
+    fn try_receive_after_wheel(&self, now: u64) -> Option<Delivery<T>>
+    where
+        T: Clone,
+    {
+        self.wait_for_wheel(self.time.tick_of(now));
         self.try_receive_at(self.time.now_nanos())
+    }
+
+    /// Waits until the wheel has been run up to `tick` (its next due tick is later): runs it
+    /// when nobody holds it; while another thread does, spins and yields briefly, then parks
+    /// until that thread's run changes `next_due` (which wakes every sleeper, see
+    /// [`crate::waiters`]) or it lets go.
+    fn wait_for_wheel(&self, tick: u64) {
+        let mut attempt = 0u32;
+        loop {
+            let next_due = self.wheel.next_due();
+            if tick < next_due {
+                return;
+            }
+            if !self.wheel.is_running() {
+                self.run_wheel();
+                continue;
+            }
+            attempt += 1;
+            if !back_off(attempt) {
+                self.waiters.sleep(LONGEST_NAP, false, || {
+                    self.wheel.next_due() != next_due || !self.wheel.is_running()
+                });
+            }
+        }
     }
 
     /// [`Queue::try_receive`] with the clock already read (`now`, exact) to decide whether the
@@ -391,23 +446,25 @@ impl<T> Queue<T> {
                 .checked_sub(start.elapsed())
                 .filter(|left| !left.is_zero())?;
             attempt += 1;
-            // Under loom both bounds are 0, which makes these comparisons always false there.
-            #[allow(clippy::absurd_extreme_comparisons)]
-            if attempt <= SPIN_ATTEMPTS {
-                (0..1 << attempt).for_each(|_| spin_loop());
-            } else if attempt <= SPIN_ATTEMPTS + YIELD_ATTEMPTS {
-                yield_now();
-            } else {
+            if !back_off(attempt) {
                 let now = self.time.now_nanos();
                 // The nap is computed from this value, so any later change of it (a deadline
                 // filed earlier, the wheel run past it) must wake us: the re-check compares,
                 // and the wheel run that changes it wakes every sleeper (module docs).
                 let next_due = self.wheel.next_due();
-                let until_due = self.time.wall_time_until(now, next_due);
+                // If it has passed, another thread holds the wheel (we would have run it):
+                // its run changes `next_due` and wakes us. A nap until the passed due tick
+                // would be a nap of zero, round and round: a spin.
+                let due = self.time.tick_of(now) >= next_due;
+                let until_due = if due {
+                    None
+                } else {
+                    self.time.wall_time_until(now, next_due)
+                };
                 let nap = until_due.map_or(left, |due| due.min(left)).min(LONGEST_NAP);
                 // Due wheel work is a reason to stay up only if nobody is running the wheel:
                 // a running owner finishes it and wakes us if it makes a message visible.
-                self.waiters.sleep(nap, next_due != NEVER, || {
+                self.waiters.sleep(nap, next_due != NEVER && !due, || {
                     self.ready.has_ready_head()
                         || self.is_closed()
                         || self.wheel.next_due() != next_due
@@ -942,6 +999,22 @@ impl<T> Queue<T> {
     }
 }
 
+/// Whether a blocking call's re-check number `attempt` may wait by spinning (doubling the spin
+/// each time) or yielding, before which it backs off here; `false` once it is time to park.
+#[inline]
+fn back_off(attempt: u32) -> bool {
+    // Under loom both bounds are 0, which makes these comparisons always false there.
+    #[allow(clippy::absurd_extreme_comparisons)]
+    if attempt <= SPIN_ATTEMPTS {
+        (0..1 << attempt).for_each(|_| spin_loop());
+    } else if attempt <= SPIN_ATTEMPTS + YIELD_ATTEMPTS {
+        yield_now();
+    } else {
+        return false;
+    }
+    true
+}
+
 /// Pushes `index` back to the ready `ring` if dropped (on unwind), counting the pop in
 /// `not_received` (if the popper has not counted it already), and wakes a sleeping receiver
 /// for it as any other push to the ready ring does; forgotten on success.
@@ -986,6 +1059,7 @@ impl<T> std::fmt::Debug for Queue<T> {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
     use std::panic::{catch_unwind, AssertUnwindSafe};
     use std::sync::atomic::AtomicBool as StdAtomicBool;
     use std::sync::Arc;
@@ -1008,6 +1082,82 @@ mod tests {
             (self.0)();
             Self(self.0.clone())
         }
+    }
+
+    /// A queue on `clock` (1 ms tick, 10 ms leases) whose one message's lease has just
+    /// expired (the wheel is due), with the wheel's claim held by the caller, standing for
+    /// another thread that is running the wheel and has not yet fired that lease.
+    fn due_lease_while_the_wheel_is_held(clock: &ManualClock) -> Arc<Queue<u32>> {
+        let q: Arc<Queue<u32>> = Arc::new(
+            Queue::builder()
+                .tick(Duration::from_millis(1))
+                .visibility_timeout(Duration::from_millis(10))
+                .clock(clock.clone())
+                .build()
+                .unwrap(),
+        );
+        q.send(1).unwrap();
+        q.try_receive().expect("leased, then abandoned");
+        clock.advance(Duration::from_millis(11));
+        q
+    }
+
+    #[test]
+    fn receive_at_deadline_plus_tick_waits_for_the_thread_running_the_wheel() {
+        let clock = ManualClock::new();
+        let q = due_lease_while_the_wheel_is_held(&clock);
+        let claim = q.wheel.claim().expect("nobody else runs it");
+        let receiver = {
+            let q = q.clone();
+            thread::spawn(move || q.try_receive().map(|d| d.receive_count()))
+        };
+        wait_until("the receiver waits for the wheel", || {
+            q.waiters.sleepers() == 1 || receiver.is_finished()
+        });
+        // The holder finishes: it lets go, and its run (here the next one) fires the lease.
+        drop(claim);
+        q.stats();
+        assert_eq!(
+            receiver.join().unwrap(),
+            Some(2),
+            "the lease had expired a tick before the receive"
+        );
+    }
+
+    #[test]
+    fn receiver_waiting_for_the_thread_running_the_wheel_parks_instead_of_spinning() {
+        // The monotonic clock: with it a receiver computes its nap from the wall time until
+        // the wheel's next due tick, which is zero once that tick has passed. One 1 ms lease
+        // is left to expire (a wall-clock wait of about 2 ms).
+        let q: Arc<Queue<u32>> = Arc::new(
+            Queue::builder()
+                .tick(Duration::from_millis(1))
+                .visibility_timeout(Duration::from_millis(1))
+                .build()
+                .unwrap(),
+        );
+        q.send(1).unwrap();
+        q.try_receive().expect("leased, then abandoned");
+        let claim = q.wheel.claim().expect("nobody else runs it");
+        wait_until("the lease's deadline passes", || {
+            q.wheel.is_due(q.time.tick_of(q.time.now_nanos()))
+        });
+        let receiver = {
+            let q = q.clone();
+            thread::spawn(move || {
+                q.receive(Duration::from_secs(10))
+                    .map(|d| d.receive_count())
+            })
+        };
+        wait_until("the receiver parks", || q.waiters.sleepers() == 1);
+        // Wall-clock time is what is under test here: a parked receiver's naps while the
+        // wheel stays held (a spin napped for zero, thousands of times).
+        thread::sleep(Duration::from_millis(100));
+        let naps = q.waiters.naps();
+        drop(claim);
+        q.stats();
+        assert_eq!(receiver.join().unwrap(), Some(2));
+        assert!(naps <= 2, "{naps} naps in 100 ms: the receiver spins");
     }
 
     #[test]

@@ -40,6 +40,9 @@ pub(crate) struct Waiters {
     sleepers: AtomicUsize,
     lock: Mutex<()>,
     wake: Condvar,
+    /// How many times [`Waiters::sleep`] was called (a test's way to see a spin).
+    #[cfg(test)]
+    naps: AtomicUsize,
 }
 
 impl Waiters {
@@ -48,6 +51,8 @@ impl Waiters {
             sleepers: AtomicUsize::new(0),
             lock: Mutex::new(()),
             wake: Condvar::new(),
+            #[cfg(test)]
+            naps: AtomicUsize::new(0),
         }
     }
 
@@ -86,6 +91,8 @@ impl Waiters {
         ends_at_deadline: bool,
         should_wake: impl FnOnce() -> bool,
     ) {
+        #[cfg(test)]
+        self.naps.fetch_add(1, Ordering::Relaxed);
         let guard = lock(&self.lock);
         self.sleepers.fetch_add(1, Ordering::SeqCst);
         // Pairs with the notifier's fence (store-buffer pattern, fences on both sides).
@@ -105,5 +112,11 @@ impl Waiters {
     #[cfg(test)]
     pub(crate) fn sleepers(&self) -> usize {
         self.sleepers.load(Ordering::SeqCst)
+    }
+
+    /// How many times a receiver went to sleep (a test's way to see a spin).
+    #[cfg(test)]
+    pub(crate) fn naps(&self) -> usize {
+        self.naps.load(Ordering::Relaxed)
     }
 }

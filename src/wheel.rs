@@ -28,8 +28,14 @@
 //! claim (`claimed`, taken by CAS into a [`Claim`] guard whose drop lets go with `Release`,
 //! also when a visit unwinds): those fields are atomics accessed
 //! `Relaxed` only so that the crate needs no `unsafe` here; the claim's acquire/release orders
-//! them between successive owners. Other threads never wait for the claim: they leave work in
-//! the inbox, and the owner re-checks the inbox after releasing the claim.
+//! them between successive owners. Threads that only file work never wait for the claim: they
+//! leave it in the inbox, and the owner re-checks the inbox after releasing the claim. A
+//! receive that needs due work another thread holds the wheel for waits for that run (see
+//! [`crate::queue`]); so the owner's visits must stay short and run no user code: they CAS
+//! slot words, push to rings, and move a dead letter into the other queue by its own send
+//! (which may run that queue's wheel, but never waits for a claim). No body is cloned or
+//! dropped under the claim. Should a visit still panic (a broken invariant), the [`Claim`]
+//! guard lets go; the entries of the bucket being run that were not visited yet are lost.
 //!
 //! # Telling the wheel about a new, earlier deadline
 //!
@@ -484,6 +490,21 @@ mod tests {
         assert_eq!(h.fired.borrow().len(), 1);
         h.run_to(300);
         assert_eq!(h.fired.borrow()[1], (1, 300));
+    }
+
+    #[test]
+    fn a_visit_that_unwinds_lets_go_of_the_claim() {
+        let h = Harness::new(2, 2);
+        h.set(0, 5);
+        h.run_to(0);
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            h.wheel.run(|| 5, |_, _| panic!("a visit fails"))
+        }));
+        assert!(unwound.is_err());
+        assert!(!h.wheel.is_running(), "the claim is let go on unwind");
+        h.set(1, 7);
+        h.run_to(7);
+        assert_eq!(h.fired.borrow().as_slice(), &[(1, 7)], "the wheel runs on");
     }
 
     #[test]

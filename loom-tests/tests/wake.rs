@@ -135,3 +135,27 @@ fn second_turn_of_a_wheel_run_wakes_receiver() {
         assert_eq!(live.load(Ordering::SeqCst), 0);
     });
 }
+
+/// 8f: a receive made after a lease's deadline gets the message even while another thread
+/// holds the wheel and has not fired it yet: it runs the wheel itself, or waits (parked, not
+/// spinning) for the holder's run, which wakes it by changing the next due tick.
+#[test]
+fn receive_waits_for_the_thread_holding_the_due_wheel() {
+    check("receive_waits_for_the_thread_holding_the_due_wheel", || {
+        let live = Arc::new(AtomicUsize::new(0));
+        let clock = ManualClock::new();
+        let q = Arc::new(tiny_queue(1, &clock));
+        q.send(Body::new(1, &live)).unwrap();
+        q.try_receive().unwrap();
+        clock.advance(LEASE + TICK);
+        let receiver = {
+            let q = q.clone();
+            thread::spawn(move || q.try_receive().map(|d| d.receive_count()))
+        };
+        // Runs the wheel (expiring the lease), or finds the receiver running it.
+        q.stats();
+        assert_eq!(receiver.join().unwrap(), Some(2), "the lease was due");
+        drop(q);
+        assert_eq!(live.load(Ordering::SeqCst), 0);
+    });
+}
