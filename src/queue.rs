@@ -1161,6 +1161,42 @@ mod tests {
     }
 
     #[test]
+    fn receiver_wakes_for_a_deadline_filed_between_its_nap_and_its_registration() {
+        // The monotonic clock: a parked receiver wakes for a deadline only through its nap
+        // ending then. Wall-clock time is what is under test (the 50 ms lease's expiry).
+        let q: Arc<Queue<u32>> = Arc::new(
+            Queue::builder()
+                .tick(Duration::from_millis(1))
+                .visibility_timeout(Duration::from_millis(50))
+                .build()
+                .unwrap(),
+        );
+        let registration = q.waiters.hold();
+        let receiver = {
+            let q = q.clone();
+            thread::spawn(move || {
+                let start = Instant::now();
+                let got = q
+                    .receive(Duration::from_secs(10))
+                    .map(|d| d.receive_count());
+                (got, start.elapsed())
+            })
+        };
+        // The receiver has read `next_due` (nothing due: a nap of its whole wait) and waits
+        // for the lock to register.
+        wait_until("the receiver computes its nap", || q.waiters.naps() == 1);
+        q.send(1).unwrap();
+        q.try_receive().expect("leased, then abandoned");
+        drop(registration);
+        let (got, waited) = receiver.join().unwrap();
+        assert_eq!(got, Some(2), "the abandoned lease expires and is delivered");
+        assert!(
+            waited < Duration::from_secs(2),
+            "woken for the 50 ms deadline, not after its wait ({waited:?})"
+        );
+    }
+
+    #[test]
     fn message_given_back_by_a_panicking_clone_wakes_a_parked_receiver() {
         let q: Arc<Queue<Hooked>> = Arc::new(Queue::builder().build().unwrap());
         let parked = Arc::new(StdAtomicBool::new(false));

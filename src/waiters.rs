@@ -40,7 +40,8 @@ pub(crate) struct Waiters {
     sleepers: AtomicUsize,
     lock: Mutex<()>,
     wake: Condvar,
-    /// How many times [`Waiters::sleep`] was called (a test's way to see a spin).
+    /// How many times [`Waiters::sleep`] was called, counted before it takes the lock (a
+    /// test's way to see a spin, or that a receiver has computed its nap).
     #[cfg(test)]
     naps: AtomicUsize,
 }
@@ -112,6 +113,13 @@ impl Waiters {
     #[cfg(test)]
     pub(crate) fn sleepers(&self) -> usize {
         self.sleepers.load(Ordering::SeqCst)
+    }
+
+    /// Holds the lock, so that a receiver that has computed its nap cannot register yet (a
+    /// test's way to widen the window between the two).
+    #[cfg(test)]
+    pub(crate) fn hold(&self) -> crate::sync::MutexGuard<'_, ()> {
+        lock(&self.lock)
     }
 
     /// How many times a receiver went to sleep (a test's way to see a spin).
