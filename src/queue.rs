@@ -38,12 +38,15 @@
 //!   (by expiry or release), which a racing delete then loses. A full dead-letter queue gives
 //!   the body back; it is written back and the slot waits, `Delayed`, to retry.
 //! * **A receive while another thread holds the wheel**: only the claim holder fires
-//!   deadlines (see [`crate::wheel`]). A `try_receive` that finds nothing while the wheel is
-//!   due at its clock reading knows another thread holds it (it would have run it itself), and
-//!   waits until the wheel has been run up to that tick (`wait_for_wheel`): it runs it itself
-//!   once the claim is free, and otherwise spins and yields briefly, then parks until the
-//!   holder's run changes `next_due` (every run at or past the due tick does, and wakes all
-//!   sleepers) or the holder lets go. So a message due by the time of the call is received.
+//!   deadlines (see [`crate::wheel`]). A `try_receive` that found the wheel due at its clock
+//!   reading and then nothing to pop either ran the wheel itself (one more pop settles it) or
+//!   found another thread holding it. It waits until the wheel has been run up to that tick
+//!   (`wait_for_wheel`), then pops once more. Waiting, it runs the wheel itself once the claim
+//!   is free, and otherwise spins and yields briefly, then parks until the holder's run
+//!   changes `next_due` (every run at or past the due tick does, and wakes all sleepers) or
+//!   the holder lets go. The look at the wheel comes before the pop: the holder may make the
+//!   message visible and publish a later `next_due` between an empty pop and a look after it.
+//!   So a message due by the time of the call is received.
 //!   The wait lasts as long as the holder's run, which is short and runs no user code, but a
 //!   descheduled holder prolongs it: here, and only here, the crate blocks rather than being
 //!   lock-free. A parked receiver that finds the due tick passed (the wheel held) sleeps until
