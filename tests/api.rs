@@ -522,6 +522,34 @@ fn lease_expires_at_its_deadline_within_one_tick() {
     assert_eq!((s.expired, s.received, s.in_flight, s.ready), (1, 2, 1, 0));
 }
 
+/// A body whose clone takes queue time: it moves the manual clock on by its duration.
+struct SlowClone(Duration, ManualClock);
+
+impl Clone for SlowClone {
+    fn clone(&self) -> Self {
+        self.1.advance(self.0);
+        Self(self.0, self.1.clone())
+    }
+}
+
+#[test]
+fn lease_starts_after_the_clone_not_before() {
+    // The receiver cannot use the message before the clone is done, so the lease must cover
+    // the whole timeout from then on: a lease timed from a clock reading made before the
+    // clone came out shorter by the clone's time.
+    let clock = ManualClock::new();
+    let q: Queue<SlowClone> = queue(&clock, 4, ms(100));
+    q.send(SlowClone(ms(40), clock.clone())).unwrap();
+    let d = q.try_receive().unwrap();
+    assert_eq!(clock.now(), ms(40), "the clone took 40 ms");
+    set_time(&clock, ms(140) - NANO);
+    assert!(
+        q.try_receive().is_none(),
+        "the lease ended before 100 ms had passed"
+    );
+    assert_eq!(q.delete(d.receipt()), Ok(()));
+}
+
 #[test]
 fn lease_precision_with_a_coarse_unaligned_tick() {
     let clock = ManualClock::new();

@@ -1,4 +1,4 @@
-//! Deduplication (`src/dedup.rs`): two sends of one dedup id racing a clock advance that
+//! Deduplication (`src/patterns/dedup.rs`): two sends of one dedup id racing a clock advance that
 //! expires another id's entry, so that the two may claim *different* buckets (the race that the
 //! claim-then-check protocol exists for).
 #![cfg(loom)]
@@ -13,7 +13,7 @@ use visq::{DedupQueue, DedupSendError, ManualClock, Queue, Sent};
 
 const WINDOW: Duration = Duration::from_secs(60);
 
-/// A copy of `src/dedup.rs`'s `mix`, to place ids in the table. If the two drift apart the
+/// A copy of `src/patterns/dedup.rs`'s `mix`, to place ids in the table. If the two drift apart the
 /// model still passes but no longer sets up the two-bucket race.
 fn mix(mut x: u64) -> u64 {
     x ^= x >> 30;

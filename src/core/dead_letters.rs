@@ -208,6 +208,7 @@ impl<T> Queue<T> {
                 // A panicking clone or send must not strand the message outside the ring.
                 let give_back = GiveBackOnUnwind {
                     ring: &self.ready,
+                    waiters: &self.waiters,
                     index,
                     not_received: None,
                 };
@@ -260,7 +261,7 @@ impl<T> Queue<T> {
             drop(unsafe { records.take(index) });
         }
         slot.store(slot.load().with(State::Free, 0));
-        // Counted before the push: see `crate::core::stats` ("How the totals are read").
+        // Counted before the push: see `super::stats` ("How the totals are read").
         bump(&self.counters.redriven);
         self.free
             .push(index)

@@ -2,7 +2,7 @@
 //!
 //! A queue that has a dead-letter queue, and a queue that is one, keep a *death record* per
 //! slot ([`DeathRecords`], allocated by the source queue's `build`, never on a hot path). The
-//! record follows the slot's owner rules (see [`crate::core::slot`]): only the thread that owns
+//! record follows the slot's owner rules (see [`super::slot`]): only the thread that owns
 //! the slot at the moment reads or writes it.
 //!
 //! | queue role | slot                                   | record                                  |
@@ -124,7 +124,7 @@ impl DeathRecords {
     /// Stores `death` as slot `index`'s record, dropping any older one.
     ///
     /// # Safety
-    /// The caller owns slot `index` (see [`crate::core::slot`]).
+    /// The caller owns slot `index` (see [`super::slot`]).
     pub(crate) unsafe fn put(&self, index: u32, death: Death) {
         // SAFETY: the slot's owner is the only thread touching its record (precondition).
         self.cells[index as usize].with_mut(|cell| unsafe { *cell = Some(death) });

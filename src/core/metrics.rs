@@ -7,7 +7,7 @@
 //! then 128 buckets per power of two, so a bucket is at most 1/128 of its value wide, under 1%).
 //! Recording is one `fetch_add` on one bucket; nothing is allocated or locked. The send time of
 //! each held message lives in `sent_at`, one word per slot, written by the sender while it owns
-//! the slot and read by whoever owns it later (the slot's owner rules, see [`crate::core::slot`]).
+//! the slot and read by whoever owns it later (the slot's owner rules, see [`super::slot`]).
 //!
 //! For a sampled message `send` reads the exact clock instead of the coarse one and `delete`
 //! reads it once: that and the three bucket increments are the cost, paid by one message in

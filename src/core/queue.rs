@@ -14,8 +14,8 @@
 //!
 //! A slot's index moves between the *free ring* (`Free` slots) and the *ready ring* (`Ready`
 //! slots); `InFlight` and `Delayed` slots are in no ring but may have a wheel entry. See
-//! [`crate::core::slot`] for the lifecycle word and body ownership, [`crate::core::ring`] for the rings,
-//! [`crate::core::wheel`] for deadlines and [`crate::core::waiters`] for blocking.
+//! [`super::slot`] for the lifecycle word and body ownership, [`super::ring`] for the rings,
+//! [`super::wheel`] for deadlines and [`super::waiters`] for blocking.
 //!
 //! # Races, and why each ends with exactly one winner
 //!
@@ -28,14 +28,14 @@
 //!   before the version CAS; the wheel loads the word, then the deadline, then CASes the word it
 //!   loaded. If the extension's CAS landed first, the wheel's CAS fails and it re-reads the new
 //!   deadline; if the wheel's landed first, the extension's fails and it reports `Expired`.
-//!   A shortened lease tells the wheel (see [`crate::core::wheel`]) so it fires on time.
+//!   A shortened lease tells the wheel (see [`super::wheel`]) so it fires on time.
 //! * **Forged or stale receipts while a receiver clones the body**: the receiver clones while
 //!   the slot is `Ready` and popped (owned by it alone), before it publishes `InFlight`, so no
 //!   receipt can reach the slot during the clone.
 //! * **ABA on slot reuse**: each lease bumps the epoch, so a receipt from an earlier lease of a
 //!   reused slot fails validation (up to the 36-bit wrap documented on [`crate::Receipt`]).
 //! * **Receipts of another queue**: each queue counts its slots' epochs from its own origin, so
-//!   queues used in lockstep issue different receipts (see [`crate::core::slot`], "Receipts of other
+//!   queues used in lockstep issue different receipts (see [`super::slot`], "Receipts of other
 //!   queues", for the bound on the rest).
 //! * **Dead-letter move racing delete**: the move happens only after a CAS out of `InFlight`
 //!   (by expiry or release), which a racing delete then loses. A full dead-letter queue gives
@@ -46,8 +46,24 @@
 //!   lease that expired (whose redelivery must count that receive), and an expiry that lost
 //!   never sees the restored count. It never checks the dead-letter limit, so unused work is
 //!   never dead-lettered by it. Loom model `hand_back_races_expiry`.
-//! * **Lost wake-ups and close**: see [`crate::core::waiters`]; `close` sets the flag and wakes every
-//!   sleeper, and a sleeper checks the flag after registering.
+//! * **A receive while another thread holds the wheel**: only the claim holder fires
+//!   deadlines (see [`super::wheel`]). A `try_receive` that found the wheel due at its clock
+//!   reading and then nothing to pop either ran the wheel itself (one more pop settles it) or
+//!   found another thread holding it. It waits until the wheel has been run up to that tick
+//!   (`wait_for_wheel`), then pops once more. Waiting, it runs the wheel itself once the claim
+//!   is free, and otherwise spins and yields briefly, then parks until the holder's run
+//!   changes `next_due` (every run at or past the due tick does, and wakes all sleepers) or
+//!   the holder lets go. The look at the wheel comes before the pop: the holder may make the
+//!   message visible and publish a later `next_due` between an empty pop and a look after it.
+//!   So a message due by the time of the call is received.
+//!   The wait lasts as long as the holder's run, which is short and runs no user code, but a
+//!   descheduled holder prolongs it: here, and only here, the crate blocks rather than being
+//!   lock-free. A parked receiver that finds the due tick passed (the wheel held) sleeps until
+//!   woken, never for a nap of zero (a spin).
+//! * **Lost wake-ups and close**: see [`super::waiters`]; `close` sets the flag and wakes every
+//!   sleeper, and a sleeper checks the flag after registering. Every push to the ready ring
+//!   wakes one sleeper: a publish, and also a message given back because its clone panicked
+//!   (`GiveBackOnUnwind`), which a parked receiver would otherwise see only when its nap ends.
 
 use crate::core::clock::{ManualClock, Ticks};
 use crate::core::deaths::{Death, DeathCause, DeathRecords, Nack, QueueId};
@@ -59,7 +75,7 @@ use crate::core::slot::{epoch_origin, Slot, State, Word, ENDED_BY_EXPIRY};
 use crate::core::stats::{bump, count_refusal, Counters, RateWindow, Stats};
 use crate::core::sync::{lock, spin_loop, yield_now, AtomicBool, AtomicU64, Mutex, Ordering};
 use crate::core::waiters::Waiters;
-use crate::core::wheel::{Refile, Wheel};
+use crate::core::wheel::{Refile, Wheel, NEVER};
 use crate::MAX_TIMEOUT;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -88,7 +104,7 @@ pub struct Queue<T> {
     pub(crate) counters: Counters,
     id: QueueId,
     /// Why and when each held message died, for a queue with a dead-letter queue or that is
-    /// one; see [`crate::core::deaths`].
+    /// one; see [`super::deaths`].
     pub(crate) deaths: OnceLock<DeathRecords>,
     latency: Option<LatencyRecorder>,
     rate_window: Mutex<RateWindow>,
@@ -96,7 +112,7 @@ pub struct Queue<T> {
 
 // SAFETY: the queue owns its bodies (`T: Send` lets them move to whichever thread drops, moves
 // or clones them), and every access to a body is made by the slot's single owner of the moment
-// (see `crate::core::slot`), so sharing `&Queue` across threads never gives two threads the same body
+// (see `super::slot`), so sharing `&Queue` across threads never gives two threads the same body
 // at once; everything else in the queue is atomics and a lock.
 unsafe impl<T: Send> Send for Queue<T> {}
 // SAFETY: as above.
@@ -260,7 +276,7 @@ impl<T> Queue<T> {
         if self.is_closed() {
             return Err(SendError::Closed(body));
         }
-        // A plain send only needs a lower bound of the time (see `crate::core::clock`).
+        // A plain send only needs a lower bound of the time (see `super::clock`).
         let now = if delay.is_zero() {
             self.time.recent_nanos()
         } else {
@@ -316,11 +332,56 @@ impl<T> Queue<T> {
     where
         T: Clone,
     {
+        let now = self.time.now_nanos();
+        // Read before the attempt: the holder of the wheel may make the message visible and
+        // publish a later `next_due` between our empty pop and a look made after it.
+        let wheel_due = self.wheel.is_due(self.time.tick_of(now));
+        match self.try_receive_at(now) {
+            None if wheel_due => self.try_receive_after_wheel(now),
+            received => received,
+        }
+    }
+
+    /// The rest of a [`Queue::try_receive`] that found nothing while the wheel was due at
+    /// `now`: another thread may hold the wheel (if this one did not run it) and be about to
+    /// make a message visible that is due by now. Waits until the wheel has been run up to
+    /// `now`'s tick, then tries once more.
+    #[cold]
+    fn try_receive_after_wheel(&self, now: u64) -> Option<Delivery<T>>
+    where
+        T: Clone,
+    {
+        self.wait_for_wheel(self.time.tick_of(now));
         self.try_receive_at(self.time.now_nanos())
     }
 
-    /// [`Queue::try_receive`] with the clock already read (`now`, exact). A batch reads the
-    /// clock once: each lease still starts no earlier than its message became visible.
+    /// Waits until the wheel has been run up to `tick` (its next due tick is later): runs it
+    /// when nobody holds it; while another thread does, spins and yields briefly, then parks
+    /// until that thread's run changes `next_due` (which wakes every sleeper, see
+    /// [`super::waiters`]) or it lets go.
+    fn wait_for_wheel(&self, tick: u64) {
+        let mut attempt = 0u32;
+        loop {
+            let next_due = self.wheel.next_due();
+            if tick < next_due {
+                return;
+            }
+            if !self.wheel.is_running() {
+                self.run_wheel();
+                continue;
+            }
+            attempt += 1;
+            if !back_off(attempt) {
+                self.waiters.sleep(LONGEST_NAP, false, || {
+                    self.wheel.next_due() != next_due || !self.wheel.is_running()
+                });
+            }
+        }
+    }
+
+    /// [`Queue::try_receive`] with the clock already read (`now`, exact) to decide whether the
+    /// wheel is due (a batch reads it once for all its messages). The lease starts from a
+    /// reading made after the clone, so neither the wheel run nor the clone eats into it.
     #[inline]
     fn try_receive_at(&self, now: u64) -> Option<Delivery<T>>
     where
@@ -334,6 +395,7 @@ impl<T> Queue<T> {
         // A panicking clone must not strand the message outside the ready ring.
         let give_back = GiveBackOnUnwind {
             ring: &self.ready,
+            waiters: &self.waiters,
             index,
             not_received: Some(&self.counters.not_received),
         };
@@ -344,9 +406,14 @@ impl<T> Queue<T> {
         std::mem::forget(give_back);
         let receive_count = slot.receive_count.load(Ordering::Relaxed).saturating_add(1);
         slot.receive_count.store(receive_count, Ordering::Relaxed);
-        // The lease starts no earlier than the message became visible, which may be after `now`
-        // was read (another thread's send or wheel run); otherwise it could be born expired.
-        let leased_at = now.max(slot.ready_since.load(Ordering::Relaxed));
+        // The receiver has the message only now that the clone is done: the lease starts here,
+        // and no earlier than the message became visible (`ready_since` may be a reading of
+        // another thread's, which the exact clock here never trails; the `max` keeps the rule
+        // local).
+        let leased_at = self
+            .time
+            .now_nanos()
+            .max(slot.ready_since.load(Ordering::Relaxed));
         let deadline = self.time.deadline(leased_at, self.visibility_timeout);
         slot.set_deadline(deadline);
         // While `InFlight`, `visible_since` holds when the lease began.
@@ -414,21 +481,28 @@ impl<T> Queue<T> {
                 .checked_sub(start.elapsed())
                 .filter(|left| !left.is_zero())?;
             attempt += 1;
-            // Under loom both bounds are 0, which makes these comparisons always false there.
-            #[allow(clippy::absurd_extreme_comparisons)]
-            if attempt <= SPIN_ATTEMPTS {
-                (0..1 << attempt).for_each(|_| spin_loop());
-            } else if attempt <= SPIN_ATTEMPTS + YIELD_ATTEMPTS {
-                yield_now();
-            } else {
+            if !back_off(attempt) {
                 let now = self.time.now_nanos();
-                let until_due = self.time.wall_time_until(now, self.wheel.next_due());
+                // The nap is computed from this value, so any later change of it (a deadline
+                // filed earlier, the wheel run past it) must wake us: the re-check compares,
+                // and the wheel run that changes it wakes every sleeper (module docs).
+                let next_due = self.wheel.next_due();
+                // If it has passed, another thread holds the wheel (we would have run it):
+                // its run changes `next_due` and wakes us. A nap until the passed due tick
+                // would be a nap of zero, round and round: a spin.
+                let due = self.time.tick_of(now) >= next_due;
+                let until_due = if due {
+                    None
+                } else {
+                    self.time.wall_time_until(now, next_due)
+                };
                 let nap = until_due.map_or(left, |due| due.min(left)).min(LONGEST_NAP);
                 // Due wheel work is a reason to stay up only if nobody is running the wheel:
                 // a running owner finishes it and wakes us if it makes a message visible.
-                self.waiters.sleep(nap, || {
+                self.waiters.sleep(nap, next_due != NEVER && !due, || {
                     self.ready.has_ready_head()
                         || self.is_closed()
+                        || self.wheel.next_due() != next_due
                         || (self.wheel.is_due(self.time.tick_of(self.time.now_nanos()))
                             && !self.wheel.is_running())
                 });
@@ -753,7 +827,7 @@ impl<T> Queue<T> {
         stats.oldest_ready_age = age(oldest_ready_since);
         stats.oldest_in_flight_age = age(oldest_lease_since);
         // The common events are counted by the rings' positions, not by counters of their own
-        // (see `crate::core::stats`, "How the totals are read"). The free ring's pushes are read
+        // (see `super::stats`, "How the totals are read"). The free ring's pushes are read
         // before the counters of moves and redrives, which are bumped before their push.
         let frees = self.free.pushes();
         self.counters.fill(&mut stats);
@@ -909,7 +983,7 @@ impl<T> Queue<T> {
         match dead_letter.queue.accept_dead_letter(body, &mut death) {
             Ok(()) => {
                 slot.store(ready.with(State::Free, 0));
-                // Counted before the push: see `crate::core::stats` ("How the totals are read").
+                // Counted before the push: see `super::stats` ("How the totals are read").
                 bump(&self.counters.dead_lettered);
                 self.free
                     .push(index)
@@ -963,11 +1037,11 @@ impl<T> Queue<T> {
 
     #[cold]
     fn run_wheel(&self) {
-        let moved_earlier = self.wheel.run(
+        let changed_next_due = self.wheel.run(
             || self.time.tick_of(self.time.now_nanos()),
             |index, now| self.visit(index, now),
         );
-        if moved_earlier {
+        if changed_next_due {
             self.waiters.notify_all();
         }
     }
@@ -1000,10 +1074,28 @@ impl<T> Queue<T> {
     }
 }
 
-/// Pushes `index` back to `ring` if dropped (on unwind), counting the pop in `not_received`
-/// (if the popper has not counted it already); forgotten on success.
+/// Whether a blocking call's re-check number `attempt` may wait by spinning (doubling the spin
+/// each time) or yielding, before which it backs off here; `false` once it is time to park.
+#[inline]
+fn back_off(attempt: u32) -> bool {
+    // Under loom both bounds are 0, which makes these comparisons always false there.
+    #[allow(clippy::absurd_extreme_comparisons)]
+    if attempt <= SPIN_ATTEMPTS {
+        (0..1 << attempt).for_each(|_| spin_loop());
+    } else if attempt <= SPIN_ATTEMPTS + YIELD_ATTEMPTS {
+        yield_now();
+    } else {
+        return false;
+    }
+    true
+}
+
+/// Pushes `index` back to the ready `ring` if dropped (on unwind), counting the pop in
+/// `not_received` (if the popper has not counted it already), and wakes a sleeping receiver
+/// for it as any other push to the ready ring does; forgotten on success.
 pub(crate) struct GiveBackOnUnwind<'a> {
     pub(crate) ring: &'a IndexRing,
+    pub(crate) waiters: &'a Waiters,
     pub(crate) index: u32,
     pub(crate) not_received: Option<&'a AtomicU64>,
 }
@@ -1014,6 +1106,7 @@ impl Drop for GiveBackOnUnwind<'_> {
             bump(not_received);
         }
         let _ = self.ring.push(self.index);
+        self.waiters.notify_one();
     }
 }
 
@@ -1035,5 +1128,183 @@ impl<T> std::fmt::Debug for Queue<T> {
             .field("capacity", &self.capacity())
             .field("closed", &self.is_closed())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::core::clock::ManualClock;
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    use std::sync::atomic::AtomicBool as StdAtomicBool;
+    use std::sync::Arc;
+    use std::thread;
+
+    /// Waits (wall-clock, bounded) until `done()` holds, for another thread to get somewhere.
+    fn wait_until(what: &str, done: impl Fn() -> bool) {
+        let give_up = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < give_up, "timed out waiting until {what}");
+            thread::yield_now();
+        }
+    }
+
+    /// A body whose clone runs `on_clone` first (which may panic or wait).
+    struct Hooked(Arc<dyn Fn() + Send + Sync>);
+
+    impl Clone for Hooked {
+        fn clone(&self) -> Self {
+            (self.0)();
+            Self(self.0.clone())
+        }
+    }
+
+    /// A queue on `clock` (1 ms tick, 10 ms leases) whose one message's lease has just
+    /// expired (the wheel is due), with the wheel's claim held by the caller, standing for
+    /// another thread that is running the wheel and has not yet fired that lease.
+    fn due_lease_while_the_wheel_is_held(clock: &ManualClock) -> Arc<Queue<u32>> {
+        let q: Arc<Queue<u32>> = Arc::new(
+            Queue::builder()
+                .tick(Duration::from_millis(1))
+                .visibility_timeout(Duration::from_millis(10))
+                .clock(clock.clone())
+                .build()
+                .unwrap(),
+        );
+        q.send(1).unwrap();
+        q.try_receive().expect("leased, then abandoned");
+        clock.advance(Duration::from_millis(11));
+        q
+    }
+
+    #[test]
+    fn receive_at_deadline_plus_tick_waits_for_the_thread_running_the_wheel() {
+        let clock = ManualClock::new();
+        let q = due_lease_while_the_wheel_is_held(&clock);
+        let claim = q.wheel.claim().expect("nobody else runs it");
+        let receiver = {
+            let q = q.clone();
+            thread::spawn(move || q.try_receive().map(|d| d.receive_count()))
+        };
+        wait_until("the receiver waits for the wheel", || {
+            q.waiters.sleepers() == 1 || receiver.is_finished()
+        });
+        // The holder finishes: it lets go, and its run (here the next one) fires the lease.
+        drop(claim);
+        q.stats();
+        assert_eq!(
+            receiver.join().unwrap(),
+            Some(2),
+            "the lease had expired a tick before the receive"
+        );
+    }
+
+    #[test]
+    fn receiver_waiting_for_the_thread_running_the_wheel_parks_instead_of_spinning() {
+        // The monotonic clock: with it a receiver computes its nap from the wall time until
+        // the wheel's next due tick, which is zero once that tick has passed. One 1 ms lease
+        // is left to expire (a wall-clock wait of about 2 ms).
+        let q: Arc<Queue<u32>> = Arc::new(
+            Queue::builder()
+                .tick(Duration::from_millis(1))
+                .visibility_timeout(Duration::from_millis(1))
+                .build()
+                .unwrap(),
+        );
+        q.send(1).unwrap();
+        q.try_receive().expect("leased, then abandoned");
+        let claim = q.wheel.claim().expect("nobody else runs it");
+        wait_until("the lease's deadline passes", || {
+            q.wheel.is_due(q.time.tick_of(q.time.now_nanos()))
+        });
+        let receiver = {
+            let q = q.clone();
+            thread::spawn(move || {
+                q.receive(Duration::from_secs(10))
+                    .map(|d| d.receive_count())
+            })
+        };
+        wait_until("the receiver parks", || q.waiters.sleepers() == 1);
+        // Wall-clock time is what is under test here: a parked receiver's naps while the
+        // wheel stays held (a spin napped for zero, thousands of times).
+        thread::sleep(Duration::from_millis(100));
+        let naps = q.waiters.naps();
+        drop(claim);
+        q.stats();
+        assert_eq!(receiver.join().unwrap(), Some(2));
+        assert!(naps <= 2, "{naps} naps in 100 ms: the receiver spins");
+    }
+
+    #[test]
+    fn receiver_wakes_for_a_deadline_filed_between_its_nap_and_its_registration() {
+        // The monotonic clock: a parked receiver wakes for a deadline only through its nap
+        // ending then. Wall-clock time is what is under test (the 50 ms lease's expiry).
+        let q: Arc<Queue<u32>> = Arc::new(
+            Queue::builder()
+                .tick(Duration::from_millis(1))
+                .visibility_timeout(Duration::from_millis(50))
+                .build()
+                .unwrap(),
+        );
+        let registration = q.waiters.hold();
+        let receiver = {
+            let q = q.clone();
+            thread::spawn(move || {
+                let start = Instant::now();
+                let got = q
+                    .receive(Duration::from_secs(10))
+                    .map(|d| d.receive_count());
+                (got, start.elapsed())
+            })
+        };
+        // The receiver has read `next_due` (nothing due: a nap of its whole wait) and waits
+        // for the lock to register.
+        wait_until("the receiver computes its nap", || q.waiters.naps() == 1);
+        q.send(1).unwrap();
+        q.try_receive().expect("leased, then abandoned");
+        drop(registration);
+        let (got, waited) = receiver.join().unwrap();
+        assert_eq!(got, Some(2), "the abandoned lease expires and is delivered");
+        assert!(
+            waited < Duration::from_secs(2),
+            "woken for the 50 ms deadline, not after its wait ({waited:?})"
+        );
+    }
+
+    #[test]
+    fn message_given_back_by_a_panicking_clone_wakes_a_parked_receiver() {
+        let q: Arc<Queue<Hooked>> = Arc::new(Queue::builder().build().unwrap());
+        let parked = Arc::new(StdAtomicBool::new(false));
+        let panic_once = Arc::new(StdAtomicBool::new(true));
+        let hook = {
+            let (q, parked, panic_once) = (q.clone(), parked.clone(), panic_once.clone());
+            move || {
+                if panic_once.swap(false, Ordering::SeqCst) {
+                    // The message is out of the ready ring: let the other receiver find the
+                    // queue empty and park, then fail.
+                    parked.store(true, Ordering::SeqCst);
+                    wait_until("the second receiver parks", || q.waiters.sleepers() == 1);
+                    panic!("clone fails");
+                }
+            }
+        };
+        q.send(Hooked(Arc::new(hook))).unwrap();
+        let receiver = {
+            let (q, parked) = (q.clone(), parked.clone());
+            thread::spawn(move || {
+                wait_until("the first receiver pops", || parked.load(Ordering::SeqCst));
+                let start = Instant::now();
+                let got = q.receive(Duration::from_secs(10)).is_some();
+                (got, start.elapsed())
+            })
+        };
+        let first = catch_unwind(AssertUnwindSafe(|| q.try_receive()));
+        assert!(first.is_err(), "the first clone panics");
+        let (got, waited) = receiver.join().unwrap();
+        assert!(got, "the message given back is delivered");
+        assert!(
+            waited < Duration::from_secs(2),
+            "the parked receiver was woken at once, not after its wait ({waited:?})"
+        );
     }
 }

@@ -25,10 +25,17 @@
 //! # Who may write what
 //!
 //! Everything but `Link::filed`'s readers and the inbox belongs to the thread that holds the
-//! claim (`claimed`, taken by CAS, released with `Release`): those fields are atomics accessed
+//! claim (`claimed`, taken by CAS into a [`Claim`] guard whose drop lets go with `Release`,
+//! also when a visit unwinds): those fields are atomics accessed
 //! `Relaxed` only so that the crate needs no `unsafe` here; the claim's acquire/release orders
-//! them between successive owners. Other threads never wait for the claim: they leave work in
-//! the inbox, and the owner re-checks the inbox after releasing the claim.
+//! them between successive owners. Threads that only file work never wait for the claim: they
+//! leave it in the inbox, and the owner re-checks the inbox after releasing the claim. A
+//! receive that needs due work another thread holds the wheel for waits for that run (see
+//! [`super::queue`]); so the owner's visits must stay short and run no user code: they CAS
+//! slot words, push to rings, and move a dead letter into the other queue by its own send
+//! (which may run that queue's wheel, but never waits for a claim). No body is cloned or
+//! dropped under the claim. Should a visit still panic (a broken invariant), the [`Claim`]
+//! guard lets go; the entries of the bucket being run that were not visited yet are lost.
 //!
 //! # Telling the wheel about a new, earlier deadline
 //!
@@ -40,6 +47,16 @@
 //! The owner, before visiting an entry, stores `filed = NEVER` and fences; so either it reads the
 //! new deadline, or the operation reads `NEVER` and notifies (Dekker's pattern, both sides
 //! `SeqCst`). The inbox owner clears `pending` before reading the deadline, for the same reason.
+//!
+//! # Waking sleepers: every change of `next_due`
+//!
+//! Parked receivers nap until `next_due` (see [`super::waiters`]), so every store that changes
+//! it must be reported. Only the claim holder stores it, by a `swap` whose old value is the one
+//! it replaces; [`Wheel::run`] returns whether any of its stores changed the value. Comparing
+//! with a value read before taking the claim is wrong: one run may go round twice (the first
+//! turn drops a settled lease, `D0 -> NEVER`; a notice left meanwhile makes the second file
+//! `D`), and `D0 -> D` with `D > D0` looks like no news, while a receiver that read `NEVER`
+//! between the turns sleeps its whole wait.
 
 use crate::core::error::{try_boxed_slice, OutOfMemory};
 use crate::core::ring::IndexRing;
@@ -79,6 +96,16 @@ pub(crate) struct Wheel {
     elapsed: AtomicU64,
     levels: Box<[Level]>,
     links: Box<[Link]>,
+}
+
+/// The claim on a wheel: its holder alone runs it. Dropping the guard lets go (with `Release`,
+/// so the next holder sees everything this one wrote), also when a visit unwinds.
+pub(crate) struct Claim<'a>(&'a AtomicBool);
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 /// What the queue says about a slot whose filed tick has come: file it again at this tick, or
@@ -127,10 +154,21 @@ impl Wheel {
         now >= self.next_due.load(Ordering::Acquire)
     }
 
-    /// Whether some thread is running the wheel now (it will re-check for due work before it
-    /// stops, so nobody else needs to wait for it).
+    /// Whether some thread holds the claim now. It re-checks for due work before it stops
+    /// running, and its run changes `next_due` if it fires or re-files anything, which the
+    /// queue tells sleepers about: a receiver that needs its work waits for that.
     pub(crate) fn is_running(&self) -> bool {
         self.claimed.load(Ordering::SeqCst)
+    }
+
+    /// Takes the claim, if no other thread holds it. The claim is let go when the guard is
+    /// dropped, on unwind too.
+    pub(crate) fn claim(&self) -> Option<Claim<'_>> {
+        self.claimed
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+            // Lazily: a guard made for a failed CAS would let go of another thread's claim.
+            .then(|| Claim(&self.claimed))
     }
 
     /// The earliest tick at which the wheel may have work, or `NEVER`.
@@ -162,8 +200,9 @@ impl Wheel {
     /// at once otherwise (that thread re-checks for new work when it lets go).
     ///
     /// `visit(slot, now)` is called for every slot whose filed tick has come and for every
-    /// slot in the inbox; see the module docs for what it must answer. Returns `true` when the
-    /// next due tick moved earlier (waiters may want to sleep less).
+    /// slot in the inbox; see the module docs for what it must answer. Returns `true` when
+    /// this call changed the next due tick (see "Waking sleepers" in the module docs): the
+    /// caller must then wake every sleeper, whose naps were computed from the old value.
     pub(crate) fn run(
         &self,
         now: impl Fn() -> u64,
@@ -172,20 +211,17 @@ impl Wheel {
         // Orders the caller's inbox push before its look at `claimed`, pairing with the fence
         // an owner issues between letting go and re-checking the inbox.
         fence(Ordering::SeqCst);
-        let before = self.next_due();
-        let mut moved_earlier = false;
-        while self
-            .claimed
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_ok()
-        {
+        let mut changed = false;
+        while let Some(claim) = self.claim() {
             let tick = now();
             self.drain_inbox(tick, &mut visit);
             self.run_buckets(tick, &mut visit);
             let next = self.first_bucket().map_or(NEVER, |(_, _, start)| start);
-            self.next_due.store(next, Ordering::Release);
-            moved_earlier |= next < before;
-            self.claimed.store(false, Ordering::Release);
+            // Only the claim holder writes `next_due`, so the value replaced is the one every
+            // sleeper computed its nap from since the last store: compare with that, never with
+            // a value read before the claim (which several turns of this loop may have moved).
+            changed |= self.next_due.swap(next, Ordering::SeqCst) != next;
+            drop(claim);
             // Work left while we held the claim: notices (pushed after our drain) or time that
             // passed. Whoever pushed it saw the claim taken and left; take it again.
             fence(Ordering::SeqCst);
@@ -193,7 +229,7 @@ impl Wheel {
                 break;
             }
         }
-        moved_earlier
+        changed
     }
 
     fn drain_inbox(&self, now: u64, visit: &mut impl FnMut(u32, u64) -> Refile) {
@@ -452,6 +488,21 @@ mod tests {
         assert_eq!(h.fired.borrow().len(), 1);
         h.run_to(300);
         assert_eq!(h.fired.borrow()[1], (1, 300));
+    }
+
+    #[test]
+    fn a_visit_that_unwinds_lets_go_of_the_claim() {
+        let h = Harness::new(2, 2);
+        h.set(0, 5);
+        h.run_to(0);
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            h.wheel.run(|| 5, |_, _| panic!("a visit fails"))
+        }));
+        assert!(unwound.is_err());
+        assert!(!h.wheel.is_running(), "the claim is let go on unwind");
+        h.set(1, 7);
+        h.run_to(7);
+        assert_eq!(h.fired.borrow().as_slice(), &[(1, 7)], "the wheel runs on");
     }
 
     #[test]

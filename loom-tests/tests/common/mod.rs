@@ -55,10 +55,22 @@ pub fn tiny_queue(capacity: usize, clock: &ManualClock) -> Queue<Body> {
 /// Runs `f` under `loom::model` and prints how many interleavings it explored and how long
 /// that took (shown with `--nocapture`).
 pub fn check(name: &str, f: impl Fn() + Sync + Send + 'static) {
+    check_with(name, loom::model::Builder::new(), f);
+}
+
+/// [`check`] with at most `bound` preemptions, whatever `LOOM_MAX_PREEMPTIONS` says: for
+/// models whose cost at the default bound is out of proportion (say why at the model).
+pub fn check_bounded(name: &str, bound: usize, f: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(bound);
+    check_with(name, builder, f);
+}
+
+fn check_with(name: &str, builder: loom::model::Builder, f: impl Fn() + Sync + Send + 'static) {
     static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let start = Instant::now();
     RUNS.store(0, std::sync::atomic::Ordering::Relaxed);
-    loom::model(move || {
+    builder.check(move || {
         RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         f();
     });
