@@ -73,7 +73,7 @@ pub use crate::core::error::{BuildError, ReceiptError, SendError};
 pub use crate::core::message::{Delivery, MessageId, Receipt};
 pub use crate::core::metrics::{Latencies, Latency};
 pub use crate::core::queue::Queue;
-pub use crate::core::stats::{Rates, Stats};
+pub use crate::core::stats::{Memory, Rates, Stats};
 pub use crate::patterns::consumer::{Backoff, Consumer, ConsumerBuilder, ConsumerStats};
 pub use crate::patterns::dedup::{
     dedup_hash, DedupBuildError, DedupBuilder, DedupQueue, DedupSendError, DedupStats, Sent,

@@ -20,6 +20,15 @@ thread_local! {
     static LEFT: Cell<Option<u64>> = const { Cell::new(None) };
     /// Allocations attempted on this thread while a limit was set.
     static ATTEMPTS: Cell<u64> = const { Cell::new(0) };
+    /// Bytes allocated on this thread while a limit was set.
+    static BYTES: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Counts `bytes` more allocated on this thread, if a limit is set.
+fn count_bytes(bytes: usize) {
+    if let Ok(Some(_)) = LEFT.try_with(Cell::get) {
+        let _ = BYTES.try_with(|b| b.set(b.get() + bytes as u64));
+    }
 }
 
 /// Whether this allocation may go ahead (counting it if a limit is set).
@@ -44,6 +53,7 @@ unsafe impl GlobalAlloc for FailAfter {
         if !may_allocate() {
             return std::ptr::null_mut();
         }
+        count_bytes(layout.size());
         // SAFETY: forwarded unchanged.
         unsafe { System.alloc(layout) }
     }
@@ -52,6 +62,7 @@ unsafe impl GlobalAlloc for FailAfter {
         if !may_allocate() {
             return std::ptr::null_mut();
         }
+        count_bytes(layout.size());
         // SAFETY: forwarded unchanged.
         unsafe { System.alloc_zeroed(layout) }
     }
@@ -60,6 +71,7 @@ unsafe impl GlobalAlloc for FailAfter {
         if !may_allocate() {
             return std::ptr::null_mut();
         }
+        count_bytes(new_size.saturating_sub(layout.size()));
         // SAFETY: forwarded unchanged.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -76,11 +88,18 @@ static GLOBAL: FailAfter = FailAfter;
 /// Runs `f` with at most `limit` successful allocations on this thread (`None`: no limit);
 /// returns its result and the allocations it attempted.
 fn with_allocation_limit<R>(limit: Option<u64>, f: impl FnOnce() -> R) -> (R, u64) {
+    let (result, attempts, _) = counting(limit, f);
+    (result, attempts)
+}
+
+/// [`with_allocation_limit`], also returning the bytes allocated.
+fn counting<R>(limit: Option<u64>, f: impl FnOnce() -> R) -> (R, u64, u64) {
     ATTEMPTS.with(|a| a.set(0));
+    BYTES.with(|b| b.set(0));
     LEFT.with(|l| l.set(Some(limit.unwrap_or(u64::MAX))));
     let result = f();
     LEFT.with(|l| l.set(None));
-    (result, ATTEMPTS.with(Cell::get))
+    (result, ATTEMPTS.with(Cell::get), BYTES.with(Cell::get))
 }
 
 /// Builds the queue `settings()` describes (the settings are made outside the limit) once
@@ -125,6 +144,31 @@ fn a_failed_allocation_of_death_records_is_a_build_error() {
             .dead_letter(dlq, 3)
             .sample_latencies(4)
     });
+}
+
+/// `Queue::memory` names every byte `build()` allocates, with and without latency recorders
+/// and death records (a dead-letter queue's records, made by the first build that attaches
+/// it, are the dead-letter queue's).
+#[test]
+fn memory_names_every_byte_build_allocates() {
+    let (plain, _, bytes) = counting(None, || Queue::<u64>::builder().capacity(1000).build());
+    let memory = plain.unwrap().memory();
+    assert_eq!(memory.total() as u64, bytes, "{memory:?}");
+    assert_eq!(
+        (memory.capacity, memory.death_records, memory.latency),
+        (1000, 0, 0)
+    );
+
+    let dlq = Arc::new(Queue::<u64>::builder().capacity(300).build().unwrap());
+    let settings = Queue::builder()
+        .capacity(100)
+        .dead_letter(dlq.clone(), 3)
+        .sample_latencies(4);
+    let (source, _, bytes) = counting(None, || settings.build());
+    let memory = source.unwrap().memory();
+    let dlq_records = dlq.memory().death_records;
+    assert!(memory.death_records > 0 && memory.latency > 0 && dlq_records > 0);
+    assert_eq!((memory.total() + dlq_records) as u64, bytes, "{memory:?}");
 }
 
 /// Without an injected failure: a capacity whose bytes overflow or exceed any memory.

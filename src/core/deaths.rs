@@ -114,6 +114,11 @@ pub(crate) struct DeathRecords {
 }
 
 impl DeathRecords {
+    /// Bytes of the records (one per slot).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        std::mem::size_of_val(&*self.cells)
+    }
+
     /// Empty records for `slots` slots; `OutOfMemory` if they cannot be allocated.
     pub(crate) fn new(slots: usize) -> Result<Self, OutOfMemory> {
         Ok(Self {

@@ -95,6 +95,19 @@ pub(crate) struct LatencyRecorder {
 }
 
 impl LatencyRecorder {
+    /// Bytes of the per-slot send times and the three histograms' buckets.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        std::mem::size_of_val(&*self.sent_at)
+            + [
+                &self.send_to_receive,
+                &self.send_to_delete,
+                &self.receive_to_delete,
+            ]
+            .iter()
+            .map(|histogram| std::mem::size_of_val(&*histogram.buckets))
+            .sum::<usize>()
+    }
+
     /// Recorders for `slots` slots, sampling one message in `one_in`, clamped to
     /// 1..=[`MAX_SAMPLE_ONE_IN`] and rounded up to a power of two; `OutOfMemory` if they
     /// cannot be allocated.

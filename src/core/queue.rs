@@ -72,7 +72,7 @@ use crate::core::message::{Delivery, MessageId, Receipt};
 use crate::core::metrics::{Latencies, LatencyRecorder};
 use crate::core::ring::IndexRing;
 use crate::core::slot::{epoch_origin, Slot, State, Word, ENDED_BY_EXPIRY};
-use crate::core::stats::{bump, count_refusal, Counters, RateWindow, Stats};
+use crate::core::stats::{bump, count_refusal, Counters, Memory, RateWindow, Stats};
 use crate::core::sync::{lock, spin_loop, yield_now, AtomicBool, AtomicU64, Mutex, Ordering};
 use crate::core::waiters::Waiters;
 use crate::core::wheel::{Refile, Wheel, NEVER};
@@ -863,6 +863,26 @@ impl<T> Queue<T> {
     /// ```
     pub fn latencies(&self) -> Option<Latencies> {
         self.latency.as_ref().map(LatencyRecorder::snapshot)
+    }
+
+    /// The bytes `build()` allocated for this queue, part by part (O(1), allocates nothing).
+    ///
+    /// ```
+    /// let q: visq::Queue<u64> = visq::Queue::builder().capacity(1024).build().unwrap();
+    /// let memory = q.memory();
+    /// assert!(memory.slots >= 1024 * std::mem::size_of::<u64>());
+    /// assert_eq!(memory.death_records, 0); // no dead-letter queue
+    /// println!("{:.1} bytes per slot", memory.per_slot());
+    /// ```
+    pub fn memory(&self) -> Memory {
+        Memory {
+            slots: std::mem::size_of_val(&*self.slots),
+            rings: self.free.heap_bytes() + self.ready.heap_bytes(),
+            wheel: self.wheel.heap_bytes(),
+            death_records: self.deaths.get().map_or(0, DeathRecords::heap_bytes),
+            latency: self.latency.as_ref().map_or(0, LatencyRecorder::heap_bytes),
+            capacity: self.capacity(),
+        }
     }
 
     /// Deliveries so far: ready-ring pops less those that were no delivery. An inspection bumps

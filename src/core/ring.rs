@@ -63,6 +63,11 @@ fn stamp_distance(cell: u64, expected: u64) -> i32 {
 }
 
 impl IndexRing {
+    /// Bytes of the ring's cells (allocated by `with_capacity`).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        std::mem::size_of_val(&*self.cells)
+    }
+
     /// A ring with room for at least `capacity` values (rounded up to a power of two, and to
     /// at least two: see the module docs).
     /// `OutOfMemory` if its cells cannot be allocated.

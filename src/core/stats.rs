@@ -21,6 +21,38 @@ use crate::core::sync::{AtomicU64, Ordering};
 use crossbeam_utils::CachePadded;
 use std::time::Duration;
 
+/// What [`Builder::build`](crate::Builder::build) allocated for a queue, in bytes, part by part
+/// (from [`Queue::memory`](crate::Queue::memory)). Nothing is allocated after `build`, so this
+/// is the queue's whole heap footprint for as long as it lives, however many messages it holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Memory {
+    /// The slab: one slot per message of capacity, the body's storage included.
+    pub slots: usize,
+    /// The free ring and the ready ring (slot indices).
+    pub rings: usize,
+    /// The timing wheel: its per-slot links, its levels and its inbox ring.
+    pub wheel: usize,
+    /// Death records, one per slot, for a queue that has a dead-letter queue or is one.
+    pub death_records: usize,
+    /// The latency recorder, with [`Builder::sample_latencies`](crate::Builder::sample_latencies).
+    pub latency: usize,
+    /// The number of slots (the capacity).
+    pub capacity: usize,
+}
+
+impl Memory {
+    /// All the parts together.
+    pub fn total(&self) -> usize {
+        self.slots + self.rings + self.wheel + self.death_records + self.latency
+    }
+
+    /// [`Memory::total`] per slot.
+    pub fn per_slot(&self) -> f64 {
+        self.total() as f64 / self.capacity as f64
+    }
+}
+
 /// A snapshot of a queue, from [`Queue::stats`](crate::Queue::stats).
 ///
 /// Exact when no operation runs concurrently; otherwise each field is a value it had during

@@ -113,6 +113,14 @@ impl Drop for Claim<'_> {
 pub(crate) type Refile = Option<u64>;
 
 impl Wheel {
+    /// Bytes of the wheel's per-slot links, its levels and its inbox ring (allocated by
+    /// `new`).
+    pub(crate) fn heap_bytes(&self) -> usize {
+        std::mem::size_of_val(&*self.links)
+            + std::mem::size_of_val(&*self.levels)
+            + self.inbox.heap_bytes()
+    }
+
     /// The number of levels needed so that half the wheel's range covers `max_ticks` (and at
     /// least one).
     pub(crate) fn levels_for(max_ticks: u64) -> u32 {
