@@ -1,7 +1,7 @@
 //! Latency percentiles (hdrhistogram), one producer and one consumer: send-to-receive and
-//! send-to-delete at fixed offered rates (100 k and 1 M msgs/s) and in bursts, for visq and
-//! every baseline (crossbeam-channel's blocking receive is the main comparison). See
-//! `common/latency.rs` for the pacing and what is measured.
+//! send-to-delete at fixed offered rates (10 k, 100 k and 1 M msgs/s, at capacities 1024 and
+//! 2^20) and in bursts, for visq and every baseline (crossbeam-channel's plain blocking `recv`
+//! is the main comparison). See `common/latency.rs` for the pacing and what is measured.
 //!
 //! Run: `cargo bench --bench latency` (optionally `-- visq` or `-- channel` to pick queues by
 //! key or name). Prints one table per pace; each cell merges 3 runs.
@@ -18,27 +18,30 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const RUNS: usize = 3;
 
-fn specs() -> [Spec; 3] {
-    [
-        Spec {
-            pace: Pace::Rate(100_000),
-            messages: 200_000,
-            limit: Duration::from_secs(10),
+/// 10 k, 100 k and 1 M msgs/s at capacities 1024 and 2^20, then bursts of 1000 at 1024.
+fn specs() -> Vec<Spec> {
+    let limit = Duration::from_secs(15);
+    let mut specs = Vec::new();
+    for capacity in [1024, 1 << 20] {
+        for (rate, messages) in [(10_000, 50_000), (100_000, 200_000), (1_000_000, 1_000_000)] {
+            specs.push(Spec {
+                pace: Pace::Rate(rate),
+                messages,
+                capacity,
+                limit,
+            });
+        }
+    }
+    specs.push(Spec {
+        pace: Pace::Burst {
+            size: 1_000,
+            pause: Duration::from_millis(1),
         },
-        Spec {
-            pace: Pace::Rate(1_000_000),
-            messages: 1_000_000,
-            limit: Duration::from_secs(10),
-        },
-        Spec {
-            pace: Pace::Burst {
-                size: 1_000,
-                pause: Duration::from_millis(1),
-            },
-            messages: 100_000,
-            limit: Duration::from_secs(10),
-        },
-    ]
+        messages: 100_000,
+        capacity: 1024,
+        limit,
+    });
+    specs
 }
 
 fn micros(nanos: u64) -> String {
@@ -62,8 +65,9 @@ fn main() {
     let header: Vec<&str> = QUANTILES.iter().map(|(label, _)| *label).collect();
     for spec in specs() {
         println!(
-            "\n## 1P1C, {} (µs; {RUNS} runs merged)\n",
-            spec.pace.label()
+            "\n## 1P1C, {}, capacity {} (µs; {RUNS} runs merged)\n",
+            spec.pace.label(),
+            spec.capacity
         );
         println!(
             "{:<40} {:>10} {:>10} {:>10} {:>10} {:>10} {:>12}   sent",

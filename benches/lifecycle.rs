@@ -2,7 +2,9 @@
 //! in the same run: crossbeam-channel `bounded(1024)` and crossbeam-queue `ArrayQueue` doing a
 //! plain handoff (no lease), the lock-based reference, and the tutorial design.
 //!
-//! * `uncontended/*`: one thread, one message at a time: send, receive, delete (push, pop).
+//! * `uncontended/{1024,65536,1048576}/*`: one thread, one message at a time: send, receive,
+//!   delete (push, pop), every queue built with that capacity (the capacity sweep; the
+//!   tutorial design and `ArrayQueue` at 1024 only).
 //! * `lifecycle/{1P1C,2P2C,4P4C}/batch {1,32}/{u64,64 B}/*`: producers and consumers on their
 //!   own threads; time from start to the last message deleted.
 //!
@@ -14,7 +16,9 @@ mod common;
 
 use common::adapters::{Array, Channel, Config, Contender, Handoff, Lease};
 use common::lockref::LockRef;
-use common::throughput::{self, handoff_once, lease_once, Shape, CAPACITY, SHAPES, TUTORIAL_POLL};
+use common::throughput::{
+    self, handoff_once, lease_once, Shape, CAPACITY, SHAPES, SWEEP, TUTORIAL_POLL,
+};
 use common::tutorial::Tutorial;
 use common::{Body64, Payload};
 use criterion::{criterion_group, criterion_main, Bencher, Criterion, SamplingMode, Throughput};
@@ -34,8 +38,8 @@ fn messages(contender: Contender) -> u64 {
 /// The longest one run may take before the bench gives up on it.
 const LIMIT: Duration = Duration::from_secs(60);
 
-fn bench_lease<Q: Lease<u64>>(b: &mut Bencher<'_>) {
-    let q = Q::build(&Config::new(CAPACITY).poll(TUTORIAL_POLL));
+fn bench_lease<Q: Lease<u64>>(b: &mut Bencher<'_>, capacity: usize) {
+    let q = Q::build(&Config::new(capacity).poll(TUTORIAL_POLL));
     let mut n = 0;
     b.iter(|| {
         lease_once(&q, n);
@@ -43,8 +47,8 @@ fn bench_lease<Q: Lease<u64>>(b: &mut Bencher<'_>) {
     });
 }
 
-fn bench_handoff<H: Handoff<u64>>(b: &mut Bencher<'_>) {
-    let q = H::build(CAPACITY);
+fn bench_handoff<H: Handoff<u64>>(b: &mut Bencher<'_>, capacity: usize) {
+    let q = H::build(capacity);
     let deadline = Instant::now() + Duration::from_secs(24 * 3600);
     let mut n = 0;
     b.iter(|| {
@@ -54,18 +58,25 @@ fn bench_handoff<H: Handoff<u64>>(b: &mut Bencher<'_>) {
 }
 
 fn uncontended(c: &mut Criterion) {
-    let mut group = c.benchmark_group("uncontended");
-    group.throughput(Throughput::Elements(1));
-    for contender in Contender::ALL {
-        group.bench_function(contender.name(), |b| match contender {
-            Contender::Visq => bench_lease::<visq::Queue<u64>>(b),
-            Contender::LockRef => bench_lease::<LockRef<u64>>(b),
-            Contender::Tutorial => bench_lease::<Tutorial<u64>>(b),
-            Contender::Channel => bench_handoff::<Channel<u64>>(b),
-            Contender::Array => bench_handoff::<Array<u64>>(b),
-        });
+    for capacity in SWEEP {
+        let mut group = c.benchmark_group(format!("uncontended/{capacity}"));
+        group.throughput(Throughput::Elements(1));
+        let contenders: &[Contender] = if capacity == CAPACITY {
+            &Contender::ALL
+        } else {
+            &Contender::SWEPT
+        };
+        for &contender in contenders {
+            group.bench_function(contender.name(), |b| match contender {
+                Contender::Visq => bench_lease::<visq::Queue<u64>>(b, capacity),
+                Contender::LockRef => bench_lease::<LockRef<u64>>(b, capacity),
+                Contender::Tutorial => bench_lease::<Tutorial<u64>>(b, capacity),
+                Contender::Channel => bench_handoff::<Channel<u64>>(b, capacity),
+                Contender::Array => bench_handoff::<Array<u64>>(b, capacity),
+            });
+        }
+        group.finish();
     }
-    group.finish();
 }
 
 fn threaded<P: Payload>(c: &mut Criterion, shape: Shape) {
@@ -82,7 +93,7 @@ fn threaded<P: Payload>(c: &mut Criterion, shape: Shape) {
             b.iter_custom(|iters| {
                 (0..iters)
                     .map(|_| {
-                        throughput::lifecycle::<P>(contender, shape, messages, LIMIT)
+                        throughput::lifecycle::<P>(contender, CAPACITY, shape, messages, LIMIT)
                             .unwrap_or_else(|| panic!("{} did not finish", contender.name()))
                     })
                     .sum()

@@ -10,13 +10,34 @@
 mod common;
 
 use common::adapters::Contender;
-use common::memory::{self, Counting, HELD, PAYLOADS};
+use common::memory::{self, Counting, HELD, ITEMISED_CAPACITY, PAYLOADS};
 
 #[global_allocator]
 static GLOBAL: Counting<mimalloc::MiMalloc> = Counting(mimalloc::MiMalloc);
 
 fn main() {
     memory::child_main_if_asked();
+    println!(
+        "\nvisq's build() for {ITEMISED_CAPACITY} u64 slots, bytes per slot (Queue::memory)\n"
+    );
+    println!(
+        "{:<26} {:>8} {:>8} {:>8} {:>14} {:>8} {:>8} {:>12}",
+        "queue", "slots", "rings", "wheel", "death records", "latency", "total", "beyond body"
+    );
+    for (what, m) in memory::visq_parts() {
+        let per = |bytes: usize| bytes as f64 / m.capacity as f64;
+        println!(
+            "{:<26} {:>8.1} {:>8.1} {:>8.1} {:>14.1} {:>8.1} {:>8.1} {:>12.1}",
+            what,
+            per(m.slots),
+            per(m.rings),
+            per(m.wheel),
+            per(m.death_records),
+            per(m.latency),
+            m.per_slot(),
+            m.per_slot() - std::mem::size_of::<u64>() as f64
+        );
+    }
     println!("\nMemory with {HELD} messages in flight (bytes per message)\n");
     println!(
         "{:<16} {:>7} {:>14} {:>14} {:>16} {:>14} {:>12}",

@@ -264,15 +264,20 @@ impl<T: Payload> Lease<T> for Tutorial<T> {
 pub trait Handoff<T: Payload>: Send + Sync + Sized {
     const NAME: &'static str;
     fn build(capacity: usize) -> Self;
-    /// Blocks (or spins) until there is room; false if `deadline` passed first.
+    /// Waits for room, the way this queue's users wait; false if it gave up (only a queue
+    /// that polls gives up, at `deadline`).
     fn push(&self, value: T, deadline: Instant) -> bool;
-    /// Waits up to `wait` for a value.
-    fn pop(&self, wait: Duration) -> Option<T>;
+    /// Waits for a value, the way this queue's users wait; `None` if it gave up (only a queue
+    /// that polls gives up, at `deadline`).
+    fn pop(&self, deadline: Instant) -> Option<T>;
     fn try_pop(&self) -> Option<T>;
 }
 
-/// crossbeam-channel `bounded(capacity)`, both ends kept together; `push` is the blocking
-/// `send_deadline`, `pop` the blocking `recv_timeout`.
+/// crossbeam-channel `bounded(capacity)`, both ends kept together, used as its users use it:
+/// `push` is the plain blocking `send`, `pop` the plain blocking `recv`. Neither reads the
+/// clock (the `_deadline`/`_timeout` variants do, on every call, which would slow the baseline
+/// down), so neither gives up: the workloads end every consumer with a STOP message, and a
+/// channel never refuses a send while its receiver lives.
 pub struct Channel<T> {
     tx: crossbeam_channel::Sender<T>,
     rx: crossbeam_channel::Receiver<T>,
@@ -287,13 +292,13 @@ impl<T: Payload> Handoff<T> for Channel<T> {
     }
 
     #[inline]
-    fn push(&self, value: T, deadline: Instant) -> bool {
-        self.tx.send_deadline(value, deadline).is_ok()
+    fn push(&self, value: T, _deadline: Instant) -> bool {
+        self.tx.send(value).is_ok()
     }
 
     #[inline]
-    fn pop(&self, wait: Duration) -> Option<T> {
-        self.rx.recv_timeout(wait).ok()
+    fn pop(&self, _deadline: Instant) -> Option<T> {
+        self.rx.recv().ok()
     }
 
     #[inline]
@@ -329,11 +334,10 @@ impl<T: Payload> Handoff<T> for Array<T> {
     }
 
     #[inline]
-    fn pop(&self, wait: Duration) -> Option<T> {
+    fn pop(&self, deadline: Instant) -> Option<T> {
         if let Some(value) = self.0.pop() {
             return Some(value);
         }
-        let end = Instant::now() + wait;
         let mut backoff = Backoff::new();
         let mut tries = 0u32;
         loop {
@@ -341,7 +345,7 @@ impl<T: Payload> Handoff<T> for Array<T> {
                 return Some(value);
             }
             tries = tries.wrapping_add(1);
-            if tries % 64 == 0 && Instant::now() >= end {
+            if tries % 64 == 0 && Instant::now() >= deadline {
                 return None;
             }
             backoff.snooze();
@@ -372,6 +376,9 @@ impl Contender {
         Contender::LockRef,
         Contender::Tutorial,
     ];
+    /// The queues of the capacity sweep and the latency runs: visq, its handoff baseline and
+    /// the lock-based reference.
+    pub const SWEPT: [Contender; 3] = [Contender::Visq, Contender::Channel, Contender::LockRef];
     /// The queues with leases.
     pub const LEASING: [Contender; 3] = [Contender::Visq, Contender::LockRef, Contender::Tutorial];
 

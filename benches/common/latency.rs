@@ -9,14 +9,17 @@
 //! producer sends `size` messages back to back (each stamped when its send starts), waits
 //! until the consumer has them all, pauses so the consumer goes idle, and repeats.
 //!
-//! The consumer blocks in the queue's own blocking receive: visq's `receive(wait)`,
-//! crossbeam-channel's `recv_timeout`, the lock-based reference's condvar wait, the tutorial's
-//! poll-and-sleep loop (at its default 1 s poll), and `ArrayQueue` spinning then yielding.
+//! The consumer waits the way each queue's users wait (issue 10's workload): visq and the
+//! lock-based reference loop `receive_batch(max 1, wait 100 ms)` then `delete`;
+//! crossbeam-channel's consumer calls its plain blocking `recv` (a STOP message ends it, so no
+//! timeout variant is needed); the tutorial design polls at its default 1 s (its
+//! `receive_batch` with a 1 s wait sleeps one whole poll); `ArrayQueue` spins, then yields.
+//! Every queue is built with the [`Spec`]'s capacity.
 
 use super::adapters::{Array, Channel, Config, Contender, Handoff, Lease};
 use super::lockref::LockRef;
 use super::throughput::send_until;
-use super::tutorial::Tutorial;
+use super::tutorial::{Tutorial, DEFAULT_POLL};
 use super::{Backoff, STOP};
 use hdrhistogram::Histogram;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,10 +27,8 @@ use std::sync::Barrier;
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// Queue capacity in the latency runs: room for 4 ms at 1 M msgs/s.
-pub const CAPACITY: usize = 4096;
-/// How long the consumer's blocking receive waits before it looks at the clock.
-const WAIT: Duration = Duration::from_secs(1);
+/// How long a lease queue's consumer waits in one `receive_batch` (issue 10's workload).
+pub const CONSUMER_WAIT: Duration = Duration::from_millis(100);
 /// The percentiles reported, with their labels.
 pub const QUANTILES: [(&str, f64); 6] = [
     ("p50", 0.50),
@@ -73,6 +74,8 @@ pub struct Spec {
     pub pace: Pace,
     /// Messages to send in all.
     pub messages: u64,
+    /// The capacity every queue is built with.
+    pub capacity: usize,
     /// The producer stops sending after this long (the run is then marked incomplete).
     pub limit: Duration,
 }
@@ -113,11 +116,11 @@ fn now_ns(base: Instant) -> u64 {
 
 /// Runs `spec` on `contender`, body `u64` (the send stamp).
 pub fn run(contender: Contender, spec: Spec) -> Latency {
-    let config = Config::new(CAPACITY);
+    let config = Config::new(spec.capacity);
     match contender {
-        Contender::Visq => lease_latency::<visq::Queue<u64>>(&config, spec),
-        Contender::LockRef => lease_latency::<LockRef<u64>>(&config, spec),
-        Contender::Tutorial => lease_latency::<Tutorial<u64>>(&config, spec),
+        Contender::Visq => lease_latency::<visq::Queue<u64>>(&config, spec, CONSUMER_WAIT),
+        Contender::LockRef => lease_latency::<LockRef<u64>>(&config, spec, CONSUMER_WAIT),
+        Contender::Tutorial => lease_latency::<Tutorial<u64>>(&config, spec, DEFAULT_POLL),
         Contender::Channel => handoff_latency::<Channel<u64>>(spec),
         Contender::Array => handoff_latency::<Array<u64>>(spec),
     }
@@ -175,7 +178,8 @@ fn produce(
     (sent, true)
 }
 
-fn lease_latency<Q: Lease<u64>>(config: &Config, spec: Spec) -> Latency {
+/// A lease queue's run; its consumer loops `receive_batch(max 1, wait)`, then `delete`.
+fn lease_latency<Q: Lease<u64>>(config: &Config, spec: Spec, wait: Duration) -> Latency {
     let q = Q::build(config);
     let base = Instant::now();
     // The consumer gives up this long after the producer's limit.
@@ -187,26 +191,27 @@ fn lease_latency<Q: Lease<u64>>(config: &Config, spec: Spec) -> Latency {
         let consumer = s.spawn(move || {
             let (mut to_receive, mut to_delete) = (histogram(), histogram());
             let mut count = 0;
+            let mut out = Vec::with_capacity(1);
             barrier.wait();
             loop {
-                match q.receive(WAIT) {
-                    Some(delivery) => {
-                        let stamp = *Q::body(&delivery);
-                        if stamp == STOP {
-                            q.delete(&delivery);
-                            break;
-                        }
-                        let got = now_ns(base);
-                        q.delete(&delivery);
-                        let deleted = now_ns(base);
-                        to_receive.saturating_record(got.saturating_sub(stamp).max(1));
-                        to_delete.saturating_record(deleted.saturating_sub(stamp).max(1));
-                        count += 1;
-                        received.store(count, Ordering::Release);
+                if q.receive_batch(&mut out, 1, wait) == 0 {
+                    if Instant::now() > give_up {
+                        break;
                     }
-                    None if Instant::now() > give_up => break,
-                    None => {}
+                    continue;
                 }
+                let got = now_ns(base);
+                let delivery = out.pop().expect("the delivery just received");
+                let stamp = *Q::body(&delivery);
+                q.delete(&delivery);
+                if stamp == STOP {
+                    break;
+                }
+                let deleted = now_ns(base);
+                to_receive.saturating_record(got.saturating_sub(stamp).max(1));
+                to_delete.saturating_record(deleted.saturating_sub(stamp).max(1));
+                count += 1;
+                received.store(count, Ordering::Release);
             }
             (to_receive, to_delete)
         });
@@ -228,7 +233,7 @@ fn lease_latency<Q: Lease<u64>>(config: &Config, spec: Spec) -> Latency {
 }
 
 fn handoff_latency<H: Handoff<u64>>(spec: Spec) -> Latency {
-    let q = H::build(CAPACITY);
+    let q = H::build(spec.capacity);
     let base = Instant::now();
     let give_up = base + spec.limit + Duration::from_secs(5);
     let received = AtomicU64::new(0);
@@ -240,7 +245,7 @@ fn handoff_latency<H: Handoff<u64>>(spec: Spec) -> Latency {
             let mut count = 0;
             barrier.wait();
             loop {
-                match q.pop(WAIT) {
+                match q.pop(give_up) {
                     Some(STOP) => break,
                     Some(stamp) => {
                         let got = now_ns(base);
@@ -248,8 +253,8 @@ fn handoff_latency<H: Handoff<u64>>(spec: Spec) -> Latency {
                         count += 1;
                         received.store(count, Ordering::Release);
                     }
-                    None if Instant::now() > give_up => break,
-                    None => {}
+                    // Only a polling queue gives up, and only at `give_up`.
+                    None => break,
                 }
             }
             to_receive

@@ -12,6 +12,9 @@
 //!   are in flight (deliveries dropped), per message;
 //! * **peak RSS / message**: the growth of `VmHWM` over the child's RSS before `build()`;
 //! * **allocations / message**: in a send, receive, delete loop on a small queue.
+//!
+//! [`visq_parts`] adds visq's own itemised account ([`visq::Queue::memory`]): slots, rings,
+//! wheel, death records, per slot.
 
 use super::adapters::{Config, Contender, Lease};
 use super::lockref::LockRef;
@@ -149,6 +152,33 @@ impl Memory {
     pub fn peak_rss_per_message(&self) -> f64 {
         self.peak_rss_kb.saturating_sub(self.rss_before_kb) as f64 * 1024.0 / HELD as f64
     }
+}
+
+/// The capacity visq's parts are itemised at (issue 10: 2^20).
+pub const ITEMISED_CAPACITY: usize = 1 << 20;
+
+/// What `build()` allocated for a visq queue of [`ITEMISED_CAPACITY`] `u64` messages, part by
+/// part (its own account, [`visq::Queue::memory`]): plain, and with a dead-letter queue (which
+/// adds the death records).
+pub fn visq_parts() -> [(&'static str, visq::Memory); 2] {
+    let plain = visq::Queue::<u64>::builder()
+        .capacity(ITEMISED_CAPACITY)
+        .build()
+        .expect("valid settings")
+        .memory();
+    let dlq = std::sync::Arc::new(
+        visq::Queue::<u64>::builder()
+            .capacity(1)
+            .build()
+            .expect("valid settings"),
+    );
+    let with_dlq = visq::Queue::<u64>::builder()
+        .capacity(ITEMISED_CAPACITY)
+        .dead_letter(dlq, 5)
+        .build()
+        .expect("valid settings")
+        .memory();
+    [("plain", plain), ("with a dead-letter queue", with_dlq)]
 }
 
 /// The payload names a child understands.

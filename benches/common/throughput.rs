@@ -5,7 +5,8 @@
 //! start to the moment the last consumer has settled its last message. Producers send
 //! `messages` in all; the last producer to finish then sends one STOP message per consumer
 //! (they come after every real message, FIFO). Producers facing a full queue back off (spin,
-//! then yield); crossbeam-channel's producers use its blocking send instead.
+//! then yield); crossbeam-channel's producers use its plain blocking `send` and its consumers its
+//! plain blocking `recv`, as its users would (the STOP message ends them, no timeout needed).
 
 use super::adapters::{Array, Channel, Config, Contender, Handoff, Lease};
 use super::lockref::LockRef;
@@ -20,6 +21,9 @@ use std::time::{Duration, Instant};
 
 /// Queue capacity in the throughput runs (crossbeam-channel `bounded(1024)`, and so on).
 pub const CAPACITY: usize = 1024;
+/// The capacities of the capacity sweep (issue 10): uncontended cost, 1P1C throughput and
+/// latency at each, every queue built with the same capacity.
+pub const SWEEP: [usize; 3] = [CAPACITY, 65_536, 1 << 20];
 /// How long a consumer's receive waits before it re-checks whether the run has failed.
 const WAIT: Duration = Duration::from_millis(20);
 /// The tutorial design's poll interval in the throughput runs: 1 ms, a thousand times shorter
@@ -72,21 +76,22 @@ fn share(total: u64, parts: usize, part: usize) -> Range<u64> {
     (total * part / parts)..(total * (part + 1) / parts)
 }
 
-/// Runs `messages` through `contender` in `shape`; the time it took, or `None` if the run did
-/// not finish within `limit`.
+/// Runs `messages` through `contender`, built with `capacity`, in `shape`; the time it took,
+/// or `None` if the run did not finish within `limit`.
 pub fn lifecycle<P: Payload>(
     contender: Contender,
+    capacity: usize,
     shape: Shape,
     messages: u64,
     limit: Duration,
 ) -> Option<Duration> {
-    let config = Config::new(CAPACITY).poll(TUTORIAL_POLL);
+    let config = Config::new(capacity).poll(TUTORIAL_POLL);
     match contender {
         Contender::Visq => lease_lifecycle::<visq::Queue<P>, P>(&config, shape, messages, limit),
         Contender::LockRef => lease_lifecycle::<LockRef<P>, P>(&config, shape, messages, limit),
         Contender::Tutorial => lease_lifecycle::<Tutorial<P>, P>(&config, shape, messages, limit),
-        Contender::Channel => handoff_lifecycle::<Channel<P>, P>(shape, messages, limit),
-        Contender::Array => handoff_lifecycle::<Array<P>, P>(shape, messages, limit),
+        Contender::Channel => handoff_lifecycle::<Channel<P>, P>(capacity, shape, messages, limit),
+        Contender::Array => handoff_lifecycle::<Array<P>, P>(capacity, shape, messages, limit),
     }
 }
 
@@ -245,12 +250,13 @@ fn lease_consumer<Q: Lease<P>, P: Payload>(
 }
 
 fn handoff_lifecycle<H: Handoff<P>, P: Payload>(
+    capacity: usize,
     shape: Shape,
     messages: u64,
     limit: Duration,
 ) -> Option<Duration> {
     let deadline = Instant::now() + limit;
-    let q = H::build(CAPACITY);
+    let q = H::build(capacity);
     let failed = AtomicBool::new(false);
     let elapsed = run_threads(
         shape,
@@ -272,7 +278,7 @@ fn handoff_lifecycle<H: Handoff<P>, P: Payload>(
     (!failed.load(Ordering::Relaxed)).then_some(elapsed)
 }
 
-/// Pushes (waiting for room); false, and the run marked failed, if the deadline passed.
+/// Pushes (waiting for room); false, and the run marked failed, if the queue gave up.
 fn push_until<H: Handoff<P>, P: Payload>(
     q: &H,
     value: P,
@@ -296,7 +302,7 @@ fn handoff_consumer<H: Handoff<P>, P: Payload>(
     let mut rounds = 0u32;
     loop {
         let mut got = false;
-        if let Some(value) = q.pop(WAIT) {
+        if let Some(value) = q.pop(deadline) {
             got = true;
             if black_box(&value).seq() == STOP {
                 stops += 1;
@@ -328,15 +334,15 @@ fn handoff_consumer<H: Handoff<P>, P: Payload>(
 }
 
 /// Uncontended cost of one lifecycle on one thread (send, receive, delete; or push, pop), in
-/// nanoseconds per message, over `ops` messages.
-pub fn uncontended<P: Payload>(contender: Contender, ops: u64) -> f64 {
-    let config = Config::new(CAPACITY).poll(TUTORIAL_POLL);
+/// nanoseconds per message, over `ops` messages, on a queue built with `capacity`.
+pub fn uncontended<P: Payload>(contender: Contender, capacity: usize, ops: u64) -> f64 {
+    let config = Config::new(capacity).poll(TUTORIAL_POLL);
     match contender {
         Contender::Visq => lease_uncontended(&visq::Queue::<P>::build(&config), ops),
         Contender::LockRef => lease_uncontended(&LockRef::<P>::build(&config), ops),
         Contender::Tutorial => lease_uncontended(&Tutorial::<P>::build(&config), ops),
-        Contender::Channel => handoff_uncontended(&Channel::<P>::build(CAPACITY), ops),
-        Contender::Array => handoff_uncontended(&Array::<P>::build(CAPACITY), ops),
+        Contender::Channel => handoff_uncontended(&Channel::<P>::build(capacity), ops),
+        Contender::Array => handoff_uncontended(&Array::<P>::build(capacity), ops),
     }
 }
 
@@ -369,7 +375,7 @@ pub fn lease_once<Q: Lease<P>, P: Payload>(q: &Q, n: u64) {
     q.delete(&delivery);
 }
 
-/// One push and pop, on one thread.
+/// One push and pop (crossbeam-channel: `send` and `recv`), on one thread.
 #[inline]
 pub fn handoff_once<H: Handoff<P>, P: Payload>(q: &H, n: u64, deadline: Instant) {
     assert!(
@@ -377,7 +383,7 @@ pub fn handoff_once<H: Handoff<P>, P: Payload>(q: &H, n: u64, deadline: Instant)
         "{}: an empty queue refused a push",
         H::NAME
     );
-    black_box(q.try_pop().expect("the value just pushed"));
+    black_box(q.pop(deadline).expect("the value just pushed"));
 }
 
 fn lease_uncontended<Q: Lease<P>, P: Payload>(q: &Q, ops: u64) -> f64 {

@@ -8,9 +8,10 @@
 //! cargo run --release --example report -- --reps 7 --out /tmp/results
 //! ```
 //!
-//! Every cell is repeated (5 times by default; latency 3) and reported as median and
-//! min-max; ratios are computed repeat by repeat between runs made back to back, so they
-//! compare like with like even when the machine's speed drifts. Every run is bounded in time.
+//! Every cell is repeated (5 times by default, latency included; `--reps N` sets both) and
+//! reported as median and min-max; ratios are computed repeat by repeat between runs made back
+//! to back, so they compare like with like even when the machine's speed drifts. Every run is
+//! bounded in time.
 //! The baselines and workloads are the benches' own (`benches/common`), included here by path.
 
 #[path = "../../benches/common/mod.rs"]
@@ -22,7 +23,7 @@ use common::adapters::{Config, Contender, Lease};
 use common::latency::{self, Latency, Pace, Spec};
 use common::lockref::LockRef;
 use common::memory::{self, Counting, Memory, PAYLOADS};
-use common::throughput::{self, Shape, CAPACITY, SHAPES, TUTORIAL_POLL};
+use common::throughput::{self, Shape, CAPACITY, SHAPES, SWEEP, TUTORIAL_POLL};
 use common::wheel::{AnyFixture, Op, PENDING};
 use common::{Body64, Payload};
 use std::hint::black_box;
@@ -35,6 +36,7 @@ static GLOBAL: Counting<mimalloc::MiMalloc> = Counting(mimalloc::MiMalloc);
 /// How much to run.
 pub struct Plan {
     pub reps: usize,
+    /// Repeats of each latency cell (issue 10: at least 5).
     pub latency_reps: usize,
     /// Messages per throughput run (the tutorial design gets a tenth).
     pub messages: u64,
@@ -54,9 +56,9 @@ impl Plan {
     fn full() -> Plan {
         Plan {
             reps: 5,
-            latency_reps: 3,
+            latency_reps: 5,
             messages: 500_000,
-            uncontended_ops: 2_000_000,
+            uncontended_ops: 1_000_000,
             latency_scale: 1.0,
             wheel_ops: 200_000,
             wheel_expiries: 100_000,
@@ -91,34 +93,61 @@ impl Plan {
         }
     }
 
-    /// The latency runs: 100 k and 1 M msgs/s, and bursts of 1000.
-    pub fn latency_specs(&self) -> [Spec; 3] {
+    /// The latency runs (issue 10): 10 k, 100 k and 1 M msgs/s at capacities 1024 and 2^20,
+    /// and 100 k msgs/s at 65,536 for the capacity sweep; about a second of sending each.
+    pub fn latency_specs(&self) -> Vec<Spec> {
         let scaled = |n: f64| (n * self.latency_scale).max(1_000.0) as u64;
-        [
-            Spec {
-                pace: Pace::Rate(100_000),
-                messages: scaled(100_000.0),
-                limit: Duration::from_secs(5),
-            },
-            Spec {
-                pace: Pace::Rate(1_000_000),
-                messages: scaled(500_000.0),
-                limit: Duration::from_secs(5),
-            },
-            Spec {
-                pace: Pace::Burst {
-                    size: 1_000,
-                    pause: Duration::from_millis(1),
-                },
-                messages: scaled(50_000.0),
-                limit: Duration::from_secs(5),
-            },
+        let spec = |rate: u64, messages: f64, capacity: usize| Spec {
+            pace: Pace::Rate(rate),
+            messages: scaled(messages),
+            capacity,
+            limit: Duration::from_secs(5),
+        };
+        let (small, large) = (SWEEP[0], SWEEP[2]);
+        vec![
+            spec(10_000, 10_000.0, small),
+            spec(10_000, 10_000.0, large),
+            spec(100_000, 100_000.0, small),
+            spec(100_000, 100_000.0, SWEEP[1]),
+            spec(100_000, 100_000.0, large),
+            spec(1_000_000, 500_000.0, small),
+            spec(1_000_000, 500_000.0, large),
         ]
+    }
+
+    /// The queues of a latency cell: visq, crossbeam-channel and the lock-based reference
+    /// everywhere; the tutorial design (at its default 1 s poll) in [`TUTORIAL_LATENCY`] only.
+    pub fn latency_contenders(spec: &Spec) -> Vec<Contender> {
+        let mut all = Contender::SWEPT.to_vec();
+        if (spec.pace, spec.capacity) == TUTORIAL_LATENCY {
+            all.push(Contender::Tutorial);
+        }
+        all
     }
 }
 
+/// The latency cell the tutorial design runs in (10 k msgs/s, capacity 2^20: room for the
+/// messages that pile up during its 1 s polls).
+pub const TUTORIAL_LATENCY: (Pace, usize) = (Pace::Rate(10_000), SWEEP[2]);
+
 /// Per-repeat values of one queue in one cell (NaN where a run failed).
 pub type Runs = Vec<(Contender, Vec<f64>)>;
+
+/// The queues measured at `capacity` in the capacity sweeps: every queue at the smallest, the
+/// three of [`Contender::SWEPT`] at the others.
+pub fn swept(capacity: usize) -> &'static [Contender] {
+    if capacity == SWEEP[0] {
+        &Contender::ALL
+    } else {
+        &Contender::SWEPT
+    }
+}
+
+/// One capacity's runs.
+pub struct SweepCell {
+    pub capacity: usize,
+    pub runs: Runs,
+}
 
 /// Throughput of one workload, M msgs/s.
 pub struct Workload {
@@ -135,7 +164,9 @@ impl Workload {
 
 /// Uncontended costs, ns per message, and the per-operation breakdown.
 pub struct Uncontended {
-    pub lifecycle: Runs,
+    /// Send+receive+delete (push+pop), one cell per capacity of [`SWEEP`], repeats interleaved
+    /// across capacities and queues.
+    pub lifecycle: Vec<SweepCell>,
     /// `(operation, per queue ns)`: send, receive, delete, each timed over 1024 in a row.
     pub breakdown: Vec<(&'static str, Runs)>,
     /// `Instant::now()`, ns per call.
@@ -166,6 +197,11 @@ pub struct Results {
     pub uncontended: Uncontended,
     pub histogram_cost: HistogramCost,
     pub workloads: Vec<Workload>,
+    /// 1P1C batch 1 u64 throughput (M msgs/s), one cell per capacity of [`SWEEP`], repeats
+    /// interleaved across capacities and queues.
+    pub sweep: Vec<SweepCell>,
+    /// visq's own account of its memory at 2^20 slots: plain, and with a dead-letter queue.
+    pub parts: [(&'static str, visq::Memory); 2],
     pub latency: Vec<LatencyCell>,
     pub wheel: Vec<WheelCell>,
     pub memory: Vec<Memory>,
@@ -191,6 +227,7 @@ fn main() {
                     .and_then(|n| n.parse().ok())
                     .filter(|&n: &usize| n > 0)
                     .expect("--reps N");
+                plan.latency_reps = plan.reps;
             }
             "--out" => out = PathBuf::from(it.next().expect("--out DIR")),
             "--help" | "-h" => {
@@ -209,6 +246,8 @@ fn main() {
 
     progress("uncontended", started);
     let uncontended = measure_uncontended(&plan);
+    progress("capacity sweep, 1P1C", started);
+    let sweep = measure_sweep(&plan);
     let mut workloads = Vec::new();
     for shape in SHAPES {
         progress(&format!("throughput {} / u64", shape.label()), started);
@@ -218,7 +257,10 @@ fn main() {
     }
     let mut latency = Vec::new();
     for spec in plan.latency_specs() {
-        progress(&format!("latency, {}", spec.pace.label()), started);
+        progress(
+            &format!("latency, {}, capacity {}", spec.pace.label(), spec.capacity),
+            started,
+        );
         latency.push(measure_latency(&plan, spec));
     }
     progress("latency histograms: cost", started);
@@ -227,10 +269,13 @@ fn main() {
     let wheel = measure_wheel(&plan);
     progress("memory", started);
     let memory = measure_memory();
+    let parts = memory::visq_parts();
     let results = Results {
         uncontended,
         histogram_cost,
         workloads,
+        sweep,
+        parts,
         latency,
         wheel,
         memory,
@@ -250,14 +295,31 @@ fn main() {
     }
 }
 
+/// Empty cells for every capacity of [`SWEEP`], each with the queues `contenders` names.
+fn sweep_cells(contenders: fn(usize) -> &'static [Contender]) -> Vec<SweepCell> {
+    SWEEP
+        .iter()
+        .map(|&capacity| SweepCell {
+            capacity,
+            runs: contenders(capacity)
+                .iter()
+                .map(|&c| (c, Vec::new()))
+                .collect(),
+        })
+        .collect()
+}
+
 fn measure_uncontended(plan: &Plan) -> Uncontended {
-    let mut lifecycle: Runs = Contender::ALL.iter().map(|&c| (c, Vec::new())).collect();
+    let mut lifecycle = sweep_cells(swept);
     for _ in 0..plan.reps {
-        for (contender, values) in lifecycle.iter_mut() {
-            values.push(throughput::uncontended::<u64>(
-                *contender,
-                plan.uncontended_ops(*contender),
-            ));
+        for cell in lifecycle.iter_mut() {
+            for (contender, values) in cell.runs.iter_mut() {
+                values.push(throughput::uncontended::<u64>(
+                    *contender,
+                    cell.capacity,
+                    plan.uncontended_ops(*contender),
+                ));
+            }
         }
     }
     let names = ["send", "receive", "delete"];
@@ -335,19 +397,48 @@ fn split<Q: Lease<u64>>(ops: u64) -> [f64; 3] {
     times.map(|t| t.as_nanos() as f64 / (rounds * chunk) as f64)
 }
 
+/// M msgs/s of one lifecycle run (NaN if it did not finish).
+fn rate<P: Payload>(contender: Contender, capacity: usize, shape: Shape, messages: u64) -> f64 {
+    throughput::lifecycle::<P>(
+        contender,
+        capacity,
+        shape,
+        messages,
+        Duration::from_secs(30),
+    )
+    .map_or(f64::NAN, |d| messages as f64 / d.as_secs_f64() / 1e6)
+}
+
+/// 1P1C batch 1 u64 throughput at every capacity of [`SWEEP`] (the queues of
+/// [`Contender::SWEPT`]; the others' 1P1C runs are in the throughput workloads).
+fn measure_sweep(plan: &Plan) -> Vec<SweepCell> {
+    let shape = SHAPES[0];
+    let mut cells = sweep_cells(|_| &Contender::SWEPT);
+    for _ in 0..plan.reps {
+        for cell in cells.iter_mut() {
+            for (contender, values) in cell.runs.iter_mut() {
+                let messages = plan.messages(*contender);
+                values.push(rate::<u64>(*contender, cell.capacity, shape, messages));
+            }
+        }
+    }
+    cells
+}
+
 fn measure_workload<P: Payload>(plan: &Plan, shape: Shape) -> Workload {
-    let limit = Duration::from_secs(30);
     for contender in Contender::ALL {
         // Warm-up: threads, allocator, page faults.
-        let _ = throughput::lifecycle::<P>(contender, shape, plan.messages(contender) / 4, limit);
+        let _ = rate::<P>(contender, CAPACITY, shape, plan.messages(contender) / 4);
     }
     let mut runs: Runs = Contender::ALL.iter().map(|&c| (c, Vec::new())).collect();
     for _ in 0..plan.reps {
         for (contender, values) in runs.iter_mut() {
-            let messages = plan.messages(*contender);
-            let rate = throughput::lifecycle::<P>(*contender, shape, messages, limit)
-                .map_or(f64::NAN, |d| messages as f64 / d.as_secs_f64() / 1e6);
-            values.push(rate);
+            values.push(rate::<P>(
+                *contender,
+                CAPACITY,
+                shape,
+                plan.messages(*contender),
+            ));
         }
     }
     Workload {
@@ -401,8 +492,10 @@ fn measure_histogram_cost(plan: &Plan) -> HistogramCost {
 }
 
 fn measure_latency(plan: &Plan, spec: Spec) -> LatencyCell {
-    let mut runs: Vec<(Contender, Vec<LatencyRun>)> =
-        Contender::ALL.iter().map(|&c| (c, Vec::new())).collect();
+    let mut runs: Vec<(Contender, Vec<LatencyRun>)> = Plan::latency_contenders(&spec)
+        .into_iter()
+        .map(|c| (c, Vec::new()))
+        .collect();
     for _ in 0..plan.latency_reps {
         for (contender, values) in runs.iter_mut() {
             let run = latency::run(*contender, spec);
