@@ -1,12 +1,15 @@
 //! Throughput of the full message lifecycle (send, receive, delete), visq beside its baselines
-//! in the same run: crossbeam-channel `bounded(1024)` and crossbeam-queue `ArrayQueue` doing a
-//! plain handoff (no lease), the lock-based reference, and the tutorial design.
+//! in the same run: crossbeam-channel `bounded(capacity)` (plain blocking `send` and `recv`)
+//! and crossbeam-queue `ArrayQueue` doing a plain handoff (no lease), the lock-based reference,
+//! and the tutorial design. Capacity 1024 unless the name says otherwise.
 //!
 //! * `uncontended/{1024,65536,1048576}/*`: one thread, one message at a time: send, receive,
 //!   delete (push, pop), every queue built with that capacity (the capacity sweep; the
 //!   tutorial design and `ArrayQueue` at 1024 only).
 //! * `lifecycle/{1P1C,2P2C,4P4C}/batch {1,32}/{u64,64 B}/*`: producers and consumers on their
 //!   own threads; time from start to the last message deleted.
+//! * `lifecycle/1P1C batch 1/u64/{65536,1048576}/*`: the capacity sweep's 1P1C runs (visq,
+//!   crossbeam-channel and the lock-based reference built with that capacity).
 //!
 //! Run: `cargo bench --bench lifecycle` (filter with `-- 1P1C`, `-- visq`, ...). The shorter
 //! version of everything, with tables and plots, is `cargo run --release --example report`.
@@ -79,21 +82,30 @@ fn uncontended(c: &mut Criterion) {
     }
 }
 
-fn threaded<P: Payload>(c: &mut Criterion, shape: Shape) {
-    let mut group = c.benchmark_group(format!("lifecycle/{}/{}", shape.label(), P::NAME));
+/// `shape` on queues of `capacity`: every queue at [`CAPACITY`], the queues of
+/// [`Contender::SWEPT`] at the others (group `lifecycle/SHAPE/PAYLOAD`, with `/CAPACITY`
+/// appended for those).
+fn threaded<P: Payload>(c: &mut Criterion, shape: Shape, capacity: usize) {
+    let name = format!("lifecycle/{}/{}", shape.label(), P::NAME);
+    let (name, contenders): (String, &[Contender]) = if capacity == CAPACITY {
+        (name, &Contender::ALL)
+    } else {
+        (format!("{name}/{capacity}"), &Contender::SWEPT)
+    };
+    let mut group = c.benchmark_group(name);
     group
         .sample_size(10)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sampling_mode(SamplingMode::Flat);
-    for contender in Contender::ALL {
+    for &contender in contenders {
         let messages = messages(contender);
         group.throughput(Throughput::Elements(messages));
         group.bench_function(contender.name(), |b| {
             b.iter_custom(|iters| {
                 (0..iters)
                     .map(|_| {
-                        throughput::lifecycle::<P>(contender, CAPACITY, shape, messages, LIMIT)
+                        throughput::lifecycle::<P>(contender, capacity, shape, messages, LIMIT)
                             .unwrap_or_else(|| panic!("{} did not finish", contender.name()))
                     })
                     .sum()
@@ -105,10 +117,18 @@ fn threaded<P: Payload>(c: &mut Criterion, shape: Shape) {
 
 fn lifecycle(c: &mut Criterion) {
     for shape in SHAPES {
-        threaded::<u64>(c, shape);
-        threaded::<Body64>(c, shape);
+        threaded::<u64>(c, shape, CAPACITY);
+        threaded::<Body64>(c, shape, CAPACITY);
     }
 }
 
-criterion_group!(benches, uncontended, lifecycle);
+/// The capacity sweep's 1P1C runs: batch 1, u64, at the larger capacities of [`SWEEP`] (1024
+/// is in `lifecycle`).
+fn sweep(c: &mut Criterion) {
+    for capacity in &SWEEP[1..] {
+        threaded::<u64>(c, SHAPES[0], *capacity);
+    }
+}
+
+criterion_group!(benches, uncontended, lifecycle, sweep);
 criterion_main!(benches);

@@ -314,6 +314,15 @@ fn verdict(s: Option<Spread>, at_least: Option<f64>, at_most: Option<f64>) -> Op
     })
 }
 
+/// Peak RSS growth per held message of `contender` (u64 body), or "–".
+fn peak_rss(results: &Results, contender: Contender) -> String {
+    results
+        .memory
+        .iter()
+        .find(|m| m.contender == contender && m.payload == "u64")
+        .map_or("–".into(), |m| fmt_bytes(m.peak_rss_per_message()))
+}
+
 fn targets(results: &Results) -> Vec<Target> {
     let mut all = Vec::new();
     let unc = uncontended_runs(results);
@@ -540,13 +549,18 @@ fn targets(results: &Results) -> Vec<Target> {
         met: Some(plain.per_slot() - body <= 40.0),
         why: format!(
             "per slot: slots {} (the {body} B body included), rings {}, wheel {}, death records {} \
-             (only with a dead-letter queue: {}), latency recorder {}. See the memory section.",
+             (only with a dead-letter queue: {}), latency recorder {}. Peak RSS per held message \
+             with {} in flight, u64 body: visq {}, the lock-based reference {}. See the memory \
+             section.",
             per(plain, plain.slots),
             per(plain, plain.rings),
             per(plain, plain.wheel),
             per(plain, plain.death_records),
             per(with_dlq, with_dlq.death_records),
             per(plain, plain.latency),
+            pending_label(HELD),
+            peak_rss(results, Contender::Visq),
+            peak_rss(results, Contender::LockRef),
         ),
     });
 
@@ -929,9 +943,7 @@ fn histogram_cost_section(w: &mut String, cost: &HistogramCost) {
         w,
         "visq with `.sample_latencies(n)` against the same queue without, runs alternating (off, \
          n = {}, n = {}) and paired repeat by repeat; each cell is the median (min–max) and, for \
-         the sampled runs, their ratio to *off*. A sampled message costs an exact clock read in \
-         `send` (instead of the coarse one) and in `delete`, and three bucket increments \
-         (`fetch_add`, no lock); the others cost a hash of the id and a branch.\n",
+         the sampled runs, their ratio to *off* (below 1: sampling costs throughput).\n",
         SAMPLINGS[1], SAMPLINGS[2]
     );
     let _ = writeln!(
@@ -1089,8 +1101,8 @@ fn latency_section(w: &mut String, out: &Path, results: &Results) -> io::Result<
     let _ = writeln!(
         w,
         "Send-to-receive and send-to-delete (lease queues), from the message's *intended* send \
-         time at a fixed offered rate (so a producer held back by the queue counts against it), \
-         so a producer held back by the queue counts against it. One producer busy-waits to its \
+         time at a fixed offered rate, so a producer held back by the queue counts against it. \
+         One producer busy-waits to its \
          schedule; visq's and the lock-based reference's consumer loops `receive_batch(max 1, \
          wait {} ms)` then `delete`, crossbeam-channel's calls its plain blocking `recv` (the \
          main comparison), the tutorial design polls at its default {} s (in one cell only). \
