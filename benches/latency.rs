@@ -4,26 +4,29 @@
 //! is the main comparison). See `common/latency.rs` for the pacing and what is measured.
 //!
 //! Run: `cargo bench --bench latency` (optionally `-- visq` or `-- channel` to pick queues by
-//! key or name). Prints one table per pace; each cell merges 3 runs.
+//! key or name). Prints one table per pace and capacity; each cell merges 5 runs, and a line
+//! per queue gives the median and the worst of the runs' p50 and p99.
 
 #[path = "common/mod.rs"]
 mod common;
 
 use common::adapters::Contender;
 use common::latency::{self, Latency, Pace, Spec, QUANTILES};
+use common::median_min_max;
 use std::time::Duration;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const RUNS: usize = 3;
+/// Runs per cell (issue 10: at least 5, reported as the median and the worst).
+const RUNS: usize = 5;
 
 /// 10 k, 100 k and 1 M msgs/s at capacities 1024 and 2^20, then bursts of 1000 at 1024.
 fn specs() -> Vec<Spec> {
     let limit = Duration::from_secs(15);
     let mut specs = Vec::new();
     for capacity in [1024, 1 << 20] {
-        for (rate, messages) in [(10_000, 50_000), (100_000, 200_000), (1_000_000, 1_000_000)] {
+        for (rate, messages) in [(10_000, 20_000), (100_000, 200_000), (1_000_000, 1_000_000)] {
             specs.push(Spec {
                 pace: Pace::Rate(rate),
                 messages,
@@ -75,6 +78,10 @@ fn main() {
         );
         for &contender in &chosen {
             let mut runs: Vec<Latency> = (0..RUNS).map(|_| latency::run(contender, spec)).collect();
+            let per_run: Vec<[u64; 6]> = runs
+                .iter()
+                .map(|r| Latency::percentiles(&r.receive))
+                .collect();
             let mut first = runs.remove(0);
             for run in &runs {
                 first.receive.add(&run.receive).expect("same bounds");
@@ -107,6 +114,21 @@ fn main() {
                     }
                 );
             }
+            let spread = |q: usize| {
+                let values: Vec<f64> = per_run.iter().map(|p| p[q] as f64).collect();
+                let (median, _, worst) = median_min_max(&values);
+                format!(
+                    "median {}, worst {}",
+                    micros(median as u64),
+                    micros(worst as u64)
+                )
+            };
+            println!(
+                "{:<40} p50 {}; p99 {}",
+                format!("{} send-to-receive per run", contender.name()),
+                spread(0),
+                spread(2)
+            );
         }
     }
 }
