@@ -755,10 +755,10 @@ pub fn write(out: &Path, machine: &Machine, plan: &Plan, results: &Results) -> i
     let _ = writeln!(
         w,
         "\n## How to reproduce\n\n```sh\n{}\ncargo bench                      # all criterion benches (longer)\n\
-         cargo bench --bench lifecycle    # throughput and uncontended cost\n\
-         cargo bench --bench latency      # latency percentiles\n\
+         cargo bench --bench lifecycle    # throughput and uncontended cost, capacity sweep\n\
+         cargo bench --bench latency      # latency at 10 k / 100 k / 1 M msgs/s, capacities 1024 and 2^20\n\
          cargo bench --bench wheel        # deadline bookkeeping at 1 k / 100 k / 1 M pending\n\
-         cargo bench --bench memory       # bytes per held message, peak RSS, allocations\n```",
+         cargo bench --bench memory       # bytes per slot by part, per held message, peak RSS, allocations\n```",
         machine.command
     );
     let readme = out.join("README.md");
