@@ -1,4 +1,4 @@
-//! The queue: a slab of slots, a ready ring, a free ring and a timing wheel.
+//! The queue: a slab of slots, a ready ring, a free stack and a timing wheel.
 //!
 //! # Lifecycle
 //!
@@ -12,9 +12,10 @@
 //!  Ready ──▶ Free: redrive (the body moves to another queue)
 //! ```
 //!
-//! A slot's index moves between the *free ring* (`Free` slots) and the *ready ring* (`Ready`
-//! slots); `InFlight` and `Delayed` slots are in no ring but may have a wheel entry. See
-//! [`super::slot`] for the lifecycle word and body ownership, [`super::ring`] for the rings,
+//! A slot's index moves between the *free stack* (`Free` slots; LIFO, so a send reuses the
+//! slot freed last, still in the caches) and the *ready ring* (`Ready` slots); `InFlight` and
+//! `Delayed` slots are in neither but may have a wheel entry. See [`super::slot`] for the
+//! lifecycle word and body ownership, [`super::free`] for the stack, [`super::ring`] for the ring,
 //! [`super::wheel`] for deadlines and [`super::waiters`] for blocking.
 //!
 //! # Races, and why each ends with exactly one winner
@@ -68,6 +69,7 @@
 use crate::core::clock::{ManualClock, Ticks};
 use crate::core::deaths::{Death, DeathCause, DeathRecords, Nack, QueueId};
 use crate::core::error::{try_boxed_slice, BuildError, OutOfMemory, ReceiptError, SendError};
+use crate::core::free::FreeStack;
 use crate::core::message::{Delivery, MessageId, Receipt};
 use crate::core::metrics::{Latencies, LatencyRecorder};
 use crate::core::ring::IndexRing;
@@ -92,7 +94,7 @@ const YIELD_ATTEMPTS: u32 = if cfg!(loom) { 0 } else { 4 };
 /// A lock-free MPMC message queue with visibility timeouts. See the [crate docs](crate).
 pub struct Queue<T> {
     pub(crate) slots: Box<[Slot<T>]>,
-    pub(crate) free: IndexRing,
+    pub(crate) free: FreeStack,
     pub(crate) ready: IndexRing,
     wheel: Wheel,
     pub(crate) waiters: Waiters,
@@ -144,10 +146,10 @@ impl<T> Queue<T> {
         let id = QueueId::next();
         let origin = epoch_origin(id.serial());
         let slots = try_boxed_slice(capacity, |_| Slot::new(origin)).map_err(too_large)?;
-        let free = IndexRing::with_capacity(capacity).map_err(too_large)?;
-        for index in 0..capacity as u32 {
-            free.push(index)
-                .expect("the free ring has room for every slot");
+        let free = FreeStack::new();
+        // Slot 0 on top: a new queue fills its slots in index order.
+        for index in (0..capacity as u32).rev() {
+            free.push(index, &slots[index as usize].next_free);
         }
         let ready = IndexRing::with_capacity(capacity).map_err(too_large)?;
         let time = Ticks::new(settings.clock, settings.tick);
@@ -283,21 +285,22 @@ impl<T> Queue<T> {
             self.time.now_nanos()
         };
         self.run_wheel_if_due(now);
-        let Some((position, index)) = self.free.pop() else {
+        let Some(index) = self.free.pop(|index| &self.slots[index as usize].next_free) else {
             return Err(SendError::Full(body));
         };
+        let id = self.counters.sent.fetch_add(1, Ordering::Relaxed);
         // A sampled message's latency is measured from the exact time.
-        let sampled = self.latency.as_ref().filter(|l| l.samples(position));
+        let sampled = self.latency.as_ref().filter(|l| l.samples(id));
         let now = if sampled.is_some() && delay.is_zero() {
             self.time.now_nanos()
         } else {
             now
         };
         let slot = &self.slots[index as usize];
-        // SAFETY: `index` came out of the free ring, so this thread owns the `Free` slot and its
+        // SAFETY: `index` came off the free stack, so this thread owns the `Free` slot and its
         // body is empty.
         unsafe { slot.write_body(body) };
-        slot.id.store(position, Ordering::Relaxed);
+        slot.id.store(id, Ordering::Relaxed);
         slot.receive_count.store(0, Ordering::Relaxed);
         if let Some(latency) = sampled {
             latency.sent(index, now);
@@ -305,13 +308,13 @@ impl<T> Queue<T> {
         before_publish(index);
         let free = slot.load().with(State::Free, 0);
         if delay.is_zero() {
-            self.publish_ready(index, free, now, now);
+            self.publish_ready(index, free, now);
         } else {
             let deadline = self.time.deadline(now, delay);
             slot.publish_delayed(free, 0, deadline);
             self.schedule(index, deadline);
         }
-        Ok(MessageId(position))
+        Ok(MessageId(id))
     }
 
     /// Leases the next visible message, if there is one, without blocking.
@@ -407,13 +410,13 @@ impl<T> Queue<T> {
         let receive_count = slot.receive_count.load(Ordering::Relaxed).saturating_add(1);
         slot.receive_count.store(receive_count, Ordering::Relaxed);
         // The receiver has the message only now that the clone is done: the lease starts here,
-        // and no earlier than the message became visible (`ready_since` may be a reading of
+        // and no earlier than the message became visible (`visible_since` may be a reading of
         // another thread's, which the exact clock here never trails; the `max` keeps the rule
         // local).
         let leased_at = self
             .time
             .now_nanos()
-            .max(slot.ready_since.load(Ordering::Relaxed));
+            .max(slot.visible_since.load(Ordering::Relaxed));
         let deadline = self.time.deadline(leased_at, self.visibility_timeout);
         slot.set_deadline(deadline);
         // While `InFlight`, `visible_since` holds when the lease began.
@@ -581,9 +584,8 @@ impl<T> Queue<T> {
             drop(unsafe { records.take(index) });
         }
         debug_assert_eq!(slot.load(), lease.with(State::Free, 0));
-        self.free
-            .push(index)
-            .expect("the free ring has room for every slot");
+        bump(&self.counters.deleted);
+        self.push_free(index);
         drop(body);
         Ok(())
     }
@@ -689,7 +691,7 @@ impl<T> Queue<T> {
         slot.receive_count
             .store(received.saturating_sub(1), Ordering::Relaxed);
         let now = self.time.recent_nanos();
-        self.publish_ready(index, lease.with(State::Ready, 0), now, now);
+        self.publish_ready(index, lease.with(State::Ready, 0), now);
         Ok(())
     }
 
@@ -826,15 +828,10 @@ impl<T> Queue<T> {
         let age = |since: Option<u64>| since.map(|s| Duration::from_nanos(now.saturating_sub(s)));
         stats.oldest_ready_age = age(oldest_ready_since);
         stats.oldest_in_flight_age = age(oldest_lease_since);
-        // The common events are counted by the rings' positions, not by counters of their own
-        // (see `super::stats`, "How the totals are read"). The free ring's pushes are read
-        // before the counters of moves and redrives, which are bumped before their push.
-        let frees = self.free.pushes();
+        // Receives are counted by the ready ring's positions (see `super::stats`, "How the
+        // totals are read").
         self.counters.fill(&mut stats);
-        stats.sent = self.free.pops();
         stats.received = self.deliveries();
-        stats.deleted =
-            frees.saturating_sub(self.capacity() as u64 + stats.dead_lettered + stats.redriven);
         stats.rates = lock(&self.rate_window).rates(&stats, now);
         stats
     }
@@ -877,7 +874,7 @@ impl<T> Queue<T> {
     pub fn memory(&self) -> Memory {
         Memory {
             slots: std::mem::size_of_val(&*self.slots),
-            rings: self.free.heap_bytes() + self.ready.heap_bytes(),
+            rings: self.ready.heap_bytes(),
             wheel: self.wheel.heap_bytes(),
             death_records: self.deaths.get().map_or(0, DeathRecords::heap_bytes),
             latency: self.latency.as_ref().map_or(0, LatencyRecorder::heap_bytes),
@@ -956,7 +953,7 @@ impl<T> Queue<T> {
         if self.dead_letter_due(index) {
             return self.move_to_dead_letter(index, ready, now, cause);
         }
-        self.publish_ready(index, ready, now, visible_since);
+        self.publish_ready(index, ready, visible_since);
         None
     }
 
@@ -1003,11 +1000,8 @@ impl<T> Queue<T> {
         match dead_letter.queue.accept_dead_letter(body, &mut death) {
             Ok(()) => {
                 slot.store(ready.with(State::Free, 0));
-                // Counted before the push: see `super::stats` ("How the totals are read").
                 bump(&self.counters.dead_lettered);
-                self.free
-                    .push(index)
-                    .expect("the free ring has room for every slot");
+                self.push_free(index);
                 None
             }
             Err(refused) => {
@@ -1025,11 +1019,17 @@ impl<T> Queue<T> {
         }
     }
 
-    /// Publishes the owned slot `index` as `Ready` and pushes it to the ready ring.
+    /// Puts the owned, `Free` slot `index` (body empty) on the free stack.
     #[inline]
-    fn publish_ready(&self, index: u32, owned: Word, now: u64, visible_since: u64) {
+    pub(crate) fn push_free(&self, index: u32) {
+        self.free.push(index, &self.slots[index as usize].next_free);
+    }
+
+    /// Publishes the owned slot `index` as `Ready` (receivable since `visible_since`, and not
+    /// leased before then) and pushes it to the ready ring.
+    #[inline]
+    fn publish_ready(&self, index: u32, owned: Word, visible_since: u64) {
         let slot = &self.slots[index as usize];
-        slot.ready_since.store(now, Ordering::Relaxed);
         slot.visible_since.store(visible_since, Ordering::Relaxed);
         slot.store(owned.with(State::Ready, owned.tag()));
         self.ready

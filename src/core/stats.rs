@@ -2,20 +2,19 @@
 //!
 //! # How the totals are read
 //!
-//! The hot path has no counters of its own: every free-ring pop is a send, every ready-ring
-//! pop a receive (less the pops that were no delivery, counted in `not_received`), and every
-//! free-ring push past the initial fill frees a slot: a delete, a move to the dead-letter
-//! queue (`dead_lettered`) or a redrive (`redriven`). So
-//! `deleted = free pushes - capacity - dead_lettered - redriven`.
+//! Sends and deletes have a counter each, bumped by the thread that did the event: `sent` is
+//! also where message ids come from (its `fetch_add` gives each accepted message the next
+//! id), and `deleted` is bumped by the delete whose CAS ended the lease. Each sits on its own
+//! cache line, so with one producer and one consumer each line stays in one core's cache;
+//! producers share `sent` and consumers share `deleted`, as they shared the free ring's two
+//! ends before the free slots became a stack (whose one head has no positions to count).
 //!
-//! That difference must never count a move or a redrive as a delete while one runs. The thread
-//! that moves or redrives a message bumps its counter *before* it pushes the slot to the free
-//! ring, and `Queue::stats` reads the free ring's pushes *before* those counters. The push is a
-//! `SeqCst` CAS on the ring's tail and every later write of the tail is a CAS too (a release
-//! sequence), so a stats read whose `Acquire` load of the tail counts that push synchronizes
-//! with it, and its later loads of the counters see the bump. Every push counted therefore has
-//! its counter counted: `deleted` is never too high. It may be too low, by one for each move or
-//! redrive that has bumped its counter but not yet pushed.
+//! Receives are counted by ready-ring positions: every ready-ring pop is a receive, less the
+//! pops that were no delivery (a panicking clone, a dead-letter inspection or redrive), which
+//! are counted in `not_received`.
+//!
+//! Every total is a plain count of events that have happened, so none is ever too high; a
+//! total read while its event runs may miss that event.
 
 use crate::core::sync::{AtomicU64, Ordering};
 use crossbeam_utils::CachePadded;
@@ -29,7 +28,8 @@ use std::time::Duration;
 pub struct Memory {
     /// The slab: one slot per message of capacity, the body's storage included.
     pub slots: usize,
-    /// The free ring and the ready ring (slot indices).
+    /// The ready ring (slot indices). The free slots are a stack linked through the slots, so
+    /// they cost nothing beyond [`Memory::slots`].
     pub rings: usize,
     /// The timing wheel: its per-slot links, its levels and its inbox ring.
     pub wheel: usize,
@@ -57,9 +57,7 @@ impl Memory {
 ///
 /// Exact when no operation runs concurrently; otherwise each field is a value it had during
 /// the call, except that `received` may be one too high for each dead-letter inspection or
-/// redrive running at that moment, and may count a delivery whose body's clone is panicking,
-/// and `deleted` may be one too low (never too high) for each move to the dead-letter queue or
-/// redrive running at that moment.
+/// redrive running at that moment, and may count a delivery whose body's clone is panicking.
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Stats {
@@ -160,10 +158,13 @@ impl RateWindow {
     }
 }
 
-/// Counters of the rarer events, each on its own cache line. Sends, receives and deletes, the
-/// hot path, are counted by ring positions instead (see `Queue::stats`).
+/// The event counters, each on its own cache line. Receives are counted by ready-ring
+/// positions instead (see "How the totals are read").
 #[derive(Default)]
 pub(crate) struct Counters {
+    /// Messages accepted; each one's id is this count before it.
+    pub(crate) sent: CachePadded<AtomicU64>,
+    pub(crate) deleted: CachePadded<AtomicU64>,
     pub(crate) released: CachePadded<AtomicU64>,
     pub(crate) expired: CachePadded<AtomicU64>,
     pub(crate) dead_lettered: CachePadded<AtomicU64>,
@@ -195,6 +196,8 @@ impl Counters {
     /// The counted totals, into `stats`.
     pub(crate) fn fill(&self, stats: &mut Stats) {
         let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        stats.sent = read(&self.sent);
+        stats.deleted = read(&self.deleted);
         stats.released = read(&self.released);
         stats.expired = read(&self.expired);
         stats.dead_lettered = read(&self.dead_lettered);
