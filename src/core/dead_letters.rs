@@ -260,8 +260,9 @@ impl<T> Queue<T> {
             // SAFETY: the caller owns the slot.
             drop(unsafe { records.take(index) });
         }
-        slot.store(slot.load().with(State::Free, 0));
+        // Counted before the slot shows `Free`: see `super::stats` ("How the totals are read").
         bump(&self.counters.redriven);
+        slot.store(slot.load().with(State::Free, 0));
         self.push_free(index);
     }
 }

@@ -73,7 +73,7 @@ use crate::core::free::FreeStack;
 use crate::core::message::{Delivery, MessageId, Receipt};
 use crate::core::metrics::{Latencies, LatencyRecorder};
 use crate::core::ring::IndexRing;
-use crate::core::slot::{epoch_origin, Slot, State, Word, ENDED_BY_EXPIRY};
+use crate::core::slot::{epoch_origin, Slot, State, Word, ENDED_BY_EXPIRY, FILLING};
 use crate::core::stats::{bump, count_refusal, Counters, Memory, RateWindow, Stats};
 use crate::core::sync::{lock, spin_loop, yield_now, AtomicBool, AtomicU64, Mutex, Ordering};
 use crate::core::waiters::Waiters;
@@ -288,7 +288,12 @@ impl<T> Queue<T> {
         let Some(index) = self.free.pop(|index| &self.slots[index as usize].next_free) else {
             return Err(SendError::Full(body));
         };
-        let id = self.counters.sent.fetch_add(1, Ordering::Relaxed);
+        let slot = &self.slots[index as usize];
+        let free = slot.load().with(State::Free, 0);
+        // Marked before it is counted (`Release`), so that `stats` never counts it as sent
+        // and deleted (see `super::stats`, "How the totals are read").
+        slot.store(free.with(State::Free, FILLING));
+        let id = self.counters.sent.fetch_add(1, Ordering::Release);
         // A sampled message's latency is measured from the exact time.
         let sampled = self.latency.as_ref().filter(|l| l.samples(id));
         let now = if sampled.is_some() && delay.is_zero() {
@@ -296,7 +301,6 @@ impl<T> Queue<T> {
         } else {
             now
         };
-        let slot = &self.slots[index as usize];
         // SAFETY: `index` came off the free stack, so this thread owns the `Free` slot and its
         // body is empty.
         unsafe { slot.write_body(body) };
@@ -306,7 +310,6 @@ impl<T> Queue<T> {
             latency.sent(index, now);
         }
         before_publish(index);
-        let free = slot.load().with(State::Free, 0);
         if delay.is_zero() {
             self.publish_ready(index, free, now);
         } else {
@@ -584,7 +587,6 @@ impl<T> Queue<T> {
             drop(unsafe { records.take(index) });
         }
         debug_assert_eq!(slot.load(), lease.with(State::Free, 0));
-        bump(&self.counters.deleted);
         self.push_free(index);
         drop(body);
         Ok(())
@@ -806,13 +808,18 @@ impl<T> Queue<T> {
         let now = self.time.now_nanos();
         self.run_wheel_if_due(now);
         let mut stats = Stats::default();
+        // Read before the slots (`Acquire`): see `super::stats` ("How the totals are read").
+        let sent = self.counters.sent.load(Ordering::Acquire);
+        let mut filling = 0;
         let (mut oldest_ready_since, mut oldest_lease_since) = (None, None);
         let earliest = |oldest: Option<u64>, slot: &Slot<T>| {
             let since = slot.visible_since.load(Ordering::Relaxed);
             Some(oldest.map_or(since, |oldest| oldest.min(since)))
         };
         for slot in self.slots.iter() {
-            match slot.load().state() {
+            let word = slot.load();
+            match word.state() {
+                State::Free if word.tag() == FILLING => filling += 1,
                 State::Free => {}
                 State::Ready => {
                     stats.ready += 1;
@@ -828,10 +835,16 @@ impl<T> Queue<T> {
         let age = |since: Option<u64>| since.map(|s| Duration::from_nanos(now.saturating_sub(s)));
         stats.oldest_ready_age = age(oldest_ready_since);
         stats.oldest_in_flight_age = age(oldest_lease_since);
-        // Receives are counted by the ready ring's positions (see `super::stats`, "How the
-        // totals are read").
+        // Receives are counted by the ready ring's positions, deletes by what left: every
+        // message counted in `sent` is held, or was moved or redriven (counted before its slot
+        // showed `Free`), or deleted (see `super::stats`, "How the totals are read").
         self.counters.fill(&mut stats);
+        stats.sent = sent;
         stats.received = self.deliveries();
+        let held = (stats.ready + stats.delayed + stats.in_flight + filling) as u64;
+        stats.deleted = sent
+            .saturating_sub(held)
+            .saturating_sub(stats.dead_lettered + stats.redriven);
         stats.rates = lock(&self.rate_window).rates(&stats, now);
         stats
     }
@@ -999,8 +1012,10 @@ impl<T> Queue<T> {
         let body = unsafe { slot.take_body() };
         match dead_letter.queue.accept_dead_letter(body, &mut death) {
             Ok(()) => {
-                slot.store(ready.with(State::Free, 0));
+                // Counted before the slot shows `Free`: see `super::stats` ("How the totals
+                // are read").
                 bump(&self.counters.dead_lettered);
+                slot.store(ready.with(State::Free, 0));
                 self.push_free(index);
                 None
             }

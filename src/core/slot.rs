@@ -49,8 +49,9 @@
 //!
 //! The *tag* means, in `InFlight`, the lease version: each `change_visibility` stores the new
 //! deadline and then bumps the version by CAS, so an expiry that read the old deadline fails
-//! its CAS and re-reads. In every other state the tag records how the last lease ended
-//! ([`ENDED_BY_EXPIRY`] or 0), which lets a late receipt tell "expired" from "settled".
+//! its CAS and re-reads. In `Ready` and `Delayed` the tag records how the last lease ended
+//! ([`ENDED_BY_EXPIRY`] or 0), which lets a late receipt tell "expired" from "settled". In
+//! `Free` it is 0, or [`FILLING`] while a sender owns the slot.
 //!
 //! # Who may touch the body
 //!
@@ -101,6 +102,11 @@ pub(crate) const EPOCH_MASK: u64 = (1 << EPOCH_BITS) - 1;
 
 /// Tag of a non-`InFlight` slot whose last lease ended by expiry.
 pub(crate) const ENDED_BY_EXPIRY: u32 = 1;
+
+/// Tag of a `Free` slot that a sender has popped from the free stack and not yet published:
+/// its message is counted in `Stats::sent` already, so `Queue::stats` counts it as held (see
+/// `super::stats`, "How the totals are read"). Every other `Free` slot has tag 0.
+pub(crate) const FILLING: u32 = 2;
 
 /// A decoded lifecycle word.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -2,19 +2,34 @@
 //!
 //! # How the totals are read
 //!
-//! Sends and deletes have a counter each, bumped by the thread that did the event: `sent` is
-//! also where message ids come from (its `fetch_add` gives each accepted message the next
-//! id), and `deleted` is bumped by the delete whose CAS ended the lease. Each sits on its own
-//! cache line, so with one producer and one consumer each line stays in one core's cache;
-//! producers share `sent` and consumers share `deleted`, as they shared the free ring's two
-//! ends before the free slots became a stack (whose one head has no positions to count).
+//! The hot path bumps one counter: `sent`, whose `fetch_add` also gives each accepted message
+//! its id (on its own cache line, shared by producers only). Receives and deletes are derived:
 //!
-//! Receives are counted by ready-ring positions: every ready-ring pop is a receive, less the
-//! pops that were no delivery (a panicking clone, a dead-letter inspection or redrive), which
-//! are counted in `not_received`.
+//! * `received`: every ready-ring pop is a receive, less the pops that were no delivery (a
+//!   panicking clone, a dead-letter inspection or redrive), counted in `not_received`.
+//! * `deleted`: every message counted in `sent` is held now, or was moved to the dead-letter
+//!   queue (`dead_lettered`) or redriven (`redriven`), or was deleted. So
+//!   `deleted = sent - held - dead_lettered - redriven`, where `held` counts the slots that are
+//!   not `Free`, and also the `Free` slots a sender has popped and not yet published (tag
+//!   `FILLING`).
 //!
-//! Every total is a plain count of events that have happened, so none is ever too high; a
-//! total read while its event runs may miss that event.
+//! That difference must never count a send, a move or a redrive as a delete while it runs:
+//!
+//! * A sender marks its slot `FILLING` before its `fetch_add` on `sent` (`Release`), and
+//!   `Queue::stats` loads `sent` (`Acquire`) before it scans the slots. Every write of `sent` is
+//!   an RMW, so a load that counts a send synchronizes with it, and the scan then sees that
+//!   slot `FILLING` or a later state of it: held, or `Free` again after a real delete.
+//! * A move or redrive bumps its counter before it stores `Free` (`Release`) in the slot, and
+//!   the scan (`Acquire` loads) comes before the counters are read: a scan that sees the slot
+//!   `Free` also sees the bump.
+//!
+//! So `deleted` is never too high; it may be too low by one for each send, move or redrive
+//! running at that moment (a message held or counted twice), and exact at rest. The loom model
+//! S1 (`loom-tests/tests/stats.rs`) checks this with a move and a redrive that sends into the
+//! queue whose stats are read.
+//!
+//! The free slots are a stack (`super::free`), whose one head has no positions to count, so
+//! `sent` and `deleted` are no longer read from a ring's positions as they were before.
 
 use crate::core::sync::{AtomicU64, Ordering};
 use crossbeam_utils::CachePadded;
@@ -57,7 +72,9 @@ impl Memory {
 ///
 /// Exact when no operation runs concurrently; otherwise each field is a value it had during
 /// the call, except that `received` may be one too high for each dead-letter inspection or
-/// redrive running at that moment, and may count a delivery whose body's clone is panicking.
+/// redrive running at that moment, and may count a delivery whose body's clone is panicking,
+/// and `deleted` may be one too low (never too high) for each send, move to the dead-letter
+/// queue or redrive running at that moment.
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Stats {
@@ -158,13 +175,12 @@ impl RateWindow {
     }
 }
 
-/// The event counters, each on its own cache line. Receives are counted by ready-ring
-/// positions instead (see "How the totals are read").
+/// The event counters, each on its own cache line. Receives and deletes are derived instead
+/// (see "How the totals are read").
 #[derive(Default)]
 pub(crate) struct Counters {
     /// Messages accepted; each one's id is this count before it.
     pub(crate) sent: CachePadded<AtomicU64>,
-    pub(crate) deleted: CachePadded<AtomicU64>,
     pub(crate) released: CachePadded<AtomicU64>,
     pub(crate) expired: CachePadded<AtomicU64>,
     pub(crate) dead_lettered: CachePadded<AtomicU64>,
@@ -196,8 +212,6 @@ impl Counters {
     /// The counted totals, into `stats`.
     pub(crate) fn fill(&self, stats: &mut Stats) {
         let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        stats.sent = read(&self.sent);
-        stats.deleted = read(&self.deleted);
         stats.released = read(&self.released);
         stats.expired = read(&self.expired);
         stats.dead_lettered = read(&self.dead_lettered);
