@@ -1212,6 +1212,74 @@ mod tests {
         q
     }
 
+    /// LIFO reuse (see `super::free`): a send takes the slot freed last, so a queue that
+    /// holds few messages keeps using the same few slots, whatever its capacity.
+    #[test]
+    fn a_send_reuses_the_slot_freed_last() {
+        let q: Queue<u32> = Queue::builder().capacity(1 << 16).build().unwrap();
+        let slot_of = |q: &Queue<u32>| {
+            let d = q.try_receive().unwrap();
+            let slot = d.receipt().slot();
+            q.delete(d.receipt()).unwrap();
+            slot
+        };
+        q.send(1).unwrap();
+        q.send(2).unwrap();
+        let (first, second) = (q.try_receive().unwrap(), q.try_receive().unwrap());
+        q.delete(second.receipt()).unwrap();
+        q.delete(first.receipt()).unwrap();
+        q.send(3).unwrap();
+        assert_eq!(slot_of(&q), first.receipt().slot(), "the slot freed last");
+        for n in 0..1000 {
+            q.send(n).unwrap();
+            assert_eq!(slot_of(&q), first.receipt().slot());
+        }
+        let ids: Vec<_> = (0..3).map(|n| q.send(n).unwrap()).collect();
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "ids grow in send order"
+        );
+    }
+
+    /// `Full` is exact: refused only while `capacity` messages are held, and each delete, move
+    /// or redrive makes room for exactly one more; `sent` and `deleted` exact at rest.
+    #[test]
+    fn full_is_exact_and_totals_balance_at_rest() {
+        let clock = ManualClock::new();
+        let dlq: Arc<Queue<u32>> = Arc::new(Queue::builder().capacity(2).build().unwrap());
+        let q: Queue<u32> = Queue::builder()
+            .capacity(3)
+            .clock(clock.clone())
+            .dead_letter(dlq.clone(), 1)
+            .build()
+            .unwrap();
+        for n in 0..3 {
+            q.send(n).unwrap();
+        }
+        assert_eq!(q.send(9), Err(SendError::Full(9)));
+        let d = q.try_receive().unwrap();
+        q.delete(d.receipt()).unwrap();
+        q.send(3).unwrap();
+        assert_eq!(q.send(9), Err(SendError::Full(9)));
+        let d = q.try_receive().unwrap();
+        q.release(d.receipt()).unwrap(); // its last receive: moved to `dlq`
+        q.send(4).unwrap();
+        assert_eq!(q.send(9), Err(SendError::Full(9)));
+        let d = q.try_receive().unwrap();
+        q.change_visibility(d.receipt(), Duration::from_secs(60))
+            .unwrap();
+        let stats = q.stats();
+        assert_eq!((stats.sent, stats.deleted, stats.dead_lettered), (5, 1, 1));
+        assert_eq!((stats.ready, stats.in_flight), (2, 1));
+        assert_eq!(dlq.redrive(&q, None, 1).refused, Some(SendError::Full(())));
+        let d = q.try_receive().unwrap();
+        q.delete(d.receipt()).unwrap();
+        assert_eq!(dlq.redrive(&q, None, 1).moved, 1);
+        let (stats, dead) = (q.stats(), dlq.stats());
+        assert_eq!((stats.sent, stats.deleted, stats.ready), (6, 2, 2));
+        assert_eq!((dead.sent, dead.redriven, dead.deleted), (1, 1, 0));
+    }
+
     #[test]
     fn receive_at_deadline_plus_tick_waits_for_the_thread_running_the_wheel() {
         let clock = ManualClock::new();

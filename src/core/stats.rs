@@ -41,7 +41,11 @@ use std::time::Duration;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Memory {
-    /// The slab: one slot per message of capacity, the body's storage included.
+    /// The slab: one slot per message of capacity, the body's storage included. Beside the
+    /// body a slot holds its lifecycle word, its deadline, the message id and the time since
+    /// which it is visible (or leased), 8 bytes each, and its receive count and free-stack
+    /// link, 4 bytes each: 40 bytes, plus the body's alignment padding (none for an 8-byte
+    /// body: a `Queue<u64>` slot is 48 bytes).
     pub slots: usize,
     /// The ready ring (slot indices). The free slots are a stack linked through the slots, so
     /// they cost nothing beyond [`Memory::slots`].
