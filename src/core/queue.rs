@@ -35,6 +35,9 @@
 //!   receipt can reach the slot during the clone.
 //! * **ABA on slot reuse**: each lease bumps the epoch, so a receipt from an earlier lease of a
 //!   reused slot fails validation (up to the 36-bit wrap documented on [`crate::Receipt`]).
+//! * **Two senders popping the same free slot (ABA on the free stack)**: the stack's head
+//!   carries a tag that every push and pop moves, so a pop that read a stale link fails its
+//!   CAS (see [`super::free`]; loom model `aba_on_the_free_stack`).
 //! * **Receipts of another queue**: each queue counts its slots' epochs from its own origin, so
 //!   queues used in lockstep issue different receipts (see [`super::slot`], "Receipts of other
 //!   queues", for the bound on the rest).
