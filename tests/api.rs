@@ -1847,8 +1847,8 @@ fn oldest_ready_age_counts_from_the_deadline_not_from_the_first_look() {
     assert_eq!(q.delete(d.receipt()), Err(ReceiptError::Expired));
 }
 
-/// `Stats::deleted` is derived from the free ring's pushes less the other ways a slot is
-/// freed (dead-letter moves, redrives). While another thread dead-letters and redrives one
+/// `Stats::deleted` is derived: what was sent less what is held and the other ways a message
+/// leaves (dead-letter moves, redrives), which each send into the other queue. While another thread dead-letters and redrives one
 /// message round and round, and nothing deletes, both queues must report no deletes at all.
 #[test]
 fn deleted_counts_no_phantom_deletes_while_messages_are_dead_lettered_and_redriven() {

@@ -1,5 +1,5 @@
-//! Model S1: `Stats::deleted`, derived from the free ring's pushes, racing a dead-letter move
-//! and a redrive (see "How the totals are read" in `src/core/stats.rs`).
+//! Model S1: `Stats::deleted` racing a dead-letter move and a redrive (see "How the totals are
+//! read" in `src/core/stats.rs`): neither is ever counted as a delete.
 #![cfg(loom)]
 
 mod common;

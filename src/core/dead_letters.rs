@@ -260,11 +260,9 @@ impl<T> Queue<T> {
             // SAFETY: the caller owns the slot.
             drop(unsafe { records.take(index) });
         }
-        slot.store(slot.load().with(State::Free, 0));
-        // Counted before the push: see `super::stats` ("How the totals are read").
+        // Counted before the slot shows `Free`: see `super::stats` ("How the totals are read").
         bump(&self.counters.redriven);
-        self.free
-            .push(index)
-            .expect("the free ring has room for every slot");
+        slot.store(slot.load().with(State::Free, 0));
+        self.push_free(index);
     }
 }

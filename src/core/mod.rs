@@ -10,7 +10,8 @@
 //! | `clock`, `error` | queue time (the monotonic clock or a [`ManualClock`](crate::ManualClock), in ticks); the error types and fallible allocation |
 //! | `slot` | one slab slot: its lifecycle word and the body it owns |
 //! | `message` | ids, receipts (slot and lease epoch), deliveries |
-//! | `ring` | the bounded MPMC rings of slot indices (free slots, ready messages) |
+//! | `free` | the free slots: a LIFO stack (tagged head) linked through the slots, so a send reuses the slot freed last |
+//! | `ring` | the bounded MPMC rings of slot indices (ready messages, the wheel's inbox) |
 //! | `wheel` | the hierarchical timing wheel of deadlines (leases, delays, retries) |
 //! | `waiters` | parking and waking blocked receivers |
 //! | `deaths`, `stats`, `metrics` | records and counters kept beside the slots: why a message died, event counts, latency histograms |
@@ -29,6 +30,8 @@ pub(crate) mod error;
 pub(crate) mod slot;
 
 pub(crate) mod message;
+
+pub(crate) mod free;
 
 pub(crate) mod ring;
 pub(crate) mod waiters;

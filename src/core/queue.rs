@@ -1,4 +1,4 @@
-//! The queue: a slab of slots, a ready ring, a free ring and a timing wheel.
+//! The queue: a slab of slots, a ready ring, a free stack and a timing wheel.
 //!
 //! # Lifecycle
 //!
@@ -12,9 +12,10 @@
 //!  Ready ──▶ Free: redrive (the body moves to another queue)
 //! ```
 //!
-//! A slot's index moves between the *free ring* (`Free` slots) and the *ready ring* (`Ready`
-//! slots); `InFlight` and `Delayed` slots are in no ring but may have a wheel entry. See
-//! [`super::slot`] for the lifecycle word and body ownership, [`super::ring`] for the rings,
+//! A slot's index moves between the *free stack* (`Free` slots; LIFO, so a send reuses the
+//! slot freed last, still in the caches) and the *ready ring* (`Ready` slots); `InFlight` and
+//! `Delayed` slots are in neither but may have a wheel entry. See [`super::slot`] for the
+//! lifecycle word and body ownership, [`super::free`] for the stack, [`super::ring`] for the ring,
 //! [`super::wheel`] for deadlines and [`super::waiters`] for blocking.
 //!
 //! # Races, and why each ends with exactly one winner
@@ -34,6 +35,9 @@
 //!   receipt can reach the slot during the clone.
 //! * **ABA on slot reuse**: each lease bumps the epoch, so a receipt from an earlier lease of a
 //!   reused slot fails validation (up to the 36-bit wrap documented on [`crate::Receipt`]).
+//! * **Two senders popping the same free slot (ABA on the free stack)**: the stack's head
+//!   carries a tag that every push and pop moves, so a pop that read a stale link fails its
+//!   CAS (see [`super::free`]; loom model `aba_on_the_free_stack`).
 //! * **Receipts of another queue**: each queue counts its slots' epochs from its own origin, so
 //!   queues used in lockstep issue different receipts (see [`super::slot`], "Receipts of other
 //!   queues", for the bound on the rest).
@@ -68,10 +72,11 @@
 use crate::core::clock::{ManualClock, Ticks};
 use crate::core::deaths::{Death, DeathCause, DeathRecords, Nack, QueueId};
 use crate::core::error::{try_boxed_slice, BuildError, OutOfMemory, ReceiptError, SendError};
+use crate::core::free::FreeStack;
 use crate::core::message::{Delivery, MessageId, Receipt};
 use crate::core::metrics::{Latencies, LatencyRecorder};
 use crate::core::ring::IndexRing;
-use crate::core::slot::{epoch_origin, Slot, State, Word, ENDED_BY_EXPIRY};
+use crate::core::slot::{epoch_origin, Slot, State, Word, ENDED_BY_EXPIRY, FILLING};
 use crate::core::stats::{bump, count_refusal, Counters, Memory, RateWindow, Stats};
 use crate::core::sync::{lock, spin_loop, yield_now, AtomicBool, AtomicU64, Mutex, Ordering};
 use crate::core::waiters::Waiters;
@@ -92,7 +97,7 @@ const YIELD_ATTEMPTS: u32 = if cfg!(loom) { 0 } else { 4 };
 /// A lock-free MPMC message queue with visibility timeouts. See the [crate docs](crate).
 pub struct Queue<T> {
     pub(crate) slots: Box<[Slot<T>]>,
-    pub(crate) free: IndexRing,
+    pub(crate) free: FreeStack,
     pub(crate) ready: IndexRing,
     wheel: Wheel,
     pub(crate) waiters: Waiters,
@@ -144,10 +149,10 @@ impl<T> Queue<T> {
         let id = QueueId::next();
         let origin = epoch_origin(id.serial());
         let slots = try_boxed_slice(capacity, |_| Slot::new(origin)).map_err(too_large)?;
-        let free = IndexRing::with_capacity(capacity).map_err(too_large)?;
-        for index in 0..capacity as u32 {
-            free.push(index)
-                .expect("the free ring has room for every slot");
+        let free = FreeStack::new();
+        // Slot 0 on top: a new queue fills its slots in index order.
+        for index in (0..capacity as u32).rev() {
+            free.push(index, &slots[index as usize].next_free);
         }
         let ready = IndexRing::with_capacity(capacity).map_err(too_large)?;
         let time = Ticks::new(settings.clock, settings.tick);
@@ -283,35 +288,39 @@ impl<T> Queue<T> {
             self.time.now_nanos()
         };
         self.run_wheel_if_due(now);
-        let Some((position, index)) = self.free.pop() else {
+        let Some(index) = self.free.pop(|index| &self.slots[index as usize].next_free) else {
             return Err(SendError::Full(body));
         };
+        let slot = &self.slots[index as usize];
+        let free = slot.load().with(State::Free, 0);
+        // Marked before it is counted (`Release`), so that `stats` never counts it as sent
+        // and deleted (see `super::stats`, "How the totals are read").
+        slot.store(free.with(State::Free, FILLING));
+        let id = self.counters.sent.fetch_add(1, Ordering::Release);
         // A sampled message's latency is measured from the exact time.
-        let sampled = self.latency.as_ref().filter(|l| l.samples(position));
+        let sampled = self.latency.as_ref().filter(|l| l.samples(id));
         let now = if sampled.is_some() && delay.is_zero() {
             self.time.now_nanos()
         } else {
             now
         };
-        let slot = &self.slots[index as usize];
-        // SAFETY: `index` came out of the free ring, so this thread owns the `Free` slot and its
+        // SAFETY: `index` came off the free stack, so this thread owns the `Free` slot and its
         // body is empty.
         unsafe { slot.write_body(body) };
-        slot.id.store(position, Ordering::Relaxed);
+        slot.id.store(id, Ordering::Relaxed);
         slot.receive_count.store(0, Ordering::Relaxed);
         if let Some(latency) = sampled {
             latency.sent(index, now);
         }
         before_publish(index);
-        let free = slot.load().with(State::Free, 0);
         if delay.is_zero() {
-            self.publish_ready(index, free, now, now);
+            self.publish_ready(index, free, now);
         } else {
             let deadline = self.time.deadline(now, delay);
             slot.publish_delayed(free, 0, deadline);
             self.schedule(index, deadline);
         }
-        Ok(MessageId(position))
+        Ok(MessageId(id))
     }
 
     /// Leases the next visible message, if there is one, without blocking.
@@ -407,13 +416,13 @@ impl<T> Queue<T> {
         let receive_count = slot.receive_count.load(Ordering::Relaxed).saturating_add(1);
         slot.receive_count.store(receive_count, Ordering::Relaxed);
         // The receiver has the message only now that the clone is done: the lease starts here,
-        // and no earlier than the message became visible (`ready_since` may be a reading of
+        // and no earlier than the message became visible (`visible_since` may be a reading of
         // another thread's, which the exact clock here never trails; the `max` keeps the rule
         // local).
         let leased_at = self
             .time
             .now_nanos()
-            .max(slot.ready_since.load(Ordering::Relaxed));
+            .max(slot.visible_since.load(Ordering::Relaxed));
         let deadline = self.time.deadline(leased_at, self.visibility_timeout);
         slot.set_deadline(deadline);
         // While `InFlight`, `visible_since` holds when the lease began.
@@ -581,9 +590,7 @@ impl<T> Queue<T> {
             drop(unsafe { records.take(index) });
         }
         debug_assert_eq!(slot.load(), lease.with(State::Free, 0));
-        self.free
-            .push(index)
-            .expect("the free ring has room for every slot");
+        self.push_free(index);
         drop(body);
         Ok(())
     }
@@ -689,7 +696,7 @@ impl<T> Queue<T> {
         slot.receive_count
             .store(received.saturating_sub(1), Ordering::Relaxed);
         let now = self.time.recent_nanos();
-        self.publish_ready(index, lease.with(State::Ready, 0), now, now);
+        self.publish_ready(index, lease.with(State::Ready, 0), now);
         Ok(())
     }
 
@@ -804,13 +811,18 @@ impl<T> Queue<T> {
         let now = self.time.now_nanos();
         self.run_wheel_if_due(now);
         let mut stats = Stats::default();
+        // Read before the slots (`Acquire`): see `super::stats` ("How the totals are read").
+        let sent = self.counters.sent.load(Ordering::Acquire);
+        let mut filling = 0;
         let (mut oldest_ready_since, mut oldest_lease_since) = (None, None);
         let earliest = |oldest: Option<u64>, slot: &Slot<T>| {
             let since = slot.visible_since.load(Ordering::Relaxed);
             Some(oldest.map_or(since, |oldest| oldest.min(since)))
         };
         for slot in self.slots.iter() {
-            match slot.load().state() {
+            let word = slot.load();
+            match word.state() {
+                State::Free if word.tag() == FILLING => filling += 1,
                 State::Free => {}
                 State::Ready => {
                     stats.ready += 1;
@@ -826,15 +838,16 @@ impl<T> Queue<T> {
         let age = |since: Option<u64>| since.map(|s| Duration::from_nanos(now.saturating_sub(s)));
         stats.oldest_ready_age = age(oldest_ready_since);
         stats.oldest_in_flight_age = age(oldest_lease_since);
-        // The common events are counted by the rings' positions, not by counters of their own
-        // (see `super::stats`, "How the totals are read"). The free ring's pushes are read
-        // before the counters of moves and redrives, which are bumped before their push.
-        let frees = self.free.pushes();
+        // Receives are counted by the ready ring's positions, deletes by what left: every
+        // message counted in `sent` is held, or was moved or redriven (counted before its slot
+        // showed `Free`), or deleted (see `super::stats`, "How the totals are read").
         self.counters.fill(&mut stats);
-        stats.sent = self.free.pops();
+        stats.sent = sent;
         stats.received = self.deliveries();
-        stats.deleted =
-            frees.saturating_sub(self.capacity() as u64 + stats.dead_lettered + stats.redriven);
+        let held = (stats.ready + stats.delayed + stats.in_flight + filling) as u64;
+        stats.deleted = sent
+            .saturating_sub(held)
+            .saturating_sub(stats.dead_lettered + stats.redriven);
         stats.rates = lock(&self.rate_window).rates(&stats, now);
         stats
     }
@@ -877,7 +890,7 @@ impl<T> Queue<T> {
     pub fn memory(&self) -> Memory {
         Memory {
             slots: std::mem::size_of_val(&*self.slots),
-            rings: self.free.heap_bytes() + self.ready.heap_bytes(),
+            rings: self.ready.heap_bytes(),
             wheel: self.wheel.heap_bytes(),
             death_records: self.deaths.get().map_or(0, DeathRecords::heap_bytes),
             latency: self.latency.as_ref().map_or(0, LatencyRecorder::heap_bytes),
@@ -956,7 +969,7 @@ impl<T> Queue<T> {
         if self.dead_letter_due(index) {
             return self.move_to_dead_letter(index, ready, now, cause);
         }
-        self.publish_ready(index, ready, now, visible_since);
+        self.publish_ready(index, ready, visible_since);
         None
     }
 
@@ -1002,12 +1015,11 @@ impl<T> Queue<T> {
         let body = unsafe { slot.take_body() };
         match dead_letter.queue.accept_dead_letter(body, &mut death) {
             Ok(()) => {
-                slot.store(ready.with(State::Free, 0));
-                // Counted before the push: see `super::stats` ("How the totals are read").
+                // Counted before the slot shows `Free`: see `super::stats` ("How the totals
+                // are read").
                 bump(&self.counters.dead_lettered);
-                self.free
-                    .push(index)
-                    .expect("the free ring has room for every slot");
+                slot.store(ready.with(State::Free, 0));
+                self.push_free(index);
                 None
             }
             Err(refused) => {
@@ -1025,11 +1037,17 @@ impl<T> Queue<T> {
         }
     }
 
-    /// Publishes the owned slot `index` as `Ready` and pushes it to the ready ring.
+    /// Puts the owned, `Free` slot `index` (body empty) on the free stack.
     #[inline]
-    fn publish_ready(&self, index: u32, owned: Word, now: u64, visible_since: u64) {
+    pub(crate) fn push_free(&self, index: u32) {
+        self.free.push(index, &self.slots[index as usize].next_free);
+    }
+
+    /// Publishes the owned slot `index` as `Ready` (receivable since `visible_since`, and not
+    /// leased before then) and pushes it to the ready ring.
+    #[inline]
+    fn publish_ready(&self, index: u32, owned: Word, visible_since: u64) {
         let slot = &self.slots[index as usize];
-        slot.ready_since.store(now, Ordering::Relaxed);
         slot.visible_since.store(visible_since, Ordering::Relaxed);
         slot.store(owned.with(State::Ready, owned.tag()));
         self.ready
@@ -1195,6 +1213,74 @@ mod tests {
         q.try_receive().expect("leased, then abandoned");
         clock.advance(Duration::from_millis(11));
         q
+    }
+
+    /// LIFO reuse (see `super::free`): a send takes the slot freed last, so a queue that
+    /// holds few messages keeps using the same few slots, whatever its capacity.
+    #[test]
+    fn a_send_reuses_the_slot_freed_last() {
+        let q: Queue<u32> = Queue::builder().capacity(1 << 16).build().unwrap();
+        let slot_of = |q: &Queue<u32>| {
+            let d = q.try_receive().unwrap();
+            let slot = d.receipt().slot();
+            q.delete(d.receipt()).unwrap();
+            slot
+        };
+        q.send(1).unwrap();
+        q.send(2).unwrap();
+        let (first, second) = (q.try_receive().unwrap(), q.try_receive().unwrap());
+        q.delete(second.receipt()).unwrap();
+        q.delete(first.receipt()).unwrap();
+        q.send(3).unwrap();
+        assert_eq!(slot_of(&q), first.receipt().slot(), "the slot freed last");
+        for n in 0..1000 {
+            q.send(n).unwrap();
+            assert_eq!(slot_of(&q), first.receipt().slot());
+        }
+        let ids: Vec<_> = (0..3).map(|n| q.send(n).unwrap()).collect();
+        assert!(
+            ids.windows(2).all(|w| w[0] < w[1]),
+            "ids grow in send order"
+        );
+    }
+
+    /// `Full` is exact: refused only while `capacity` messages are held, and each delete, move
+    /// or redrive makes room for exactly one more; `sent` and `deleted` exact at rest.
+    #[test]
+    fn full_is_exact_and_totals_balance_at_rest() {
+        let clock = ManualClock::new();
+        let dlq: Arc<Queue<u32>> = Arc::new(Queue::builder().capacity(2).build().unwrap());
+        let q: Queue<u32> = Queue::builder()
+            .capacity(3)
+            .clock(clock.clone())
+            .dead_letter(dlq.clone(), 1)
+            .build()
+            .unwrap();
+        for n in 0..3 {
+            q.send(n).unwrap();
+        }
+        assert_eq!(q.send(9), Err(SendError::Full(9)));
+        let d = q.try_receive().unwrap();
+        q.delete(d.receipt()).unwrap();
+        q.send(3).unwrap();
+        assert_eq!(q.send(9), Err(SendError::Full(9)));
+        let d = q.try_receive().unwrap();
+        q.release(d.receipt()).unwrap(); // its last receive: moved to `dlq`
+        q.send(4).unwrap();
+        assert_eq!(q.send(9), Err(SendError::Full(9)));
+        let d = q.try_receive().unwrap();
+        q.change_visibility(d.receipt(), Duration::from_secs(60))
+            .unwrap();
+        let stats = q.stats();
+        assert_eq!((stats.sent, stats.deleted, stats.dead_lettered), (5, 1, 1));
+        assert_eq!((stats.ready, stats.in_flight), (2, 1));
+        assert_eq!(dlq.redrive(&q, None, 1).refused, Some(SendError::Full(())));
+        let d = q.try_receive().unwrap();
+        q.delete(d.receipt()).unwrap();
+        assert_eq!(dlq.redrive(&q, None, 1).moved, 1);
+        let (stats, dead) = (q.stats(), dlq.stats());
+        assert_eq!((stats.sent, stats.deleted, stats.ready), (6, 2, 2));
+        assert_eq!((dead.sent, dead.redriven, dead.deleted), (1, 1, 0));
     }
 
     #[test]

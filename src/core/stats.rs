@@ -2,20 +2,34 @@
 //!
 //! # How the totals are read
 //!
-//! The hot path has no counters of its own: every free-ring pop is a send, every ready-ring
-//! pop a receive (less the pops that were no delivery, counted in `not_received`), and every
-//! free-ring push past the initial fill frees a slot: a delete, a move to the dead-letter
-//! queue (`dead_lettered`) or a redrive (`redriven`). So
-//! `deleted = free pushes - capacity - dead_lettered - redriven`.
+//! The hot path bumps one counter: `sent`, whose `fetch_add` also gives each accepted message
+//! its id (on its own cache line, shared by producers only). Receives and deletes are derived:
 //!
-//! That difference must never count a move or a redrive as a delete while one runs. The thread
-//! that moves or redrives a message bumps its counter *before* it pushes the slot to the free
-//! ring, and `Queue::stats` reads the free ring's pushes *before* those counters. The push is a
-//! `SeqCst` CAS on the ring's tail and every later write of the tail is a CAS too (a release
-//! sequence), so a stats read whose `Acquire` load of the tail counts that push synchronizes
-//! with it, and its later loads of the counters see the bump. Every push counted therefore has
-//! its counter counted: `deleted` is never too high. It may be too low, by one for each move or
-//! redrive that has bumped its counter but not yet pushed.
+//! * `received`: every ready-ring pop is a receive, less the pops that were no delivery (a
+//!   panicking clone, a dead-letter inspection or redrive), counted in `not_received`.
+//! * `deleted`: every message counted in `sent` is held now, or was moved to the dead-letter
+//!   queue (`dead_lettered`) or redriven (`redriven`), or was deleted. So
+//!   `deleted = sent - held - dead_lettered - redriven`, where `held` counts the slots that are
+//!   not `Free`, and also the `Free` slots a sender has popped and not yet published (tag
+//!   `FILLING`).
+//!
+//! That difference must never count a send, a move or a redrive as a delete while it runs:
+//!
+//! * A sender marks its slot `FILLING` before its `fetch_add` on `sent` (`Release`), and
+//!   `Queue::stats` loads `sent` (`Acquire`) before it scans the slots. Every write of `sent` is
+//!   an RMW, so a load that counts a send synchronizes with it, and the scan then sees that
+//!   slot `FILLING` or a later state of it: held, or `Free` again after a real delete.
+//! * A move or redrive bumps its counter before it stores `Free` (`Release`) in the slot, and
+//!   the scan (`Acquire` loads) comes before the counters are read: a scan that sees the slot
+//!   `Free` also sees the bump.
+//!
+//! So `deleted` is never too high; it may be too low by one for each send, move or redrive
+//! running at that moment (a message held or counted twice), and exact at rest. The loom model
+//! S1 (`loom-tests/tests/stats.rs`) checks this with a move and a redrive that sends into the
+//! queue whose stats are read.
+//!
+//! The free slots are a stack (`super::free`), whose one head has no positions to count, so
+//! `sent` and `deleted` are no longer read from a ring's positions as they were before.
 
 use crate::core::sync::{AtomicU64, Ordering};
 use crossbeam_utils::CachePadded;
@@ -27,9 +41,14 @@ use std::time::Duration;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Memory {
-    /// The slab: one slot per message of capacity, the body's storage included.
+    /// The slab: one slot per message of capacity, the body's storage included. Beside the
+    /// body a slot holds its lifecycle word, its deadline, the message id and the time since
+    /// which it is visible (or leased), 8 bytes each, and its receive count and free-stack
+    /// link, 4 bytes each: 40 bytes, plus the body's alignment padding (none for an 8-byte
+    /// body: a `Queue<u64>` slot is 48 bytes).
     pub slots: usize,
-    /// The free ring and the ready ring (slot indices).
+    /// The ready ring (slot indices). The free slots are a stack linked through the slots, so
+    /// they cost nothing beyond [`Memory::slots`].
     pub rings: usize,
     /// The timing wheel: its per-slot links, its levels and its inbox ring.
     pub wheel: usize,
@@ -58,8 +77,8 @@ impl Memory {
 /// Exact when no operation runs concurrently; otherwise each field is a value it had during
 /// the call, except that `received` may be one too high for each dead-letter inspection or
 /// redrive running at that moment, and may count a delivery whose body's clone is panicking,
-/// and `deleted` may be one too low (never too high) for each move to the dead-letter queue or
-/// redrive running at that moment.
+/// and `deleted` may be one too low (never too high) for each send, move to the dead-letter
+/// queue or redrive running at that moment.
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Stats {
@@ -160,10 +179,12 @@ impl RateWindow {
     }
 }
 
-/// Counters of the rarer events, each on its own cache line. Sends, receives and deletes, the
-/// hot path, are counted by ring positions instead (see `Queue::stats`).
+/// The event counters, each on its own cache line. Receives and deletes are derived instead
+/// (see "How the totals are read").
 #[derive(Default)]
 pub(crate) struct Counters {
+    /// Messages accepted; each one's id is this count before it.
+    pub(crate) sent: CachePadded<AtomicU64>,
     pub(crate) released: CachePadded<AtomicU64>,
     pub(crate) expired: CachePadded<AtomicU64>,
     pub(crate) dead_lettered: CachePadded<AtomicU64>,
