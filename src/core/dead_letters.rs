@@ -263,8 +263,6 @@ impl<T> Queue<T> {
         slot.store(slot.load().with(State::Free, 0));
         // Counted before the push: see `super::stats` ("How the totals are read").
         bump(&self.counters.redriven);
-        self.free
-            .push(index)
-            .expect("the free ring has room for every slot");
+        self.free_slot(index);
     }
 }

@@ -64,6 +64,13 @@
 //!   sleeper, and a sleeper checks the flag after registering. Every push to the ready ring
 //!   wakes one sleeper: a publish, and also a message given back because its clone panicked
 //!   (`GiveBackOnUnwind`), which a parked receiver would otherwise see only when its nap ends.
+//! * **A blocked send**: [`Queue::send_timeout`] on a full queue parks among the queue's
+//!   second `Waiters`, the senders'. Every push to the free ring goes through `free_slot`,
+//!   which wakes one of them (delete, a move to the dead-letter queue, a redrive out of this
+//!   queue); a parked sender re-checks, after registering, whether the free ring has a slot
+//!   or the queue closed, so a slot freed between its failed send and its registration is not
+//!   slept through (the argument of [`super::waiters`]; loom model 8g). `close` wakes every
+//!   sender.
 
 use crate::core::clock::{ManualClock, Ticks};
 use crate::core::deaths::{Death, DeathCause, DeathRecords, Nack, QueueId};
@@ -96,6 +103,8 @@ pub struct Queue<T> {
     pub(crate) ready: IndexRing,
     wheel: Wheel,
     pub(crate) waiters: Waiters,
+    /// Senders blocked in [`Queue::send_timeout`] while the queue is full.
+    senders: Waiters,
     pub(crate) time: Ticks,
     visibility_timeout: Duration,
     dead_letter: Option<DeadLetterTarget<T>>,
@@ -175,6 +184,7 @@ impl<T> Queue<T> {
             ready,
             wheel,
             waiters: Waiters::new(),
+            senders: Waiters::new(),
             dead_letter_retry_ticks: time.ticks_in(DEAD_LETTER_RETRY).max(1),
             time,
             visibility_timeout: settings.visibility_timeout,
@@ -221,6 +231,87 @@ impl<T> Queue<T> {
     pub fn send(&self, body: T) -> Result<MessageId, SendError<T>> {
         let sent = self.enqueue(body, Duration::ZERO, |_| {});
         count_refusal(&self.counters.refused_sends, sent)
+    }
+
+    /// Queues `body`, visible at once, waiting up to `wait` (wall-clock time) while the queue
+    /// is full. Fails with [`SendError::Full`] once `wait` has passed with the queue still
+    /// full, and with [`SendError::Closed`] at once, or as soon as the queue is closed while
+    /// it waits; the body always comes back.
+    ///
+    /// Spins briefly, then parks; a parked sender uses no CPU and wakes when a slot is freed
+    /// (a [`Queue::delete`], a move to the dead-letter queue, a
+    /// [`redrive`](Queue::redrive) out of this queue) or the queue is closed. While the
+    /// queue has room it costs what [`Queue::send`] costs.
+    ///
+    /// ```
+    /// use std::{sync::Arc, thread, time::Duration};
+    /// use visq::{Queue, SendError};
+    /// let q: Arc<Queue<u32>> = Arc::new(Queue::builder().capacity(1).build().unwrap());
+    /// q.send(1).unwrap();
+    /// // Full, and nobody deletes: the wait runs out and the body comes back.
+    /// let refused = q.send_timeout(2, Duration::from_millis(1));
+    /// assert_eq!(refused, Err(SendError::Full(2)));
+    /// // A consumer deletes the first message: the blocked send goes through.
+    /// let consumer = {
+    ///     let q = q.clone();
+    ///     thread::spawn(move || q.delete(q.receive(Duration::from_secs(10)).unwrap().receipt()))
+    /// };
+    /// q.send_timeout(3, Duration::from_secs(10)).expect("a slot was freed within the wait");
+    /// consumer.join().unwrap().unwrap();
+    /// ```
+    pub fn send_timeout(&self, body: T, wait: Duration) -> Result<MessageId, SendError<T>> {
+        let sent = match self.enqueue(body, Duration::ZERO, |_| {}) {
+            Err(SendError::Full(body)) if !wait.is_zero() => self.send_blocking(body, wait),
+            sent => sent,
+        };
+        count_refusal(&self.counters.refused_sends, sent)
+    }
+
+    /// The rest of a [`Queue::send_timeout`] that found the queue full: retries, backing off
+    /// and then parking among the `senders` until a slot is freed, the queue closes or `wait`
+    /// (counted from now) has passed.
+    #[cold]
+    fn send_blocking(&self, mut body: T, wait: Duration) -> Result<MessageId, SendError<T>> {
+        let start = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            let Some(left) = wait
+                .checked_sub(start.elapsed())
+                .filter(|left| !left.is_zero())
+            else {
+                return Err(SendError::Full(body));
+            };
+            attempt += 1;
+            if !back_off(attempt) {
+                // Woken by `free_slot` (or `close`); the re-check covers a slot freed, or a
+                // close, between the failed send and the registration (see `super::waiters`).
+                self.senders.sleep(left.min(LONGEST_NAP), false, || {
+                    self.has_free_slot() || self.is_closed()
+                });
+            }
+            match self.enqueue(body, Duration::ZERO, |_| {}) {
+                Err(SendError::Full(refused)) => body = refused,
+                sent => return sent,
+            }
+        }
+    }
+
+    /// Whether the free ring looked non-empty at the moment of the call (a hint for blocked
+    /// senders: a push is counted once it has claimed its position, even if a pop would still
+    /// wait for it to write its cell).
+    fn has_free_slot(&self) -> bool {
+        let taken = self.free.pops();
+        self.free.pushes() > taken
+    }
+
+    /// Frees the owned slot `index` (its body moved out, its word `Free`) and wakes a blocked
+    /// sender, if any, for it.
+    #[inline]
+    pub(crate) fn free_slot(&self, index: u32) {
+        self.free
+            .push(index)
+            .expect("the free ring has room for every slot");
+        self.senders.notify_one();
     }
 
     /// Queues `body`, invisible until `delay` has passed on the queue's clock (at most
@@ -581,9 +672,7 @@ impl<T> Queue<T> {
             drop(unsafe { records.take(index) });
         }
         debug_assert_eq!(slot.load(), lease.with(State::Free, 0));
-        self.free
-            .push(index)
-            .expect("the free ring has room for every slot");
+        self.free_slot(index);
         drop(body);
         Ok(())
     }
@@ -768,8 +857,9 @@ impl<T> Queue<T> {
         }
     }
 
-    /// Closes the queue: sends fail with [`SendError::Closed`]; receivers drain what is held;
-    /// blocked receivers with nothing visible return `None`.
+    /// Closes the queue: sends fail with [`SendError::Closed`] (blocked
+    /// [`Queue::send_timeout`]s too); receivers drain what is held; blocked receivers with
+    /// nothing visible return `None`.
     ///
     /// ```
     /// let q: visq::Queue<u8> = visq::Queue::builder().build().unwrap();
@@ -782,6 +872,7 @@ impl<T> Queue<T> {
     pub fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
         self.waiters.notify_all();
+        self.senders.notify_all();
     }
 
     /// Whether [`Queue::close`] was called.
@@ -1005,9 +1096,7 @@ impl<T> Queue<T> {
                 slot.store(ready.with(State::Free, 0));
                 // Counted before the push: see `super::stats` ("How the totals are read").
                 bump(&self.counters.dead_lettered);
-                self.free
-                    .push(index)
-                    .expect("the free ring has room for every slot");
+                self.free_slot(index);
                 None
             }
             Err(refused) => {
@@ -1289,6 +1378,21 @@ mod tests {
             waited < Duration::from_secs(2),
             "woken for the 50 ms deadline, not after its wait ({waited:?})"
         );
+    }
+
+    #[test]
+    fn delete_wakes_a_parked_sender() {
+        let q: Arc<Queue<u32>> = Arc::new(Queue::builder().capacity(1).build().unwrap());
+        q.send(1).unwrap();
+        let sender = {
+            let q = q.clone();
+            thread::spawn(move || q.send_timeout(2, Duration::from_secs(30)).map(drop))
+        };
+        wait_until("the sender parks", || q.senders.sleepers() == 1);
+        let leased = q.try_receive().unwrap();
+        q.delete(leased.receipt()).unwrap();
+        assert_eq!(sender.join().unwrap(), Ok(()), "woken, not timed out");
+        assert_eq!(*q.try_receive().unwrap().body(), 2);
     }
 
     #[test]

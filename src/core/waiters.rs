@@ -1,12 +1,15 @@
-//! Parking for blocking receivers.
+//! Parking for blocking receivers (and for blocked senders: a queue has one `Waiters` for
+//! each side).
 //!
-//! The lock-free paths never take this module's lock unless a receiver is asleep: a notifier
-//! issues a `SeqCst` fence after making a message visible and reads `sleepers`; a receiver
-//! increments `sleepers` under the lock, issues a `SeqCst` fence and then re-checks whether it
-//! still has to sleep. Either the notifier sees the sleeper (and takes the lock, which the receiver holds
-//! until it is inside `wait`, so the notification cannot fall between the re-check and the
-//! wait), or the receiver's re-check sees the message. This is the lost-wake-up argument of
-//! crossbeam-channel's `SyncWaker`, with a condition variable in place of its waker list.
+//! The lock-free paths never take this module's lock unless a thread is asleep: a notifier
+//! issues a `SeqCst` fence after making a message visible (or a slot free) and reads
+//! `sleepers`; a sleeper increments `sleepers` under the lock, issues a `SeqCst` fence and then
+//! re-checks whether it still has to sleep. Either the notifier sees the sleeper (and takes the
+//! lock, which the sleeper holds until it is inside `wait`, so the notification cannot fall
+//! between the re-check and the wait; the notifier lets go of the lock before it notifies, so
+//! the woken thread never blocks on it again), or the sleeper's re-check sees the change. This
+//! is the lost-wake-up argument of crossbeam-channel's `SyncWaker`, with a condition variable
+//! in place of its waker list.
 //!
 //! # Deadlines: the nap and `next_due`
 //!
@@ -57,22 +60,36 @@ impl Waiters {
         }
     }
 
-    /// Wakes one sleeping receiver, if any. Call after making a message visible.
+    /// Wakes one sleeper, if any. Call after making a message visible (or, for blocked
+    /// senders, a slot free).
     #[inline]
     pub(crate) fn notify_one(&self) {
         fence(Ordering::SeqCst);
         if self.sleepers.load(Ordering::SeqCst) != 0 {
-            let _guard = lock(&self.lock);
-            self.wake.notify_one();
+            self.wake_up(false);
         }
     }
 
-    /// Wakes every sleeping receiver, if any (close, or an earlier wheel deadline).
+    /// Wakes every sleeper, if any (close, or an earlier wheel deadline).
     pub(crate) fn notify_all(&self) {
         fence(Ordering::SeqCst);
         if self.sleepers.load(Ordering::SeqCst) != 0 {
-            let _guard = lock(&self.lock);
+            self.wake_up(true);
+        }
+    }
+
+    /// Takes and drops the lock, then notifies. A sleeper counted in `sleepers` holds the lock
+    /// from its registration until it is inside `wait`, so once we have had the lock it waits
+    /// (or has already left): the notification cannot fall between its re-check and its wait.
+    /// Notifying after letting go means the woken thread does not find the lock still held by
+    /// us and block on it a second time.
+    #[cold]
+    fn wake_up(&self, all: bool) {
+        drop(lock(&self.lock));
+        if all {
             self.wake.notify_all();
+        } else {
+            self.wake.notify_one();
         }
     }
 
