@@ -80,8 +80,8 @@ use crate::core::metrics::{Latencies, LatencyRecorder};
 use crate::core::ring::IndexRing;
 use crate::core::slot::{epoch_origin, Slot, State, Word, ENDED_BY_EXPIRY};
 use crate::core::stats::{bump, count_refusal, Counters, Memory, RateWindow, Stats};
-use crate::core::sync::{lock, spin_loop, yield_now, AtomicBool, AtomicU64, Mutex, Ordering};
-use crate::core::waiters::Waiters;
+use crate::core::sync::{lock, AtomicBool, AtomicU64, Mutex, Ordering};
+use crate::core::waiters::{Backoff, Waiters};
 use crate::core::wheel::{Refile, Wheel, NEVER};
 use crate::MAX_TIMEOUT;
 use std::sync::{Arc, OnceLock};
@@ -91,10 +91,6 @@ use std::time::{Duration, Instant};
 const DEAD_LETTER_RETRY: Duration = Duration::from_millis(10);
 /// The longest single sleep of a blocking receive (it re-checks and sleeps again).
 const LONGEST_NAP: Duration = Duration::from_secs(3600);
-/// Re-checks a blocking receive makes spinning (doubling the spin each time), then yielding,
-/// before it parks. None under loom, where a spin is only a scheduling point.
-const SPIN_ATTEMPTS: u32 = if cfg!(loom) { 0 } else { 6 };
-const YIELD_ATTEMPTS: u32 = if cfg!(loom) { 0 } else { 4 };
 
 /// A lock-free MPMC message queue with visibility timeouts. See the [crate docs](crate).
 pub struct Queue<T> {
@@ -273,7 +269,7 @@ impl<T> Queue<T> {
     #[cold]
     fn send_blocking(&self, mut body: T, wait: Duration) -> Result<MessageId, SendError<T>> {
         let start = Instant::now();
-        let mut attempt = 0u32;
+        let mut backoff = Backoff::new(&self.senders);
         loop {
             let Some(left) = wait
                 .checked_sub(start.elapsed())
@@ -281,8 +277,7 @@ impl<T> Queue<T> {
             else {
                 return Err(SendError::Full(body));
             };
-            attempt += 1;
-            if !back_off(attempt) {
+            if !backoff.snooze() {
                 // Woken by `free_slot` (or `close`); the re-check covers a slot freed, or a
                 // close, between the failed send and the registration (see `super::waiters`).
                 self.senders.sleep(left.min(LONGEST_NAP), false, || {
@@ -451,7 +446,7 @@ impl<T> Queue<T> {
     /// until that thread's run changes `next_due` (which wakes every sleeper, see
     /// [`super::waiters`]) or it lets go.
     fn wait_for_wheel(&self, tick: u64) {
-        let mut attempt = 0u32;
+        let mut backoff = Backoff::brief();
         loop {
             let next_due = self.wheel.next_due();
             if tick < next_due {
@@ -461,8 +456,7 @@ impl<T> Queue<T> {
                 self.run_wheel();
                 continue;
             }
-            attempt += 1;
-            if !back_off(attempt) {
+            if !backoff.snooze() {
                 self.waiters.sleep(LONGEST_NAP, false, || {
                     self.wheel.next_due() != next_due || !self.wheel.is_running()
                 });
@@ -560,7 +554,7 @@ impl<T> Queue<T> {
         T: Clone,
     {
         let start = Instant::now();
-        let mut attempt = 0u32;
+        let mut backoff = Backoff::new(&self.waiters);
         loop {
             if let Some(delivery) = self.try_receive() {
                 return Some(delivery);
@@ -571,8 +565,7 @@ impl<T> Queue<T> {
             let left = wait
                 .checked_sub(start.elapsed())
                 .filter(|left| !left.is_zero())?;
-            attempt += 1;
-            if !back_off(attempt) {
+            if !backoff.snooze() {
                 let now = self.time.now_nanos();
                 // The nap is computed from this value, so any later change of it (a deadline
                 // filed earlier, the wheel run past it) must wake us: the re-check compares,
@@ -1181,22 +1174,6 @@ impl<T> Queue<T> {
             }
         }
     }
-}
-
-/// Whether a blocking call's re-check number `attempt` may wait by spinning (doubling the spin
-/// each time) or yielding, before which it backs off here; `false` once it is time to park.
-#[inline]
-fn back_off(attempt: u32) -> bool {
-    // Under loom both bounds are 0, which makes these comparisons always false there.
-    #[allow(clippy::absurd_extreme_comparisons)]
-    if attempt <= SPIN_ATTEMPTS {
-        (0..1 << attempt).for_each(|_| spin_loop());
-    } else if attempt <= SPIN_ATTEMPTS + YIELD_ATTEMPTS {
-        yield_now();
-    } else {
-        return false;
-    }
-    true
 }
 
 /// Pushes `index` back to the ready `ring` if dropped (on unwind), counting the pop in
