@@ -252,3 +252,44 @@ impl Waiters {
         self.naps.load(Ordering::Relaxed)
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// Snoozes until `backoff` says to park; returns how many snoozes said to wait.
+    fn until_parked(backoff: &mut Backoff<'_>) -> u32 {
+        let mut waited = 0;
+        while backoff.snooze() {
+            waited += 1;
+        }
+        waited
+    }
+
+    #[test]
+    fn one_lookout_at_a_time_and_parked_waiters_never_spin_again() {
+        let waiters = Waiters::new();
+        let mut first = Backoff::new(&waiters);
+        for _ in 0..=SPIN_ATTEMPTS {
+            assert!(first.snooze());
+        }
+        assert!(first.lookout_since.is_some(), "the first waiter looks out");
+        // A second waiter meanwhile gets the brief budget only.
+        let mut second = Backoff::new(&waiters);
+        assert_eq!(until_parked(&mut second), SPIN_ATTEMPTS + YIELD_ATTEMPTS);
+        assert!(!second.snooze(), "a parked waiter never spins again");
+        // The lookout lets go when it is dropped (it got a message), and the next waiter
+        // may look out.
+        drop(first);
+        let mut third = Backoff::new(&waiters);
+        for _ in 0..=SPIN_ATTEMPTS {
+            assert!(third.snooze());
+        }
+        assert!(third.lookout_since.is_some());
+        // A brief backoff never looks out, even with no lookout about.
+        drop(third);
+        let mut brief = Backoff::brief();
+        assert_eq!(until_parked(&mut brief), SPIN_ATTEMPTS + YIELD_ATTEMPTS);
+        assert!(!waiters.lookout.load(Ordering::Relaxed));
+    }
+}
