@@ -234,10 +234,10 @@ impl<T> Queue<T> {
     /// full, and with [`SendError::Closed`] at once, or as soon as the queue is closed while
     /// it waits; the body always comes back.
     ///
-    /// Spins briefly, then parks; a parked sender uses no CPU and wakes when a slot is freed
-    /// (a [`Queue::delete`], a move to the dead-letter queue, a
-    /// [`redrive`](Queue::redrive) out of this queue) or the queue is closed. While the
-    /// queue has room it costs what [`Queue::send`] costs.
+    /// Spins and yields briefly (one sender at a time for up to 50 µs), then parks; a parked
+    /// sender uses no CPU and wakes when a slot is freed (a [`Queue::delete`], a move to the
+    /// dead-letter queue, a [`redrive`](Queue::redrive) out of this queue) or the queue is
+    /// closed. While the queue has room it costs what [`Queue::send`] costs.
     ///
     /// ```
     /// use std::{sync::Arc, thread, time::Duration};
@@ -293,10 +293,11 @@ impl<T> Queue<T> {
 
     /// Whether the free ring looked non-empty at the moment of the call (a hint for blocked
     /// senders: a push is counted once it has claimed its position, even if a pop would still
-    /// wait for it to write its cell).
+    /// wait for it to write its cell). The pushes are read with a read-modify-write, which
+    /// is what lets `free_slot` notify without a fence (see [`super::waiters`]).
     fn has_free_slot(&self) -> bool {
         let taken = self.free.pops();
-        self.free.pushes() > taken
+        self.free.pushes_acquired() > taken
     }
 
     /// Frees the owned slot `index` (its body moved out, its word `Free`) and wakes a blocked
@@ -306,7 +307,7 @@ impl<T> Queue<T> {
         self.free
             .push(index)
             .expect("the free ring has room for every slot");
-        self.senders.notify_one();
+        self.senders.notify_one_after_rmw();
     }
 
     /// Queues `body`, invisible until `delay` has passed on the queue's clock (at most
@@ -524,9 +525,10 @@ impl<T> Queue<T> {
 
     /// Leases the next visible message, waiting up to `wait` (wall-clock time) for one.
     ///
-    /// Spins briefly, then parks; a parked receiver uses no CPU and wakes for a send, a close,
-    /// or the next deadline on the queue's wheel (an expiring lease). Returns `None` after
-    /// `wait`, or at once on a closed queue with nothing visible.
+    /// Spins and yields briefly (one receiver at a time, the lookout, for up to 50 µs), then
+    /// parks; a parked receiver uses no CPU and wakes for a send, a close, or the next
+    /// deadline on the queue's wheel (an expiring lease). Returns `None` after `wait`, or at
+    /// once on a closed queue with nothing visible.
     ///
     /// ```
     /// use std::{sync::Arc, thread, time::Duration};

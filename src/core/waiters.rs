@@ -2,14 +2,27 @@
 //! each side).
 //!
 //! The lock-free paths never take this module's lock unless a thread is asleep: a notifier
-//! issues a `SeqCst` fence after making a message visible (or a slot free) and reads
-//! `sleepers`; a sleeper increments `sleepers` under the lock, issues a `SeqCst` fence and then
+//! issues a `SeqCst` fence after making a message visible and reads `sleepers` (a freed slot
+//! needs no fence: see "Blocked senders" below); a sleeper increments `sleepers` under the lock, issues a `SeqCst` fence and then
 //! re-checks whether it still has to sleep. Either the notifier sees the sleeper (and takes the
 //! lock, which the sleeper holds until it is inside `wait`, so the notification cannot fall
 //! between the re-check and the wait; the notifier lets go of the lock before it notifies, so
 //! the woken thread never blocks on it again), or the sleeper's re-check sees the change. This
 //! is the lost-wake-up argument of crossbeam-channel's `SyncWaker`, with a condition variable
 //! in place of its waker list.
+//!
+//! # Blocked senders: no fence on the freeing side
+//!
+//! A slot is freed on every delete, so the freeing side skips the fence
+//! ([`Waiters::notify_one_after_rmw`]): its push claims a free-ring position with a
+//! read-modify-write of the ring's `tail`, then it loads `sleepers`; a blocked sender's
+//! re-check, after its increment of `sleepers`, reads `tail` with a read-modify-write that
+//! changes nothing. All writes to `tail` are read-modify-writes, so the two are ordered in
+//! `tail`'s modification order: if the sender's comes first, the push reads from its release
+//! sequence, so the sender's increment happens before the freeing side's load of `sleepers`,
+//! which sees it and notifies; if the push comes first, the sender's re-check counts it and
+//! the sender does not sleep. (Plain `SeqCst` loads on both sides would do in the C++ model,
+//! as crossbeam-channel does, but loom does not model them: loom-tests/README.md, f08g-fence.)
 //!
 //! # Deadlines: the nap and `next_due`
 //!
@@ -172,6 +185,16 @@ impl Waiters {
     #[inline]
     pub(crate) fn notify_one(&self) {
         fence(Ordering::SeqCst);
+        if self.sleepers.load(Ordering::SeqCst) != 0 {
+            self.wake_up(false);
+        }
+    }
+
+    /// Wakes one sleeper, if any, with no fence: only for a change made with a `SeqCst` (or
+    /// `AcqRel`) read-modify-write on a location whose every write is one, which the sleepers'
+    /// re-check reads with a read-modify-write too (see "Blocked senders" in the module docs).
+    #[inline]
+    pub(crate) fn notify_one_after_rmw(&self) {
         if self.sleepers.load(Ordering::SeqCst) != 0 {
             self.wake_up(false);
         }
