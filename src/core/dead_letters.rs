@@ -250,7 +250,7 @@ impl<T> Queue<T> {
         self.ready
             .push(index)
             .expect("the ready ring has room for every slot");
-        self.waiters.notify_one();
+        self.waiters.notify_one_after_rmw();
     }
 
     /// Frees the owned slot `index`, whose body has been moved out, and its death record.

@@ -281,7 +281,7 @@ impl<T> Queue<T> {
                 // Woken by `free_slot` (or `close`); the re-check covers a slot freed, or a
                 // close, between the failed send and the registration (see `super::waiters`).
                 self.senders.sleep(left.min(LONGEST_NAP), false, || {
-                    self.has_free_slot() || self.is_closed()
+                    has_unclaimed(&self.free) || self.is_closed()
                 });
             }
             match self.enqueue(body, Duration::ZERO, |_| {}) {
@@ -289,15 +289,6 @@ impl<T> Queue<T> {
                 sent => return sent,
             }
         }
-    }
-
-    /// Whether the free ring looked non-empty at the moment of the call (a hint for blocked
-    /// senders: a push is counted once it has claimed its position, even if a pop would still
-    /// wait for it to write its cell). The pushes are read with a read-modify-write, which
-    /// is what lets `free_slot` notify without a fence (see [`super::waiters`]).
-    fn has_free_slot(&self) -> bool {
-        let taken = self.free.pops();
-        self.free.pushes_acquired() > taken
     }
 
     /// Frees the owned slot `index` (its body moved out, its word `Free`) and wakes a blocked
@@ -586,7 +577,7 @@ impl<T> Queue<T> {
                 // Due wheel work is a reason to stay up only if nobody is running the wheel:
                 // a running owner finishes it and wakes us if it makes a message visible.
                 self.waiters.sleep(nap, next_due != NEVER && !due, || {
-                    self.ready.has_ready_head()
+                    has_unclaimed(&self.ready)
                         || self.is_closed()
                         || self.wheel.next_due() != next_due
                         || (self.wheel.is_due(self.time.tick_of(self.time.now_nanos()))
@@ -1119,7 +1110,7 @@ impl<T> Queue<T> {
         self.ready
             .push(index)
             .expect("the ready ring has room for every slot");
-        self.waiters.notify_one();
+        self.waiters.notify_one_after_rmw();
     }
 
     /// Makes sure the wheel will look at slot `index` by tick `deadline`, which was just stored
@@ -1178,6 +1169,15 @@ impl<T> Queue<T> {
     }
 }
 
+/// Whether `ring` looked non-empty at the moment of the call (a sleeper's re-check: a push is
+/// counted once it has claimed its position, even if a pop would still wait for it to write
+/// its cell). The pushes are read with a read-modify-write, which is what lets a push notify
+/// without a fence (see [`super::waiters`]).
+fn has_unclaimed(ring: &IndexRing) -> bool {
+    let taken = ring.pops();
+    ring.pushes_acquired() > taken
+}
+
 /// Pushes `index` back to the ready `ring` if dropped (on unwind), counting the pop in
 /// `not_received` (if the popper has not counted it already), and wakes a sleeping receiver
 /// for it as any other push to the ready ring does; forgotten on success.
@@ -1194,7 +1194,7 @@ impl Drop for GiveBackOnUnwind<'_> {
             bump(not_received);
         }
         let _ = self.ring.push(self.index);
-        self.waiters.notify_one();
+        self.waiters.notify_one_after_rmw();
     }
 }
 

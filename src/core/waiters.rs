@@ -1,28 +1,30 @@
 //! Parking for blocking receivers (and for blocked senders: a queue has one `Waiters` for
 //! each side).
 //!
-//! The lock-free paths never take this module's lock unless a thread is asleep: a notifier
-//! issues a `SeqCst` fence after making a message visible and reads `sleepers` (a freed slot
-//! needs no fence: see "Blocked senders" below); a sleeper increments `sleepers` under the lock, issues a `SeqCst` fence and then
-//! re-checks whether it still has to sleep. Either the notifier sees the sleeper (and takes the
-//! lock, which the sleeper holds until it is inside `wait`, so the notification cannot fall
-//! between the re-check and the wait; the notifier lets go of the lock before it notifies, so
-//! the woken thread never blocks on it again), or the sleeper's re-check sees the change. This
-//! is the lost-wake-up argument of crossbeam-channel's `SyncWaker`, with a condition variable
-//! in place of its waker list.
+//! The lock-free paths never take this module's lock unless a thread is asleep. A sleeper
+//! increments `sleepers` under the lock, issues a `SeqCst` fence and then re-checks whether it
+//! still has to sleep; a notifier makes its change, then reads `sleepers`. Either the notifier
+//! sees the sleeper (and takes the lock, which the sleeper holds until it is inside `wait`, so
+//! the notification cannot fall between the re-check and the wait; the notifier lets go of
+//! the lock before it notifies, so the woken thread never blocks on it again), or the
+//! sleeper's re-check sees the change. This is the lost-wake-up argument of
+//! crossbeam-channel's `SyncWaker`, with a condition variable in place of its waker list.
+//! What makes "either ... or" hold depends on the change:
 //!
-//! # Blocked senders: no fence on the freeing side
-//!
-//! A slot is freed on every delete, so the freeing side skips the fence
-//! ([`Waiters::notify_one_after_rmw`]): its push claims a free-ring position with a
-//! read-modify-write of the ring's `tail`, then it loads `sleepers`; a blocked sender's
-//! re-check, after its increment of `sleepers`, reads `tail` with a read-modify-write that
-//! changes nothing. All writes to `tail` are read-modify-writes, so the two are ordered in
-//! `tail`'s modification order: if the sender's comes first, the push reads from its release
-//! sequence, so the sender's increment happens before the freeing side's load of `sleepers`,
-//! which sees it and notifies; if the push comes first, the sender's re-check counts it and
-//! the sender does not sleep. (Plain `SeqCst` loads on both sides would do in the C++ model,
-//! as crossbeam-channel does, but loom does not model them: loom-tests/README.md, f08g-fence.)
+//! * **A push to a ring** (a message made visible, for receivers; a slot freed, for blocked
+//!   senders), on every send and every delete: no fence on the notifying side
+//!   ([`Waiters::notify_one_after_rmw`]). The push claims its position with a
+//!   read-modify-write of the ring's `tail`, then loads `sleepers`; the sleeper's re-check,
+//!   after its increment of `sleepers`, reads `tail` with a read-modify-write that changes
+//!   nothing (`IndexRing::pushes_acquired`). All writes to `tail` are read-modify-writes, so
+//!   the two are ordered in `tail`'s modification order: if the sleeper's comes first, the
+//!   push reads from its release sequence, so the increment happens before the notifier's
+//!   load of `sleepers`, which sees it; if the push comes first, the re-check counts it.
+//!   (Plain `SeqCst` loads on both sides would do in the C++ model, as in crossbeam-channel,
+//!   but loom does not model them: loom-tests/README.md, f08g-fence.)
+//! * **Anything else** (a close, a change of the wheel's `next_due`): [`Waiters::notify_all`]
+//!   issues a `SeqCst` fence after the change and before reading `sleepers`, which pairs with
+//!   the sleeper's fence (the store-buffer pattern, fences on both sides).
 //!
 //! # Deadlines: the nap and `next_due`
 //!
@@ -36,7 +38,7 @@
 //!   [`super::wheel`]); the queue then wakes every sleeper (`notify_all`, fence first);
 //! * the re-check after registering asks, besides the rest, whether `next_due != seen`.
 //!
-//! Same store-buffer pattern as above, on `next_due` instead of the ready ring: either the
+//! The fence pattern of the list above, on `next_due`: either the
 //! run's fence comes first and the re-check reads the new value (the receiver does not sleep
 //! and computes a new nap), or the receiver's fence comes first and the run sees the sleeper
 //! and notifies it (taking the lock, so not before the receiver waits). So a deadline `D`
@@ -180,19 +182,8 @@ impl Waiters {
         }
     }
 
-    /// Wakes one sleeper, if any. Call after making a message visible (or, for blocked
-    /// senders, a slot free).
-    #[inline]
-    pub(crate) fn notify_one(&self) {
-        fence(Ordering::SeqCst);
-        if self.sleepers.load(Ordering::SeqCst) != 0 {
-            self.wake_up(false);
-        }
-    }
-
-    /// Wakes one sleeper, if any, with no fence: only for a change made with a `SeqCst` (or
-    /// `AcqRel`) read-modify-write on a location whose every write is one, which the sleepers'
-    /// re-check reads with a read-modify-write too (see "Blocked senders" in the module docs).
+    /// Wakes one sleeper, if any, with no fence: only after a push to a ring, which the
+    /// sleepers' re-check reads with `IndexRing::pushes_acquired` (see the module docs).
     #[inline]
     pub(crate) fn notify_one_after_rmw(&self) {
         if self.sleepers.load(Ordering::SeqCst) != 0 {
