@@ -159,3 +159,49 @@ fn receive_waits_for_the_thread_holding_the_due_wheel() {
         assert_eq!(live.load(Ordering::SeqCst), 0);
     });
 }
+
+/// 8g (issue 10): a delete frees a slot for a sender blocked in `send_timeout` on a full
+/// queue, and wakes it. The sender may find the queue full, then register as a sleeper only
+/// after the delete freed the slot and looked for sleepers (there were none): its re-check
+/// after registering must see the free slot. Its nap only a notification may end, so a lost
+/// wake-up is a deadlock.
+#[test]
+fn delete_wakes_blocked_sender() {
+    check("delete_wakes_blocked_sender", || {
+        let live = Arc::new(AtomicUsize::new(0));
+        let q = Arc::new(tiny_queue(1, &ManualClock::new()));
+        q.send(Body::new(1, &live)).unwrap();
+        let leased = q.try_receive().unwrap();
+        let sender = {
+            let (q, live) = (q.clone(), live.clone());
+            thread::spawn(move || q.send_timeout(Body::new(2, &live), FOREVER).is_ok())
+        };
+        q.delete(leased.receipt()).unwrap();
+        drop(leased);
+        assert!(sender.join().unwrap(), "sent into the freed slot");
+        assert_eq!(q.try_receive().map(|d| d.body().value), Some(2));
+        drop(q);
+        assert_eq!(live.load(Ordering::SeqCst), 0);
+    });
+}
+
+/// 8h (issue 10): a close wakes a sender blocked in `send_timeout`, which gets its body back.
+#[test]
+fn close_wakes_blocked_sender() {
+    check("close_wakes_blocked_sender", || {
+        let live = Arc::new(AtomicUsize::new(0));
+        let q = Arc::new(tiny_queue(1, &ManualClock::new()));
+        q.send(Body::new(1, &live)).unwrap();
+        let sender = {
+            let (q, live) = (q.clone(), live.clone());
+            thread::spawn(move || match q.send_timeout(Body::new(2, &live), FOREVER) {
+                Err(visq::SendError::Closed(body)) => body.value,
+                other => panic!("{:?}", other.map_err(|e| e.into_inner().value)),
+            })
+        };
+        q.close();
+        assert_eq!(sender.join().unwrap(), 2);
+        drop(q);
+        assert_eq!(live.load(Ordering::SeqCst), 0);
+    });
+}

@@ -250,7 +250,7 @@ impl<T> Queue<T> {
         self.ready
             .push(index)
             .expect("the ready ring has room for every slot");
-        self.waiters.notify_one();
+        self.waiters.notify_one_after_rmw();
     }
 
     /// Frees the owned slot `index`, whose body has been moved out, and its death record.
@@ -263,6 +263,6 @@ impl<T> Queue<T> {
         // Counted before the slot shows `Free`: see `super::stats` ("How the totals are read").
         bump(&self.counters.redriven);
         slot.store(slot.load().with(State::Free, 0));
-        self.push_free(index);
+        self.free_slot(index);
     }
 }

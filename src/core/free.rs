@@ -85,16 +85,28 @@ impl FreeStack {
         let mut head = self.head.load(Ordering::Relaxed);
         loop {
             link.store(head as u32, Ordering::Relaxed);
+            // `AcqRel`: a blocked sender's re-check (`has_free_acquired`) that comes earlier in
+            // the head's order must happen before this push's look for sleepers.
             match self.head.compare_exchange_weak(
                 head,
                 next_head(head, index),
-                Ordering::Release,
+                Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {
                 Ok(_) => return,
                 Err(now) => head = now,
             }
         }
+    }
+
+    /// Whether a slot looked free at the moment of the call, read with a read-modify-write that
+    /// changes nothing (`AcqRel`). Every write to the head is a read-modify-write, so a push
+    /// that comes later in the head's order reads from this one's release sequence and happens
+    /// after everything the caller did before (a blocked sender's registration); a push that
+    /// came earlier is seen, unless a pop has taken its slot since. Blocked senders re-check
+    /// with it, which spares the freeing side a fence (see `super::waiters`).
+    pub(crate) fn has_free_acquired(&self) -> bool {
+        self.head.fetch_add(0, Ordering::AcqRel) as u32 != NIL
     }
 
     /// Pops the index on top (the caller owns its slot from then on), reading links with

@@ -68,6 +68,13 @@
 //!   sleeper, and a sleeper checks the flag after registering. Every push to the ready ring
 //!   wakes one sleeper: a publish, and also a message given back because its clone panicked
 //!   (`GiveBackOnUnwind`), which a parked receiver would otherwise see only when its nap ends.
+//! * **A blocked send**: [`Queue::send_timeout`] on a full queue parks among the queue's
+//!   second `Waiters`, the senders'. Every push to the free stack goes through `free_slot`,
+//!   which wakes one of them (delete, a move to the dead-letter queue, a redrive out of this
+//!   queue); a parked sender re-checks, after registering, whether the free stack has a slot
+//!   or the queue closed, so a slot freed between its failed send and its registration is not
+//!   slept through (the argument of [`super::waiters`]; loom model 8g). `close` wakes every
+//!   sender.
 
 use crate::core::clock::{ManualClock, Ticks};
 use crate::core::deaths::{Death, DeathCause, DeathRecords, Nack, QueueId};
@@ -78,8 +85,8 @@ use crate::core::metrics::{Latencies, LatencyRecorder};
 use crate::core::ring::IndexRing;
 use crate::core::slot::{epoch_origin, Slot, State, Word, ENDED_BY_EXPIRY, FILLING};
 use crate::core::stats::{bump, count_refusal, Counters, Memory, RateWindow, Stats};
-use crate::core::sync::{lock, spin_loop, yield_now, AtomicBool, AtomicU64, Mutex, Ordering};
-use crate::core::waiters::Waiters;
+use crate::core::sync::{lock, AtomicBool, AtomicU64, Mutex, Ordering};
+use crate::core::waiters::{Backoff, Waiters};
 use crate::core::wheel::{Refile, Wheel, NEVER};
 use crate::MAX_TIMEOUT;
 use std::sync::{Arc, OnceLock};
@@ -89,10 +96,6 @@ use std::time::{Duration, Instant};
 const DEAD_LETTER_RETRY: Duration = Duration::from_millis(10);
 /// The longest single sleep of a blocking receive (it re-checks and sleeps again).
 const LONGEST_NAP: Duration = Duration::from_secs(3600);
-/// Re-checks a blocking receive makes spinning (doubling the spin each time), then yielding,
-/// before it parks. None under loom, where a spin is only a scheduling point.
-const SPIN_ATTEMPTS: u32 = if cfg!(loom) { 0 } else { 6 };
-const YIELD_ATTEMPTS: u32 = if cfg!(loom) { 0 } else { 4 };
 
 /// A lock-free MPMC message queue with visibility timeouts. See the [crate docs](crate).
 pub struct Queue<T> {
@@ -101,6 +104,8 @@ pub struct Queue<T> {
     pub(crate) ready: IndexRing,
     wheel: Wheel,
     pub(crate) waiters: Waiters,
+    /// Senders blocked in [`Queue::send_timeout`] while the queue is full.
+    senders: Waiters,
     pub(crate) time: Ticks,
     visibility_timeout: Duration,
     dead_letter: Option<DeadLetterTarget<T>>,
@@ -180,6 +185,7 @@ impl<T> Queue<T> {
             ready,
             wheel,
             waiters: Waiters::new(),
+            senders: Waiters::new(),
             dead_letter_retry_ticks: time.ticks_in(DEAD_LETTER_RETRY).max(1),
             time,
             visibility_timeout: settings.visibility_timeout,
@@ -226,6 +232,76 @@ impl<T> Queue<T> {
     pub fn send(&self, body: T) -> Result<MessageId, SendError<T>> {
         let sent = self.enqueue(body, Duration::ZERO, |_| {});
         count_refusal(&self.counters.refused_sends, sent)
+    }
+
+    /// Queues `body`, visible at once, waiting up to `wait` (wall-clock time) while the queue
+    /// is full. Fails with [`SendError::Full`] once `wait` has passed with the queue still
+    /// full, and with [`SendError::Closed`] at once, or as soon as the queue is closed while
+    /// it waits; the body always comes back.
+    ///
+    /// Spins and yields briefly (one sender at a time for up to 50 µs), then parks; a parked
+    /// sender uses no CPU and wakes when a slot is freed (a [`Queue::delete`], a move to the
+    /// dead-letter queue, a [`redrive`](Queue::redrive) out of this queue) or the queue is
+    /// closed. While the queue has room it costs what [`Queue::send`] costs.
+    ///
+    /// ```
+    /// use std::{sync::Arc, thread, time::Duration};
+    /// use visq::{Queue, SendError};
+    /// let q: Arc<Queue<u32>> = Arc::new(Queue::builder().capacity(1).build().unwrap());
+    /// q.send(1).unwrap();
+    /// // Full, and nobody deletes: the wait runs out and the body comes back.
+    /// let refused = q.send_timeout(2, Duration::from_millis(1));
+    /// assert_eq!(refused, Err(SendError::Full(2)));
+    /// // A consumer deletes the first message: the blocked send goes through.
+    /// let consumer = {
+    ///     let q = q.clone();
+    ///     thread::spawn(move || q.delete(q.receive(Duration::from_secs(10)).unwrap().receipt()))
+    /// };
+    /// q.send_timeout(3, Duration::from_secs(10)).expect("a slot was freed within the wait");
+    /// consumer.join().unwrap().unwrap();
+    /// ```
+    pub fn send_timeout(&self, body: T, wait: Duration) -> Result<MessageId, SendError<T>> {
+        let sent = match self.enqueue(body, Duration::ZERO, |_| {}) {
+            Err(SendError::Full(body)) if !wait.is_zero() => self.send_blocking(body, wait),
+            sent => sent,
+        };
+        count_refusal(&self.counters.refused_sends, sent)
+    }
+
+    /// The rest of a [`Queue::send_timeout`] that found the queue full: retries, backing off
+    /// and then parking among the `senders` until a slot is freed, the queue closes or `wait`
+    /// (counted from now) has passed.
+    #[cold]
+    fn send_blocking(&self, mut body: T, wait: Duration) -> Result<MessageId, SendError<T>> {
+        let start = Instant::now();
+        let mut backoff = Backoff::new(&self.senders);
+        loop {
+            let Some(left) = wait
+                .checked_sub(start.elapsed())
+                .filter(|left| !left.is_zero())
+            else {
+                return Err(SendError::Full(body));
+            };
+            if !backoff.snooze() {
+                // Woken by `free_slot` (or `close`); the re-check covers a slot freed, or a
+                // close, between the failed send and the registration (see `super::waiters`).
+                self.senders.sleep(left.min(LONGEST_NAP), false, || {
+                    self.free.has_free_acquired() || self.is_closed()
+                });
+            }
+            match self.enqueue(body, Duration::ZERO, |_| {}) {
+                Err(SendError::Full(refused)) => body = refused,
+                sent => return sent,
+            }
+        }
+    }
+
+    /// Frees the owned slot `index` (its body moved out, its word `Free`): puts it on the free
+    /// stack and wakes a blocked sender, if any, for it. Every freeing goes through here.
+    #[inline]
+    pub(crate) fn free_slot(&self, index: u32) {
+        self.free.push(index, &self.slots[index as usize].next_free);
+        self.senders.notify_one_after_rmw();
     }
 
     /// Queues `body`, invisible until `delay` has passed on the queue's clock (at most
@@ -369,7 +445,7 @@ impl<T> Queue<T> {
     /// until that thread's run changes `next_due` (which wakes every sleeper, see
     /// [`super::waiters`]) or it lets go.
     fn wait_for_wheel(&self, tick: u64) {
-        let mut attempt = 0u32;
+        let mut backoff = Backoff::brief();
         loop {
             let next_due = self.wheel.next_due();
             if tick < next_due {
@@ -379,8 +455,7 @@ impl<T> Queue<T> {
                 self.run_wheel();
                 continue;
             }
-            attempt += 1;
-            if !back_off(attempt) {
+            if !backoff.snooze() {
                 self.waiters.sleep(LONGEST_NAP, false, || {
                     self.wheel.next_due() != next_due || !self.wheel.is_running()
                 });
@@ -448,9 +523,10 @@ impl<T> Queue<T> {
 
     /// Leases the next visible message, waiting up to `wait` (wall-clock time) for one.
     ///
-    /// Spins briefly, then parks; a parked receiver uses no CPU and wakes for a send, a close,
-    /// or the next deadline on the queue's wheel (an expiring lease). Returns `None` after
-    /// `wait`, or at once on a closed queue with nothing visible.
+    /// Spins and yields briefly (one receiver at a time, the lookout, for up to 50 µs), then
+    /// parks; a parked receiver uses no CPU and wakes for a send, a close, or the next
+    /// deadline on the queue's wheel (an expiring lease). Returns `None` after `wait`, or at
+    /// once on a closed queue with nothing visible.
     ///
     /// ```
     /// use std::{sync::Arc, thread, time::Duration};
@@ -478,7 +554,7 @@ impl<T> Queue<T> {
         T: Clone,
     {
         let start = Instant::now();
-        let mut attempt = 0u32;
+        let mut backoff = Backoff::new(&self.waiters);
         loop {
             if let Some(delivery) = self.try_receive() {
                 return Some(delivery);
@@ -489,8 +565,7 @@ impl<T> Queue<T> {
             let left = wait
                 .checked_sub(start.elapsed())
                 .filter(|left| !left.is_zero())?;
-            attempt += 1;
-            if !back_off(attempt) {
+            if !backoff.snooze() {
                 let now = self.time.now_nanos();
                 // The nap is computed from this value, so any later change of it (a deadline
                 // filed earlier, the wheel run past it) must wake us: the re-check compares,
@@ -509,7 +584,7 @@ impl<T> Queue<T> {
                 // Due wheel work is a reason to stay up only if nobody is running the wheel:
                 // a running owner finishes it and wakes us if it makes a message visible.
                 self.waiters.sleep(nap, next_due != NEVER && !due, || {
-                    self.ready.has_ready_head()
+                    has_unclaimed(&self.ready)
                         || self.is_closed()
                         || self.wheel.next_due() != next_due
                         || (self.wheel.is_due(self.time.tick_of(self.time.now_nanos()))
@@ -590,7 +665,7 @@ impl<T> Queue<T> {
             drop(unsafe { records.take(index) });
         }
         debug_assert_eq!(slot.load(), lease.with(State::Free, 0));
-        self.push_free(index);
+        self.free_slot(index);
         drop(body);
         Ok(())
     }
@@ -775,8 +850,9 @@ impl<T> Queue<T> {
         }
     }
 
-    /// Closes the queue: sends fail with [`SendError::Closed`]; receivers drain what is held;
-    /// blocked receivers with nothing visible return `None`.
+    /// Closes the queue: sends fail with [`SendError::Closed`] (blocked
+    /// [`Queue::send_timeout`]s too); receivers drain what is held; blocked receivers with
+    /// nothing visible return `None`.
     ///
     /// ```
     /// let q: visq::Queue<u8> = visq::Queue::builder().build().unwrap();
@@ -789,6 +865,7 @@ impl<T> Queue<T> {
     pub fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
         self.waiters.notify_all();
+        self.senders.notify_all();
     }
 
     /// Whether [`Queue::close`] was called.
@@ -1019,7 +1096,7 @@ impl<T> Queue<T> {
                 // are read").
                 bump(&self.counters.dead_lettered);
                 slot.store(ready.with(State::Free, 0));
-                self.push_free(index);
+                self.free_slot(index);
                 None
             }
             Err(refused) => {
@@ -1037,12 +1114,6 @@ impl<T> Queue<T> {
         }
     }
 
-    /// Puts the owned, `Free` slot `index` (body empty) on the free stack.
-    #[inline]
-    pub(crate) fn push_free(&self, index: u32) {
-        self.free.push(index, &self.slots[index as usize].next_free);
-    }
-
     /// Publishes the owned slot `index` as `Ready` (receivable since `visible_since`, and not
     /// leased before then) and pushes it to the ready ring.
     #[inline]
@@ -1053,7 +1124,7 @@ impl<T> Queue<T> {
         self.ready
             .push(index)
             .expect("the ready ring has room for every slot");
-        self.waiters.notify_one();
+        self.waiters.notify_one_after_rmw();
     }
 
     /// Makes sure the wheel will look at slot `index` by tick `deadline`, which was just stored
@@ -1112,20 +1183,13 @@ impl<T> Queue<T> {
     }
 }
 
-/// Whether a blocking call's re-check number `attempt` may wait by spinning (doubling the spin
-/// each time) or yielding, before which it backs off here; `false` once it is time to park.
-#[inline]
-fn back_off(attempt: u32) -> bool {
-    // Under loom both bounds are 0, which makes these comparisons always false there.
-    #[allow(clippy::absurd_extreme_comparisons)]
-    if attempt <= SPIN_ATTEMPTS {
-        (0..1 << attempt).for_each(|_| spin_loop());
-    } else if attempt <= SPIN_ATTEMPTS + YIELD_ATTEMPTS {
-        yield_now();
-    } else {
-        return false;
-    }
-    true
+/// Whether `ring` looked non-empty at the moment of the call (a sleeper's re-check: a push is
+/// counted once it has claimed its position, even if a pop would still wait for it to write
+/// its cell). The pushes are read with a read-modify-write, which is what lets a push notify
+/// without a fence (see [`super::waiters`]).
+fn has_unclaimed(ring: &IndexRing) -> bool {
+    let taken = ring.pops();
+    ring.pushes_acquired() > taken
 }
 
 /// Pushes `index` back to the ready `ring` if dropped (on unwind), counting the pop in
@@ -1144,7 +1208,7 @@ impl Drop for GiveBackOnUnwind<'_> {
             bump(not_received);
         }
         let _ = self.ring.push(self.index);
-        self.waiters.notify_one();
+        self.waiters.notify_one_after_rmw();
     }
 }
 
@@ -1375,6 +1439,21 @@ mod tests {
             waited < Duration::from_secs(2),
             "woken for the 50 ms deadline, not after its wait ({waited:?})"
         );
+    }
+
+    #[test]
+    fn delete_wakes_a_parked_sender() {
+        let q: Arc<Queue<u32>> = Arc::new(Queue::builder().capacity(1).build().unwrap());
+        q.send(1).unwrap();
+        let sender = {
+            let q = q.clone();
+            thread::spawn(move || q.send_timeout(2, Duration::from_secs(30)).map(drop))
+        };
+        wait_until("the sender parks", || q.senders.sleepers() == 1);
+        let leased = q.try_receive().unwrap();
+        q.delete(leased.receipt()).unwrap();
+        assert_eq!(sender.join().unwrap(), Ok(()), "woken, not timed out");
+        assert_eq!(*q.try_receive().unwrap().body(), 2);
     }
 
     #[test]

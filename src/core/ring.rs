@@ -170,6 +170,15 @@ impl IndexRing {
         self.tail.load(Ordering::SeqCst)
     }
 
+    /// [`IndexRing::pushes`], read with a read-modify-write that changes nothing (`AcqRel`).
+    /// Every write to `tail` is a read-modify-write, so any push whose claim comes later in
+    /// `tail`'s order reads from this one's release sequence and happens after everything the
+    /// caller did before; a push that came earlier is counted. Sleepers re-check a ring with
+    /// it, which spares the pushing side a fence (see `super::waiters`).
+    pub(crate) fn pushes_acquired(&self) -> u64 {
+        self.tail.fetch_add(0, Ordering::AcqRel)
+    }
+
     /// Whether a value looked present at the head at the moment of the call (a hint for
     /// waiters; it consumes nothing).
     #[inline]
