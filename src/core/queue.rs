@@ -47,15 +47,19 @@
 //!   never sees the restored count. It never checks the dead-letter limit, so unused work is
 //!   never dead-lettered by it. Loom model `hand_back_races_expiry`.
 //! * **A receive while another thread holds the wheel**: only the claim holder fires
-//!   deadlines (see [`super::wheel`]). A `try_receive` that found the wheel due at its clock
-//!   reading and then nothing to pop either ran the wheel itself (one more pop settles it) or
-//!   found another thread holding it. It waits until the wheel has been run up to that tick
-//!   (`wait_for_wheel`), then pops once more. Waiting, it runs the wheel itself once the claim
+//!   deadlines (see [`super::wheel`]). A `try_receive` reads `next_due`, pops, and only if the
+//!   pop finds nothing reads the clock (an empty poll with nothing on the wheel reads none).
+//!   If `next_due` has come by that reading, another thread may hold the wheel and be about to
+//!   make a due message visible: it waits until the wheel has been run up to that tick
+//!   (`wait_for_wheel`, which runs it itself if nobody holds it), then pops once more. A pop
+//!   that succeeds reads the clock once, after the clone, for the lease start, and runs the
+//!   wheel first if that reading finds it due. Waiting, it runs the wheel itself once the claim
 //!   is free, and otherwise spins and yields briefly, then parks until the holder's run
 //!   changes `next_due` (every run at or past the due tick does, and wakes all sleepers) or
-//!   the holder lets go. The look at the wheel comes before the pop: the holder may make the
-//!   message visible and publish a later `next_due` between an empty pop and a look after it.
-//!   So a message due by the time of the call is received.
+//!   the holder lets go. The look at `next_due` comes before the pop: the holder may make the
+//!   message visible and publish a later `next_due` between an empty pop and a look after it
+//!   (the clock, read after the pop, is only later, which makes "due" only likelier). So a
+//!   message due by the time of the call is received.
 //!   The wait lasts as long as the holder's run, which is short and runs no user code, but a
 //!   descheduled holder prolongs it: here, and only here, the crate blocks rather than being
 //!   lock-free. A parked receiver that finds the due tick passed (the wheel held) sleeps until
@@ -332,14 +336,21 @@ impl<T> Queue<T> {
     where
         T: Clone,
     {
-        let now = self.time.now_nanos();
-        // Read before the attempt: the holder of the wheel may make the message visible and
+        // Read before the pop: the holder of the wheel may make the message visible and
         // publish a later `next_due` between our empty pop and a look made after it.
-        let wheel_due = self.wheel.is_due(self.time.tick_of(now));
-        match self.try_receive_at(now) {
-            None if wheel_due => self.try_receive_after_wheel(now),
-            received => received,
+        let next_due = self.wheel.next_due();
+        if let Some(delivery) = self.pop_and_lease() {
+            return Some(delivery);
         }
+        // An empty poll reads the clock only if the wheel has something pending.
+        if next_due == NEVER {
+            return None;
+        }
+        let now = self.time.now_nanos();
+        if self.time.tick_of(now) < next_due {
+            return None;
+        }
+        self.try_receive_after_wheel(now)
     }
 
     /// The rest of a [`Queue::try_receive`] that found nothing while the wheel was due at
@@ -352,7 +363,7 @@ impl<T> Queue<T> {
         T: Clone,
     {
         self.wait_for_wheel(self.time.tick_of(now));
-        self.try_receive_at(self.time.now_nanos())
+        self.pop_and_lease()
     }
 
     /// Waits until the wheel has been run up to `tick` (its next due tick is later): runs it
@@ -379,15 +390,15 @@ impl<T> Queue<T> {
         }
     }
 
-    /// [`Queue::try_receive`] with the clock already read (`now`, exact) to decide whether the
-    /// wheel is due (a batch reads it once for all its messages). The lease starts from a
-    /// reading made after the clone, so neither the wheel run nor the clone eats into it.
+    /// Pops a visible message and leases it: the pop of a [`Queue::try_receive`], with no
+    /// look at the wheel beforehand. The clock is read once, after the clone: the lease starts
+    /// there, so the clone does not eat into it. If that reading finds the wheel due, the wheel
+    /// is run and the clock read again, so the run does not eat into the lease either.
     #[inline]
-    fn try_receive_at(&self, now: u64) -> Option<Delivery<T>>
+    fn pop_and_lease(&self) -> Option<Delivery<T>>
     where
         T: Clone,
     {
-        self.run_wheel_if_due(now);
         let (_, index) = self.ready.pop()?;
         let slot = &self.slots[index as usize];
         let ready = slot.load();
@@ -408,12 +419,14 @@ impl<T> Queue<T> {
         slot.receive_count.store(receive_count, Ordering::Relaxed);
         // The receiver has the message only now that the clone is done: the lease starts here,
         // and no earlier than the message became visible (`ready_since` may be a reading of
-        // another thread's, which the exact clock here never trails; the `max` keeps the rule
-        // local).
-        let leased_at = self
-            .time
-            .now_nanos()
-            .max(slot.ready_since.load(Ordering::Relaxed));
+        // another thread's, which the exact clock here never trails by more than its skew; the
+        // `max` keeps the rule local).
+        let mut now = self.time.now_nanos();
+        if self.wheel.is_due(self.time.tick_of(now)) {
+            self.run_wheel();
+            now = self.time.now_nanos();
+        }
+        let leased_at = now.max(slot.ready_since.load(Ordering::Relaxed));
         let deadline = self.time.deadline(leased_at, self.visibility_timeout);
         slot.set_deadline(deadline);
         // While `InFlight`, `visible_since` holds when the lease began.
@@ -534,14 +547,23 @@ impl<T> Queue<T> {
         taken
     }
 
+    /// Appends up to `max` visible messages to `out`: one [`Queue::try_receive`] (which looks
+    /// at the wheel if it finds nothing), then pops while there are more. Each lease reads the
+    /// clock once, after its clone.
     fn take_visible(&self, out: &mut Vec<Delivery<T>>, max: usize) -> usize
     where
         T: Clone,
     {
-        let now = self.time.now_nanos();
-        let mut taken = 0;
+        if max == 0 {
+            return 0;
+        }
+        let Some(first) = self.try_receive() else {
+            return 0;
+        };
+        out.push(first);
+        let mut taken = 1;
         while taken < max {
-            let Some(delivery) = self.try_receive_at(now) else {
+            let Some(delivery) = self.pop_and_lease() else {
                 break;
             };
             out.push(delivery);
