@@ -383,7 +383,8 @@ mod counter {
     }
 
     /// Whether the processor and the kernel vouch for the counter, and `VISQ_CLOCK` does not
-    /// ask for the monotonic clock.
+    /// ask for the monotonic clock (reading an unset variable allocates nothing; a set one
+    /// allocates its value's copy once, during the first build).
     fn usable() -> bool {
         if std::env::var_os("VISQ_CLOCK").is_some_and(|v| v == "monotonic") {
             return false;
@@ -396,11 +397,17 @@ mod counter {
             core::arch::x86_64::__cpuid(0x8000_0000).eax >= 0x8000_0007
                 && core::arch::x86_64::__cpuid(0x8000_0007).edx & (1 << 8) != 0
         };
-        invariant
-            && std::fs::read_to_string(
-                "/sys/devices/system/clocksource/clocksource0/current_clocksource",
-            )
-            .is_ok_and(|source| source.trim() == "tsc")
+        invariant && kernel_uses_tsc()
+    }
+
+    /// Whether the kernel's clock source is `tsc`. Reads into a stack buffer: `build()`, which
+    /// calibrates, allocates nothing but what [`crate::Queue::memory`] reports.
+    fn kernel_uses_tsc() -> bool {
+        use std::io::Read;
+        let mut source = [0u8; 16];
+        std::fs::File::open("/sys/devices/system/clocksource/clocksource0/current_clocksource")
+            .and_then(|mut file| file.read(&mut source))
+            .is_ok_and(|read| source[..read].trim_ascii() == b"tsc")
     }
 
     /// The process's scale, calibrated at the first call (which sleeps [`CALIBRATION`]), or
