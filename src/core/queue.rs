@@ -53,7 +53,10 @@
 //!   make a due message visible: it waits until the wheel has been run up to that tick
 //!   (`wait_for_wheel`, which runs it itself if nobody holds it), then pops once more. A pop
 //!   that succeeds reads the clock once, after the clone, for the lease start, and runs the
-//!   wheel first if that reading finds it due. Waiting, it runs the wheel itself once the claim
+//!   wheel first if that reading finds it due. A `receive_batch` clones everything it takes
+//!   first and then reads the clock once for all those leases (each still starts after its
+//!   clone); a clone that panics part-way gives back the messages cloned before it
+//!   (`GiveBackUnleased`), which were popped and owned but not yet leased. Waiting, it runs the wheel itself once the claim
 //!   is free, and otherwise spins and yields briefly, then parks until the holder's run
 //!   changes `next_due` (every run at or past the due tick does, and wakes all sleepers) or
 //!   the holder lets go. The look at `next_due` comes before the pop: the holder may make the
@@ -392,10 +395,23 @@ impl<T> Queue<T> {
 
     /// Pops a visible message and leases it: the pop of a [`Queue::try_receive`], with no
     /// look at the wheel beforehand. The clock is read once, after the clone: the lease starts
-    /// there, so the clone does not eat into it. If that reading finds the wheel due, the wheel
-    /// is run and the clock read again, so the run does not eat into the lease either.
+    /// there, so the clone does not eat into it.
     #[inline]
     fn pop_and_lease(&self) -> Option<Delivery<T>>
+    where
+        T: Clone,
+    {
+        let (delivery, lease) = self.pop_and_clone()?;
+        let index = delivery.receipt.slot() as u32;
+        self.publish_lease(index, lease, delivery.receive_count, self.lease_start());
+        Some(delivery)
+    }
+
+    /// Pops a visible message and clones its body into a delivery whose lease is not published
+    /// yet: this thread still owns the `Ready` slot, until [`Queue::publish_lease`] (or, for a
+    /// batch that unwinds, [`GiveBackUnleased`]). Also returns the lease word to publish.
+    #[inline(always)]
+    fn pop_and_clone(&self) -> Option<(Delivery<T>, Word)>
     where
         T: Clone,
     {
@@ -412,42 +428,56 @@ impl<T> Queue<T> {
         };
         // SAFETY: `index` came out of the ready ring, so this thread owns the `Ready` slot and
         // its body is written; nothing else reads or writes the body until `InFlight` is
-        // published below.
+        // published by `publish_lease`.
         let body = unsafe { slot.clone_body() };
         std::mem::forget(give_back);
         let receive_count = slot.receive_count.load(Ordering::Relaxed).saturating_add(1);
         slot.receive_count.store(receive_count, Ordering::Relaxed);
-        // The receiver has the message only now that the clone is done: the lease starts here,
-        // and no earlier than the message became visible (`ready_since` may be a reading of
-        // another thread's, which the exact clock here never trails by more than its skew; the
-        // `max` keeps the rule local).
-        let mut now = self.time.now_nanos();
+        let lease = ready.next_lease();
+        let delivery = Delivery {
+            // Read while this thread still owns the slot: once `InFlight` is published the
+            // lease can expire and the slot be recycled for another message.
+            id: MessageId(slot.id.load(Ordering::Relaxed)),
+            receipt: Receipt::new(index, lease.epoch()),
+            receive_count,
+            body,
+        };
+        Some((delivery, lease))
+    }
+
+    /// The reading a lease starts from, made after the clone: the clock now, after running the
+    /// wheel first if it is due (so that the run does not eat into the lease either).
+    #[inline(always)]
+    fn lease_start(&self) -> u64 {
+        let now = self.time.now_nanos();
         if self.wheel.is_due(self.time.tick_of(now)) {
             self.run_wheel();
-            now = self.time.now_nanos();
+            return self.time.now_nanos();
         }
+        now
+    }
+
+    /// Publishes `lease` on the popped, cloned slot `index` (delivered for the
+    /// `receive_count`th time; see [`Queue::pop_and_clone`]) from the reading `now`, made after
+    /// its clone.
+    #[inline(always)]
+    fn publish_lease(&self, index: u32, lease: Word, receive_count: u32, now: u64) {
+        let slot = &self.slots[index as usize];
+        // The lease starts no earlier than the message became visible (`ready_since` may be a
+        // reading of another thread's, which the exact clock here never trails by more than
+        // its skew; the `max` keeps the rule local).
         let leased_at = now.max(slot.ready_since.load(Ordering::Relaxed));
         let deadline = self.time.deadline(leased_at, self.visibility_timeout);
         slot.set_deadline(deadline);
         // While `InFlight`, `visible_since` holds when the lease began.
         slot.visible_since.store(leased_at, Ordering::Relaxed);
-        // Read the id while this thread still owns the slot: once `InFlight` is published the
-        // lease can expire and the slot be recycled for another message.
-        let id = MessageId(slot.id.load(Ordering::Relaxed));
         if let (Some(latency), 1) = (&self.latency, receive_count) {
-            if latency.samples(id.0) {
+            if latency.samples(slot.id.load(Ordering::Relaxed)) {
                 latency.first_received(index, leased_at);
             }
         }
-        let lease = ready.next_lease();
         slot.store(lease);
         self.schedule(index, deadline);
-        Some(Delivery {
-            id,
-            receipt: Receipt::new(index, lease.epoch()),
-            receive_count,
-            body,
-        })
     }
 
     /// Leases the next visible message, waiting up to `wait` (wall-clock time) for one.
@@ -548,8 +578,9 @@ impl<T> Queue<T> {
     }
 
     /// Appends up to `max` visible messages to `out`: one [`Queue::try_receive`] (which looks
-    /// at the wheel if it finds nothing), then pops while there are more. Each lease reads the
-    /// clock once, after its clone.
+    /// at the wheel if it finds nothing), then pops and clones while there are more, and
+    /// publishes their leases from one clock reading made after the last clone (each lease
+    /// still starts after its own clone).
     fn take_visible(&self, out: &mut Vec<Delivery<T>>, max: usize) -> usize
     where
         T: Clone,
@@ -561,15 +592,32 @@ impl<T> Queue<T> {
             return 0;
         };
         out.push(first);
-        let mut taken = 1;
-        while taken < max {
-            let Some(delivery) = self.pop_and_lease() else {
+        let from = out.len();
+        let mut unleased = GiveBackUnleased {
+            queue: self,
+            out,
+            from,
+        };
+        while unleased.out.len() - from < max - 1 {
+            let Some((delivery, _)) = self.pop_and_clone() else {
                 break;
             };
-            out.push(delivery);
-            taken += 1;
+            unleased.out.push(delivery);
         }
-        taken
+        // The clones are done: nothing is given back from here on.
+        let end = unleased.out.len();
+        unleased.from = end;
+        if end > from {
+            let now = self.lease_start();
+            for delivery in &unleased.out[from..end] {
+                let index = delivery.receipt.slot() as u32;
+                // Still the popped slot's owner: its word is the `Ready` word it was popped
+                // with, whose next lease the receipt names.
+                let lease = self.slots[index as usize].load().next_lease();
+                self.publish_lease(index, lease, delivery.receive_count, now);
+            }
+        }
+        1 + end - from
     }
 
     /// Acknowledges a delivery: the message is removed and never delivered again.
@@ -1149,6 +1197,35 @@ impl Drop for GiveBackOnUnwind<'_> {
         }
         let _ = self.ring.push(self.index);
         self.waiters.notify_one();
+    }
+}
+
+/// The deliveries a batch has popped and cloned but not leased yet (`out[from..]`): if a
+/// later clone unwinds, each is given back to the ready ring as if it had never been popped
+/// (its receive count restored, its pop counted as no delivery, a sleeper woken) and dropped
+/// from `out`. Once all clones are done, `from` is moved to the end: nothing to give back.
+struct GiveBackUnleased<'a, T> {
+    queue: &'a Queue<T>,
+    out: &'a mut Vec<Delivery<T>>,
+    from: usize,
+}
+
+impl<T> Drop for GiveBackUnleased<'_, T> {
+    fn drop(&mut self) {
+        let q = self.queue;
+        for delivery in self.out.drain(self.from..) {
+            let index = delivery.receipt.slot() as u32;
+            // This thread still owns the popped `Ready` slot (its lease was never published).
+            let slot = &q.slots[index as usize];
+            slot.receive_count
+                .store(delivery.receive_count - 1, Ordering::Relaxed);
+            drop(GiveBackOnUnwind {
+                ring: &q.ready,
+                waiters: &q.waiters,
+                index,
+                not_received: Some(&q.counters.not_received),
+            });
+        }
     }
 }
 
