@@ -51,15 +51,22 @@
 //!   never sees the restored count. It never checks the dead-letter limit, so unused work is
 //!   never dead-lettered by it. Loom model `hand_back_races_expiry`.
 //! * **A receive while another thread holds the wheel**: only the claim holder fires
-//!   deadlines (see [`super::wheel`]). A `try_receive` that found the wheel due at its clock
-//!   reading and then nothing to pop either ran the wheel itself (one more pop settles it) or
-//!   found another thread holding it. It waits until the wheel has been run up to that tick
-//!   (`wait_for_wheel`), then pops once more. Waiting, it runs the wheel itself once the claim
+//!   deadlines (see [`super::wheel`]). A `try_receive` reads `next_due`, pops, and only if the
+//!   pop finds nothing reads the clock (an empty poll with nothing on the wheel reads none).
+//!   If `next_due` has come by that reading, another thread may hold the wheel and be about to
+//!   make a due message visible: it waits until the wheel has been run up to that tick
+//!   (`wait_for_wheel`, which runs it itself if nobody holds it), then pops once more. A pop
+//!   that succeeds reads the clock once, after the clone, for the lease start, and runs the
+//!   wheel first if that reading finds it due. A `receive_batch` clones everything it takes
+//!   first and then reads the clock once for all those leases (each still starts after its
+//!   clone); a clone that panics part-way gives back the messages cloned before it
+//!   (`GiveBackUnleased`), which were popped and owned but not yet leased. Waiting, it runs the wheel itself once the claim
 //!   is free, and otherwise spins and yields briefly, then parks until the holder's run
 //!   changes `next_due` (every run at or past the due tick does, and wakes all sleepers) or
-//!   the holder lets go. The look at the wheel comes before the pop: the holder may make the
-//!   message visible and publish a later `next_due` between an empty pop and a look after it.
-//!   So a message due by the time of the call is received.
+//!   the holder lets go. The look at `next_due` comes before the pop: the holder may make the
+//!   message visible and publish a later `next_due` between an empty pop and a look after it
+//!   (the clock, read after the pop, is only later, which makes "due" only likelier). So a
+//!   message due by the time of the call is received.
 //!   The wait lasts as long as the holder's run, which is short and runs no user code, but a
 //!   descheduled holder prolongs it: here, and only here, the crate blocks rather than being
 //!   lock-free. A parked receiver that finds the due tick passed (the wheel held) sleeps until
@@ -417,14 +424,21 @@ impl<T> Queue<T> {
     where
         T: Clone,
     {
-        let now = self.time.now_nanos();
-        // Read before the attempt: the holder of the wheel may make the message visible and
+        // Read before the pop: the holder of the wheel may make the message visible and
         // publish a later `next_due` between our empty pop and a look made after it.
-        let wheel_due = self.wheel.is_due(self.time.tick_of(now));
-        match self.try_receive_at(now) {
-            None if wheel_due => self.try_receive_after_wheel(now),
-            received => received,
+        let next_due = self.wheel.next_due();
+        if let Some(delivery) = self.pop_and_lease() {
+            return Some(delivery);
         }
+        // An empty poll reads the clock only if the wheel has something pending.
+        if next_due == NEVER {
+            return None;
+        }
+        let now = self.time.now_nanos();
+        if self.time.tick_of(now) < next_due {
+            return None;
+        }
+        self.try_receive_after_wheel(now)
     }
 
     /// The rest of a [`Queue::try_receive`] that found nothing while the wheel was due at
@@ -437,7 +451,7 @@ impl<T> Queue<T> {
         T: Clone,
     {
         self.wait_for_wheel(self.time.tick_of(now));
-        self.try_receive_at(self.time.now_nanos())
+        self.pop_and_lease()
     }
 
     /// Waits until the wheel has been run up to `tick` (its next due tick is later): runs it
@@ -463,15 +477,28 @@ impl<T> Queue<T> {
         }
     }
 
-    /// [`Queue::try_receive`] with the clock already read (`now`, exact) to decide whether the
-    /// wheel is due (a batch reads it once for all its messages). The lease starts from a
-    /// reading made after the clone, so neither the wheel run nor the clone eats into it.
+    /// Pops a visible message and leases it: the pop of a [`Queue::try_receive`], with no
+    /// look at the wheel beforehand. The clock is read once, after the clone: the lease starts
+    /// there, so the clone does not eat into it.
     #[inline]
-    fn try_receive_at(&self, now: u64) -> Option<Delivery<T>>
+    fn pop_and_lease(&self) -> Option<Delivery<T>>
     where
         T: Clone,
     {
-        self.run_wheel_if_due(now);
+        let (delivery, lease) = self.pop_and_clone()?;
+        let index = delivery.receipt.slot() as u32;
+        self.publish_lease(index, lease, delivery.receive_count, self.lease_start());
+        Some(delivery)
+    }
+
+    /// Pops a visible message and clones its body into a delivery whose lease is not published
+    /// yet: this thread still owns the `Ready` slot, until [`Queue::publish_lease`] (or, for a
+    /// batch that unwinds, [`GiveBackUnleased`]). Also returns the lease word to publish.
+    #[inline(always)]
+    fn pop_and_clone(&self) -> Option<(Delivery<T>, Word)>
+    where
+        T: Clone,
+    {
         let (_, index) = self.ready.pop()?;
         let slot = &self.slots[index as usize];
         let ready = slot.load();
@@ -485,40 +512,56 @@ impl<T> Queue<T> {
         };
         // SAFETY: `index` came out of the ready ring, so this thread owns the `Ready` slot and
         // its body is written; nothing else reads or writes the body until `InFlight` is
-        // published below.
+        // published by `publish_lease`.
         let body = unsafe { slot.clone_body() };
         std::mem::forget(give_back);
         let receive_count = slot.receive_count.load(Ordering::Relaxed).saturating_add(1);
         slot.receive_count.store(receive_count, Ordering::Relaxed);
-        // The receiver has the message only now that the clone is done: the lease starts here,
-        // and no earlier than the message became visible (`visible_since` may be a reading of
-        // another thread's, which the exact clock here never trails; the `max` keeps the rule
-        // local).
-        let leased_at = self
-            .time
-            .now_nanos()
-            .max(slot.visible_since.load(Ordering::Relaxed));
+        let lease = ready.next_lease();
+        let delivery = Delivery {
+            // Read while this thread still owns the slot: once `InFlight` is published the
+            // lease can expire and the slot be recycled for another message.
+            id: MessageId(slot.id.load(Ordering::Relaxed)),
+            receipt: Receipt::new(index, lease.epoch()),
+            receive_count,
+            body,
+        };
+        Some((delivery, lease))
+    }
+
+    /// The reading a lease starts from, made after the clone: the clock now, after running the
+    /// wheel first if it is due (so that the run does not eat into the lease either).
+    #[inline(always)]
+    fn lease_start(&self) -> u64 {
+        let now = self.time.now_nanos();
+        if self.wheel.is_due(self.time.tick_of(now)) {
+            self.run_wheel();
+            return self.time.now_nanos();
+        }
+        now
+    }
+
+    /// Publishes `lease` on the popped, cloned slot `index` (delivered for the
+    /// `receive_count`th time; see [`Queue::pop_and_clone`]) from the reading `now`, made after
+    /// its clone.
+    #[inline(always)]
+    fn publish_lease(&self, index: u32, lease: Word, receive_count: u32, now: u64) {
+        let slot = &self.slots[index as usize];
+        // The lease starts no earlier than the message became visible (`visible_since` may be
+        // a reading of another thread's, which the exact clock here never trails by more than
+        // its skew; the `max` keeps the rule local).
+        let leased_at = now.max(slot.visible_since.load(Ordering::Relaxed));
         let deadline = self.time.deadline(leased_at, self.visibility_timeout);
         slot.set_deadline(deadline);
         // While `InFlight`, `visible_since` holds when the lease began.
         slot.visible_since.store(leased_at, Ordering::Relaxed);
-        // Read the id while this thread still owns the slot: once `InFlight` is published the
-        // lease can expire and the slot be recycled for another message.
-        let id = MessageId(slot.id.load(Ordering::Relaxed));
         if let (Some(latency), 1) = (&self.latency, receive_count) {
-            if latency.samples(id.0) {
+            if latency.samples(slot.id.load(Ordering::Relaxed)) {
                 latency.first_received(index, leased_at);
             }
         }
-        let lease = ready.next_lease();
         slot.store(lease);
         self.schedule(index, deadline);
-        Some(Delivery {
-            id,
-            receipt: Receipt::new(index, lease.epoch()),
-            receive_count,
-            body,
-        })
     }
 
     /// Leases the next visible message, waiting up to `wait` (wall-clock time) for one.
@@ -618,20 +661,47 @@ impl<T> Queue<T> {
         taken
     }
 
+    /// Appends up to `max` visible messages to `out`: one [`Queue::try_receive`] (which looks
+    /// at the wheel if it finds nothing), then pops and clones while there are more, and
+    /// publishes their leases from one clock reading made after the last clone (each lease
+    /// still starts after its own clone).
     fn take_visible(&self, out: &mut Vec<Delivery<T>>, max: usize) -> usize
     where
         T: Clone,
     {
-        let now = self.time.now_nanos();
-        let mut taken = 0;
-        while taken < max {
-            let Some(delivery) = self.try_receive_at(now) else {
+        if max == 0 {
+            return 0;
+        }
+        let Some(first) = self.try_receive() else {
+            return 0;
+        };
+        out.push(first);
+        let from = out.len();
+        let mut unleased = GiveBackUnleased {
+            queue: self,
+            out,
+            from,
+        };
+        while unleased.out.len() - from < max - 1 {
+            let Some((delivery, _)) = self.pop_and_clone() else {
                 break;
             };
-            out.push(delivery);
-            taken += 1;
+            unleased.out.push(delivery);
         }
-        taken
+        // The clones are done: nothing is given back from here on.
+        let end = unleased.out.len();
+        unleased.from = end;
+        if end > from {
+            let now = self.lease_start();
+            for delivery in &unleased.out[from..end] {
+                let index = delivery.receipt.slot() as u32;
+                // Still the popped slot's owner: its word is the `Ready` word it was popped
+                // with, whose next lease the receipt names.
+                let lease = self.slots[index as usize].load().next_lease();
+                self.publish_lease(index, lease, delivery.receive_count, now);
+            }
+        }
+        1 + end - from
     }
 
     /// Acknowledges a delivery: the message is removed and never delivered again.
@@ -1209,6 +1279,35 @@ impl Drop for GiveBackOnUnwind<'_> {
         }
         let _ = self.ring.push(self.index);
         self.waiters.notify_one_after_rmw();
+    }
+}
+
+/// The deliveries a batch has popped and cloned but not leased yet (`out[from..]`): if a
+/// later clone unwinds, each is given back to the ready ring as if it had never been popped
+/// (its receive count restored, its pop counted as no delivery, a sleeper woken) and dropped
+/// from `out`. Once all clones are done, `from` is moved to the end: nothing to give back.
+struct GiveBackUnleased<'a, T> {
+    queue: &'a Queue<T>,
+    out: &'a mut Vec<Delivery<T>>,
+    from: usize,
+}
+
+impl<T> Drop for GiveBackUnleased<'_, T> {
+    fn drop(&mut self) {
+        let q = self.queue;
+        for delivery in self.out.drain(self.from..) {
+            let index = delivery.receipt.slot() as u32;
+            // This thread still owns the popped `Ready` slot (its lease was never published).
+            let slot = &q.slots[index as usize];
+            slot.receive_count
+                .store(delivery.receive_count - 1, Ordering::Relaxed);
+            drop(GiveBackOnUnwind {
+                ring: &q.ready,
+                waiters: &q.waiters,
+                index,
+                not_received: Some(&q.counters.not_received),
+            });
+        }
     }
 }
 

@@ -2,17 +2,25 @@
 //!
 //! # Shape
 //!
-//! `levels` levels of 64 buckets each (as in tokio's timer wheel); a bucket of level `k` spans
-//! `64^k` ticks. An entry is a slot index; each slot has at most one entry, linked into its
+//! `levels` levels of 256 buckets each (tokio's wheel has 64); a bucket of level `k` spans
+//! `256^k` ticks. An entry is a slot index; each slot has at most one entry, linked into its
 //! bucket's doubly linked list through the slot's [`Link`], so filing and unlinking are O(1) and
-//! allocate nothing. An entry is filed at level `k` when its deadline shares all 6-bit digits
+//! allocate nothing. An entry is filed at level `k` when its deadline shares all 8-bit digits
 //! above `k` with `elapsed` (the tick the wheel has run up to) and differs at digit `k`. Hence
 //! every entry of level `k` is later than every entry of level `k-1`, and the next bucket to run
-//! is the first occupied one (found from a 64-bit `occupied` mask) of the lowest occupied level.
+//! is the first occupied one (found from a 256-bit `occupied` mask) of the lowest occupied level.
 //! Running a bucket whose start has come either fires an entry (its filed tick has come) or
 //! re-files it at a lower level (cascading). A deadline further away than half the wheel's range
 //! is filed at the furthest half-range point and re-filed from there; the queue sizes the wheel
 //! so that only a wheel that has been idle a long time ever does this.
+//!
+//! Each touch of an entry (filing it, re-filing it a level down, firing it) is a cache miss
+//! once the pending entries outgrow the caches, so the width of a level is a trade: 256
+//! buckets (1 KB of heads and a 4-word mask per level, 4 levels for 12 h at 1 ms) file every
+//! deadline from 256 ms to 65 s at level 1, one cascade from firing; 64 buckets filed the
+//! default 30 s timeout at level 2, two cascades from firing. The precision contract (at most
+//! one tick late) needs an entry in a level-0 bucket, or at the exact start tick of a higher
+//! bucket, before it fires, so one cascade is the fewest for a deadline beyond level 0.
 //!
 //! # The wheel never decides; the queue does
 //!
@@ -45,8 +53,11 @@
 //! calls [`Wheel::notify`]: a per-slot `pending` flag (so each slot is in the inbox at most once,
 //! which is why the inbox, sized for every slot, can never be full) and a push to the inbox.
 //! The owner, before visiting an entry, stores `filed = NEVER` and fences; so either it reads the
-//! new deadline, or the operation reads `NEVER` and notifies (Dekker's pattern, both sides
-//! `SeqCst`). The inbox owner clears `pending` before reading the deadline, for the same reason.
+//! new deadline, or the operation reads `NEVER` and notifies (Dekker's pattern: a `SeqCst`
+//! fence on each side between its store and its load; the accesses themselves may be
+//! `Relaxed`, so a visit costs one full barrier). An operation that reads an older `filed`
+//! than the owner's latest store is covered the same way: what it read comes before the
+//! owner's `NEVER`, so that visit reads its deadline. The inbox owner clears `pending` before reading the deadline, for the same reason.
 //!
 //! # Waking sleepers: every change of `next_due`
 //!
@@ -66,8 +77,17 @@ use crossbeam_utils::CachePadded;
 /// "No tick": not filed, or no deadline pending.
 pub(crate) const NEVER: u64 = u64::MAX;
 const NIL: u32 = u32::MAX;
-const BUCKETS: u32 = 64;
-const DIGIT_BITS: u32 = 6;
+/// Buckets per level: 256, so that a deadline up to 65 s away (at the default 1 ms tick: the
+/// default 30 s visibility timeout included) is filed at level 1 and cascades once before it
+/// fires, where 64 buckets filed it at level 2 and cascaded it twice (see "Shape").
+const BUCKETS: u32 = 1 << DIGIT_BITS;
+/// 64 buckets (one mask word) under loom: every atomic load is a scheduling point there, and
+/// the four-word scan of each level pushed model 7 past loom's 1,000 branches per execution.
+/// The models check the claim, the inbox and the fences, which do not depend on the width;
+/// the multi-word mask is owner-only code, covered by the unit tests.
+const DIGIT_BITS: u32 = if cfg!(loom) { 6 } else { 8 };
+/// 64-bit words of a level's `occupied` mask.
+const MASK_WORDS: usize = (BUCKETS / 64) as usize;
 
 /// One slot's place in the wheel.
 struct Link {
@@ -82,8 +102,40 @@ struct Link {
 }
 
 struct Level {
-    occupied: AtomicU64,
+    /// One bit per bucket, set while its list is not empty.
+    occupied: [AtomicU64; MASK_WORDS],
     heads: [AtomicU32; BUCKETS as usize],
+}
+
+impl Level {
+    /// Sets or clears `bucket`'s bit in `occupied` (owner only, so a load and a store: no
+    /// locked instruction).
+    fn mark(&self, bucket: u32, occupied: bool) {
+        let word = &self.occupied[(bucket / 64) as usize];
+        let bit = 1u64 << (bucket % 64);
+        let bits = word.load(Ordering::Relaxed);
+        word.store(
+            if occupied { bits | bit } else { bits & !bit },
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The first occupied bucket at or after `position`, going round.
+    #[allow(clippy::modulo_one)] // one mask word under loom
+    fn first_occupied_from(&self, position: u32) -> Option<u32> {
+        let start = (position / 64) as usize;
+        let low = position % 64;
+        (0..=MASK_WORDS).find_map(|turn| {
+            let index = (start + turn) % MASK_WORDS;
+            let mut bits = self.occupied[index].load(Ordering::Relaxed);
+            if turn == 0 {
+                bits &= !0u64 << low; // at or after `position`
+            } else if turn == MASK_WORDS {
+                bits &= !(!0u64 << low); // back round to the bits before it
+            }
+            (bits != 0).then(|| index as u32 * 64 + bits.trailing_zeros())
+        })
+    }
 }
 
 /// The timing wheel; see the module docs.
@@ -143,7 +195,7 @@ impl Wheel {
             bucket: AtomicU32::new(NIL),
         })?;
         let levels = try_boxed_slice(levels as usize, |_| Level {
-            occupied: AtomicU64::new(0),
+            occupied: std::array::from_fn(|_| AtomicU64::new(0)),
             heads: std::array::from_fn(|_| AtomicU32::new(NIL)),
         })?;
         Ok(Self {
@@ -222,9 +274,20 @@ impl Wheel {
         let mut changed = false;
         while let Some(claim) = self.claim() {
             let tick = now();
-            self.drain_inbox(tick, &mut visit);
-            self.run_buckets(tick, &mut visit);
-            let next = self.first_bucket().map_or(NEVER, |(_, _, start)| start);
+            let filed = self.drain_inbox(tick, &mut visit);
+            // `next_due` is never later than the first occupied bucket's start (every turn
+            // ends by storing that start, or the earlier of the old value and the starts of
+            // the entries it filed). So when even the earlier of it and `filed` is still to
+            // come, no bucket is due: skip the search of the levels, twice.
+            let next = self.next_due.load(Ordering::Relaxed).min(filed);
+            let next = if next <= tick {
+                self.run_buckets(tick, &mut visit);
+                self.first_bucket().map_or(NEVER, |(_, _, start)| start)
+            } else {
+                debug_assert!(self.first_bucket().map_or(NEVER, |(_, _, start)| start) >= next);
+                self.advance_to(tick);
+                next
+            };
             // Only the claim holder writes `next_due`, so the value replaced is the one every
             // sleeper computed its nap from since the last store: compare with that, never with
             // a value read before the claim (which several turns of this loop may have moved).
@@ -240,15 +303,30 @@ impl Wheel {
         changed
     }
 
-    fn drain_inbox(&self, now: u64, visit: &mut impl FnMut(u32, u64) -> Refile) {
+    /// Visits every slot in the inbox; returns the earliest start of the buckets it filed
+    /// them in (`NEVER` if none).
+    fn drain_inbox(&self, now: u64, visit: &mut impl FnMut(u32, u64) -> Refile) -> u64 {
+        let mut earliest = NEVER;
         while let Some((_, slot)) = self.inbox.pop() {
             let link = &self.links[slot as usize];
-            link.pending.store(false, Ordering::SeqCst);
+            // Relaxed: the fence in `visit_and_refile` orders it before the deadline's read.
+            link.pending.store(false, Ordering::Relaxed);
             if link.filed.load(Ordering::Relaxed) != NEVER {
                 self.unlink(slot);
             }
-            self.visit_and_refile(slot, now, visit);
+            if let Some(start) = self.visit_and_refile(slot, now, visit) {
+                earliest = earliest.min(start);
+            }
         }
+        earliest
+    }
+
+    /// Moves the run point to `now` when no bucket starts at or before it.
+    fn advance_to(&self, now: u64) {
+        self.elapsed.store(
+            now.max(self.elapsed.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
     }
 
     fn run_buckets(&self, now: u64, visit: &mut impl FnMut(u32, u64) -> Refile) {
@@ -273,35 +351,35 @@ impl Wheel {
                 slot = next;
             }
         }
-        self.elapsed.store(
-            now.max(self.elapsed.load(Ordering::Relaxed)),
-            Ordering::Relaxed,
-        );
+        self.advance_to(now);
     }
 
-    /// Marks `slot` unfiled, then asks the queue what to do with it.
-    fn visit_and_refile(&self, slot: u32, now: u64, visit: &mut impl FnMut(u32, u64) -> Refile) {
+    /// Marks `slot` unfiled, then asks the queue what to do with it; returns the start of the
+    /// bucket it is filed in again, if it is.
+    fn visit_and_refile(
+        &self,
+        slot: u32,
+        now: u64,
+        visit: &mut impl FnMut(u32, u64) -> Refile,
+    ) -> Option<u64> {
+        // The fence, not the store's ordering, is what pairs with the fence of a thread that
+        // sets a deadline (module docs): one full barrier per visit, not two.
         self.links[slot as usize]
             .filed
-            .store(NEVER, Ordering::SeqCst);
+            .store(NEVER, Ordering::Relaxed);
         fence(Ordering::SeqCst);
-        if let Some(deadline) = visit(slot, now) {
-            debug_assert!(deadline > now, "visit answers only deadlines still to come");
-            self.insert(slot, deadline.max(now + 1));
-        }
+        let deadline = visit(slot, now)?;
+        debug_assert!(deadline > now, "visit answers only deadlines still to come");
+        Some(self.insert(slot, deadline.max(now + 1)))
     }
 
     /// The first occupied bucket of the lowest occupied level: `(level, bucket, start tick)`.
     fn first_bucket(&self) -> Option<(usize, u32, u64)> {
         let elapsed = self.elapsed.load(Ordering::Relaxed);
         self.levels.iter().enumerate().find_map(|(level, l)| {
-            let occupied = l.occupied.load(Ordering::Relaxed);
-            if occupied == 0 {
-                return None;
-            }
             let shift = DIGIT_BITS * level as u32;
             let position = ((elapsed >> shift) & u64::from(BUCKETS - 1)) as u32;
-            let bucket = (occupied.rotate_right(position).trailing_zeros() + position) % BUCKETS;
+            let bucket = l.first_occupied_from(position)?;
             let span = 1u64 << shift;
             let level_start = elapsed & !((span << DIGIT_BITS) - 1);
             let mut start = level_start + u64::from(bucket) * span;
@@ -312,8 +390,10 @@ impl Wheel {
         })
     }
 
-    /// Files `slot` at tick `at` (`at > elapsed`).
-    fn insert(&self, slot: u32, at: u64) {
+    /// Files `slot` at tick `at` (`at > elapsed`); returns the start of its bucket (later than
+    /// `elapsed`: the entry's digits above its level are `elapsed`'s, and its digit at the
+    /// level is greater).
+    fn insert(&self, slot: u32, at: u64) -> u64 {
         let elapsed = self.elapsed.load(Ordering::Relaxed);
         let top = self.levels.len() - 1;
         let half_range = 1u64 << (DIGIT_BITS * (top as u32 + 1) - 1);
@@ -336,10 +416,11 @@ impl Wheel {
                 .store(slot, Ordering::Relaxed);
         }
         head.store(slot, Ordering::Relaxed);
-        self.levels[level]
-            .occupied
-            .fetch_or(1 << bucket, Ordering::Relaxed);
-        link.filed.store(placed, Ordering::SeqCst);
+        self.levels[level].mark(bucket, true);
+        // Relaxed: a thread that reads an older value (an earlier filing, or `NEVER`) is
+        // covered by the fences; see "Telling the wheel" in the module docs.
+        link.filed.store(placed, Ordering::Relaxed);
+        placed & !((1u64 << (DIGIT_BITS * level as u32)) - 1)
     }
 
     /// Removes `slot` from its bucket's list.
@@ -354,9 +435,7 @@ impl Wheel {
         if prev == NIL {
             self.levels[level].heads[bucket as usize].store(next, Ordering::Relaxed);
             if next == NIL {
-                self.levels[level]
-                    .occupied
-                    .fetch_and(!(1 << bucket), Ordering::Relaxed);
+                self.levels[level].mark(bucket, false);
             }
         } else {
             self.links[prev as usize]
@@ -368,15 +447,17 @@ impl Wheel {
                 .prev
                 .store(prev, Ordering::Relaxed);
         }
-        link.filed.store(NEVER, Ordering::SeqCst);
+        // The visit that follows stores `NEVER` again and fences.
+        link.filed.store(NEVER, Ordering::Relaxed);
     }
 
     /// Empties a bucket, returning the head of its list.
     fn take_bucket(&self, level: usize, bucket: u32) -> u32 {
-        self.levels[level]
-            .occupied
-            .fetch_and(!(1 << bucket), Ordering::Relaxed);
-        self.levels[level].heads[bucket as usize].swap(NIL, Ordering::Relaxed)
+        self.levels[level].mark(bucket, false);
+        let head = &self.levels[level].heads[bucket as usize];
+        let first = head.load(Ordering::Relaxed);
+        head.store(NIL, Ordering::Relaxed);
+        first
     }
 }
 
@@ -434,10 +515,10 @@ mod tests {
     #[test]
     fn levels_cover_twice_the_span() {
         assert_eq!(Wheel::levels_for(0), 1);
-        assert_eq!(Wheel::levels_for(31), 1);
-        assert_eq!(Wheel::levels_for(32), 2);
+        assert_eq!(Wheel::levels_for(127), 1);
+        assert_eq!(Wheel::levels_for(128), 2);
         // 12 h at 1 ms.
-        assert_eq!(Wheel::levels_for(43_200_000), 5);
+        assert_eq!(Wheel::levels_for(43_200_000), 4);
     }
 
     #[test]
@@ -515,7 +596,7 @@ mod tests {
 
     #[test]
     fn far_deadlines_are_clamped_and_refiled() {
-        // One level: 64 ticks of range, half of it usable.
+        // One level: 256 ticks of range, half of it usable.
         let h = Harness::new(1, 1);
         h.set(0, 1_000);
         h.run_to(0);
