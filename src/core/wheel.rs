@@ -273,7 +273,12 @@ impl Wheel {
         fence(Ordering::SeqCst);
         let mut changed = false;
         while let Some(claim) = self.claim() {
-            let tick = now();
+            // Never behind the run point: a reading may be earlier than the one an earlier run
+            // went by (the time-stamp counter's may step back by up to twice its skew, several
+            // ticks for a tick under a microsecond), and a deadline re-filed behind the run
+            // point would wait a whole turn of its level. The run point is itself a reading
+            // already made, so going by it fires nothing early.
+            let tick = now().max(self.elapsed.load(Ordering::Relaxed));
             let filed = self.drain_inbox(tick, &mut visit);
             // `next_due` is never later than the first occupied bucket's start (every turn
             // ends by storing that start, or the earlier of the old value and the starts of
@@ -536,6 +541,28 @@ mod tests {
         }
         let fired: BTreeMap<u32, u64> = h.fired.borrow().iter().copied().collect();
         assert_eq!(fired, expected);
+    }
+
+    /// A run whose clock reading is behind the run point (the time-stamp counter's readings
+    /// may step back by up to twice its skew after a re-anchor, several ticks when the tick is
+    /// under a microsecond): a deadline between the reading and the run point is filed from
+    /// the run point, not behind it, where it would wait a whole turn of a level.
+    #[test]
+    fn a_run_with_a_reading_behind_the_run_point_fires_at_most_one_tick_late() {
+        let h = Harness::new(2, 2);
+        h.run_to(0);
+        h.run_to(256);
+        h.set(0, 255); // set from a reading two ticks behind (tick 253)
+        h.run_to(253);
+        h.run_to(257);
+        assert_eq!(
+            h.fired.borrow().iter().map(|&(s, _)| s).collect::<Vec<_>>(),
+            [0]
+        );
+        h.set(1, 250); // same level-1 digit as the run point: a turn of level 0 late before
+        h.run_to(248);
+        h.run_to(258);
+        assert_eq!(h.fired.borrow().len(), 2);
     }
 
     #[test]
