@@ -9,9 +9,21 @@ use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 use std::time::Duration;
-use visq::ManualClock;
+use visq::{ManualClock, Queue};
 
 const FOREVER: Duration = Duration::from_secs(24 * 3600);
+
+/// A receiver blocked in `receive` until a message comes; it answers the receive count.
+fn parked_receiver(q: &Arc<Queue<Body>>) -> thread::JoinHandle<Option<u32>> {
+    let q = q.clone();
+    thread::spawn(move || q.receive(FOREVER).map(|d| d.receive_count()))
+}
+
+/// Drops the queue and checks that every body went with it.
+fn drops_every_body(q: Arc<Queue<Body>>, live: &AtomicUsize) {
+    drop(q);
+    assert_eq!(live.load(Ordering::SeqCst), 0);
+}
 
 /// 8a: a send wakes the parked receiver.
 #[test]
@@ -25,8 +37,7 @@ fn send_wakes_parked_receiver() {
         };
         q.send(Body::new(1, &live)).unwrap();
         assert_eq!(receiver.join().unwrap(), Some(1));
-        drop(q);
-        assert_eq!(live.load(Ordering::SeqCst), 0);
+        drops_every_body(q, &live);
     });
 }
 
@@ -54,17 +65,13 @@ fn expiry_wakes_parked_receiver() {
         let q = Arc::new(tiny_queue(1, &clock));
         q.send(Body::new(1, &live)).unwrap();
         q.try_receive().unwrap();
-        let receiver = {
-            let q = q.clone();
-            thread::spawn(move || q.receive(FOREVER).map(|d| d.receive_count()))
-        };
+        let receiver = parked_receiver(&q);
         clock.advance(LEASE + TICK);
         // Runs the wheel, or finds the receiver running it (which then re-checks the clock).
         q.stats();
         assert_eq!(receiver.join().unwrap(), Some(2));
         assert_eq!(q.stats().expired, 1);
-        drop(q);
-        assert_eq!(live.load(Ordering::SeqCst), 0);
+        drops_every_body(q, &live);
     });
 }
 
@@ -82,18 +89,14 @@ fn lease_deadline_wakes_receiver_parked_meanwhile() {
         let live = Arc::new(AtomicUsize::new(0));
         let clock = ManualClock::new();
         let q = Arc::new(tiny_queue(1, &clock));
-        let receiver = {
-            let q = q.clone();
-            thread::spawn(move || q.receive(FOREVER).map(|d| d.receive_count()))
-        };
+        let receiver = parked_receiver(&q);
         q.send(Body::new(1, &live)).unwrap();
         // Leases the message (unless the receiver got it first) and abandons the lease.
         let abandoned = q.try_receive().is_some();
         clock.advance(LEASE + TICK);
         let expected = if abandoned { 2 } else { 1 };
         assert_eq!(receiver.join().unwrap(), Some(expected));
-        drop(q);
-        assert_eq!(live.load(Ordering::SeqCst), 0);
+        drops_every_body(q, &live);
     });
 }
 
@@ -122,17 +125,13 @@ fn second_turn_of_a_wheel_run_wakes_receiver() {
             // Leases the message (unless the receiver got it first) and abandons the lease.
             thread::spawn(move || q.try_receive().is_some())
         };
-        let receiver = {
-            let q = q.clone();
-            thread::spawn(move || q.receive(FOREVER).map(|d| d.receive_count()))
-        };
+        let receiver = parked_receiver(&q);
         q.stats();
         let abandoned = leaser.join().unwrap();
         clock.advance(LEASE + TICK);
         let expected = if abandoned { 2 } else { 1 };
         assert_eq!(receiver.join().unwrap(), Some(expected));
-        drop(q);
-        assert_eq!(live.load(Ordering::SeqCst), 0);
+        drops_every_body(q, &live);
     });
 }
 
@@ -155,8 +154,7 @@ fn receive_waits_for_the_thread_holding_the_due_wheel() {
         // Runs the wheel (expiring the lease), or finds the receiver running it.
         q.stats();
         assert_eq!(receiver.join().unwrap(), Some(2), "the lease was due");
-        drop(q);
-        assert_eq!(live.load(Ordering::SeqCst), 0);
+        drops_every_body(q, &live);
     });
 }
 
@@ -180,8 +178,7 @@ fn delete_wakes_blocked_sender() {
         drop(leased);
         assert!(sender.join().unwrap(), "sent into the freed slot");
         assert_eq!(q.try_receive().map(|d| d.body().value), Some(2));
-        drop(q);
-        assert_eq!(live.load(Ordering::SeqCst), 0);
+        drops_every_body(q, &live);
     });
 }
 
@@ -201,7 +198,6 @@ fn close_wakes_blocked_sender() {
         };
         q.close();
         assert_eq!(sender.join().unwrap(), 2);
-        drop(q);
-        assert_eq!(live.load(Ordering::SeqCst), 0);
+        drops_every_body(q, &live);
     });
 }
