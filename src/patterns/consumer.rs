@@ -43,7 +43,7 @@
 //! to). The heartbeat then runs until the last worker exits. After a `stop`, the drop does not
 //! wait again: the stop's deadline bounds the shutdown.
 
-use super::lock;
+use super::{lock, Clock};
 use crate::{Delivery, Lease, ManualClock, Nack, Queue, Receipt, ReceiptError, MAX_TIMEOUT};
 use std::any::Any;
 use std::borrow::Cow;
@@ -401,10 +401,7 @@ impl<T: Clone + Send + 'static> ConsumerBuilder<T> {
             visibility_timeout: self.visibility_timeout,
             max_receives: self.max_receives,
             backoff: self.backoff,
-            clock: match self.clock {
-                Some(clock) => Clock::Manual(clock),
-                None => Clock::Monotonic(Instant::now()),
-            },
+            clock: Clock::new(self.clock),
             stopping: AtomicBool::new(false),
             held: (0..self.workers).map(|_| Mutex::default()).collect(),
             counters: Counters::default(),
@@ -615,21 +612,6 @@ thread_local! {
 struct Lifecycle {
     live_workers: usize,
     heartbeat_on: bool,
-}
-
-/// The clock lease ages are measured on: the queue's.
-enum Clock {
-    Monotonic(Instant),
-    Manual(ManualClock),
-}
-
-impl Clock {
-    fn now(&self) -> Duration {
-        match self {
-            Self::Monotonic(start) => start.elapsed(),
-            Self::Manual(clock) => clock.now(),
-        }
-    }
 }
 
 impl<T> Shared<T> {

@@ -122,6 +122,7 @@
 //! entries are not cleared by anyone; they are simply reusable, by the next send whose window
 //! holds them.
 
+use super::Clock;
 use crate::core::sync::{fence, spin_loop, yield_now, AtomicU64, Ordering};
 use crate::{ManualClock, MessageId, Queue, SendError, MAX_TIMEOUT};
 use crossbeam_utils::CachePadded;
@@ -375,23 +376,6 @@ fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Where "now" comes from.
-#[derive(Debug)]
-enum Clock {
-    Monotonic(Instant),
-    Manual(ManualClock),
-}
-
-impl Clock {
-    fn nanos(&self) -> u64 {
-        let elapsed = match self {
-            Self::Monotonic(origin) => origin.elapsed(),
-            Self::Manual(clock) => clock.now(),
-        };
-        u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
-    }
-}
-
 /// Configures a [`DedupQueue`]; made by [`DedupQueue::builder`].
 #[derive(Debug)]
 pub struct DedupBuilder<T> {
@@ -479,10 +463,7 @@ impl<T> DedupBuilder<T> {
             window: u64::try_from(self.window.as_nanos()).unwrap_or(u64::MAX),
             window_duration: self.window,
             contention_wait: self.contention_wait,
-            clock: match self.clock {
-                Some(clock) => Clock::Manual(clock),
-                None => Clock::Monotonic(Instant::now()),
-            },
+            clock: Clock::new(self.clock),
             capacity: self.capacity,
             counters: Counters::default(),
             queue: self.queue,

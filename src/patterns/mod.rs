@@ -14,7 +14,9 @@
 //! | `request_reply` | [`Requester`](crate::Requester) and [`responder`](crate::responder) |
 //! | `dedup` | [`DedupQueue`](crate::DedupQueue): sends deduplicated by id within a window |
 
+use crate::ManualClock;
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 pub(crate) mod consumer;
 pub(crate) mod dedup;
@@ -28,4 +30,33 @@ fn lock<V>(mutex: &Mutex<V>) -> MutexGuard<'_, V> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Where a pattern's "now" comes from: the [`ManualClock`] its queue runs on (given to the
+/// pattern's builder), or the monotonic clock, counted from the pattern's start.
+#[derive(Debug)]
+enum Clock {
+    Monotonic(Instant),
+    Manual(ManualClock),
+}
+
+impl Clock {
+    fn new(manual: Option<ManualClock>) -> Self {
+        match manual {
+            Some(clock) => Self::Manual(clock),
+            None => Self::Monotonic(Instant::now()),
+        }
+    }
+
+    fn now(&self) -> Duration {
+        match self {
+            Self::Monotonic(start) => start.elapsed(),
+            Self::Manual(clock) => clock.now(),
+        }
+    }
+
+    /// [`Clock::now`] in nanoseconds, saturating.
+    fn nanos(&self) -> u64 {
+        u64::try_from(self.now().as_nanos()).unwrap_or(u64::MAX)
+    }
 }
