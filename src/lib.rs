@@ -51,7 +51,7 @@
 //!   beside the slots (death records, stats, latency histograms).
 //! * `patterns/`: lease guard, worker pool, pub/sub, request-reply, deduplication, built on
 //!   the core's public API.
-//! * `backend/`: the place for the backend trait and the broker adapters.
+//! * `backend/`: the [`Backend`] trait, the queue as one, and the broker adapters.
 //!
 //! The algorithm, its states and who may write what are documented module by module (the
 //! slot lifecycle word and body ownership in `core::slot`, the rings in `core::ring`, the
@@ -65,6 +65,10 @@ mod backend;
 mod core;
 mod patterns;
 
+pub use crate::backend::contract::{
+    Accepted, Backend, BackendError, Capabilities, CountKind, Feature, Handle, Incoming, Limit,
+    MessageKey, Outgoing, ReceiveCount, Refused,
+};
 pub use crate::core::builder::Builder;
 pub use crate::core::clock::ManualClock;
 pub use crate::core::dead_letters::{DeadLetter, Redriven};

@@ -1336,3 +1336,97 @@ fn a_consumer_passes_a_panic_message_as_the_reason() {
         (2, 2, 2, 0)
     );
 }
+
+#[test]
+fn reject_moves_a_first_delivery_to_the_dlq_with_its_reason() {
+    let clock = ManualClock::new();
+    let dlq = plain(&clock, 4);
+    let q = source(&clock, &dlq, 5);
+    let id = q.send("{not json").unwrap();
+    let d = q.try_receive().unwrap();
+    q.reject(d.receipt(), "cannot decode").unwrap();
+    assert_eq!(q.delete(d.receipt()), Err(ReceiptError::Stale));
+    assert!(
+        q.try_receive().is_none(),
+        "a rejected message is not redelivered"
+    );
+    let s = q.stats();
+    assert_eq!(
+        (s.ready, s.in_flight, s.released, s.dead_lettered),
+        (0, 0, 1, 1)
+    );
+    let letters = dlq.dead_letters(10);
+    assert_eq!(letters.len(), 1);
+    assert_eq!((letters[0].id, letters[0].receive_count), (id, 1));
+    assert_eq!(
+        letters[0].cause,
+        DeathCause::Rejected {
+            reason: "cannot decode".into()
+        }
+    );
+}
+
+#[test]
+fn reject_without_a_dlq_is_refused_and_keeps_the_lease() {
+    let clock = ManualClock::new();
+    let q: Queue<&str> = Queue::builder().clock(clock.clone()).build().unwrap();
+    q.send("x").unwrap();
+    let d = q.try_receive().unwrap();
+    assert_eq!(
+        q.reject(d.receipt(), "poison"),
+        Err(ReceiptError::NoDeadLetterQueue)
+    );
+    q.delete(d.receipt()).unwrap();
+}
+
+#[test]
+fn reject_with_a_spent_receipt_changes_nothing() {
+    let clock = ManualClock::new();
+    let dlq = plain(&clock, 4);
+    let q = source(&clock, &dlq, 5);
+    q.send("x").unwrap();
+    let d = q.try_receive().unwrap();
+    q.release(d.receipt()).unwrap();
+    assert_eq!(q.reject(d.receipt(), "late"), Err(ReceiptError::Stale));
+    assert_eq!(q.try_receive().unwrap().receive_count(), 2);
+    assert!(dlq.try_receive().is_none());
+}
+
+#[test]
+fn a_reject_refused_by_a_full_dlq_is_retried_and_never_redelivered() {
+    let clock = ManualClock::new();
+    let dlq = plain(&clock, 1);
+    dlq.send("filler").unwrap();
+    let q = source(&clock, &dlq, 5);
+    let id = q.send("x").unwrap();
+    let d = q.try_receive().unwrap();
+    q.reject(d.receipt(), "poison").unwrap();
+    for _ in 0..3 {
+        clock.advance(RETRY);
+        assert!(
+            q.try_receive().is_none(),
+            "a waiting reject is not delivered"
+        );
+    }
+    assert_eq!(q.stats().dead_lettered, 0);
+    let filler = dlq.try_receive().unwrap();
+    dlq.delete(filler.receipt()).unwrap();
+    clock.advance(RETRY);
+    assert!(q.try_receive().is_none());
+    assert_eq!(q.stats().dead_lettered, 1);
+    let letters = dlq.dead_letters(10);
+    assert_eq!(
+        (
+            letters[0].id,
+            letters[0].receive_count,
+            letters[0].cause.clone()
+        ),
+        (
+            id,
+            1,
+            DeathCause::Rejected {
+                reason: "poison".into()
+            }
+        )
+    );
+}

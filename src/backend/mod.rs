@@ -1,6 +1,14 @@
-//! Backends: where the same consumers will run on brokers.
+//! Backends: one trait, so the same consumers run in process or on a broker.
 //!
-//! This layer is where the one backend trait, its in-process implementation over
-//! [`Queue`](crate::Queue) and the broker adapters (RabbitMQ, Amazon SQS, each behind a cargo
-//! feature with default features off) go. It may use the core and the patterns; neither may
-//! use it.
+//! This layer may use the core and the patterns; neither may use it.
+//!
+//! | module | what it is |
+//! |---|---|
+//! | `contract` | the [`Backend`](crate::Backend) trait and the types it speaks: messages out and in, receipts ([`Handle`](crate::Handle)), [`Capabilities`](crate::Capabilities), [`BackendError`](crate::BackendError) |
+//! | `in_process` | the in-process [`Queue`](crate::Queue) as a backend |
+//!
+//! A new backend is a new module here implementing the trait, behind its own cargo feature
+//! when it needs dependencies the default build does not have.
+
+pub(crate) mod contract;
+pub(crate) mod in_process;

@@ -55,6 +55,13 @@ pub enum DeathCause {
         /// The reason passed with [`Nack::reason`].
         reason: Option<Cow<'static, str>>,
     },
+    /// A receiver sent it to the dead-letter queue on purpose, whatever its receive count
+    /// ([`Queue::reject`](crate::Queue::reject)): a body that cannot be decoded, a message no
+    /// retry can help.
+    Rejected {
+        /// The reason given to the reject.
+        reason: Cow<'static, str>,
+    },
 }
 
 /// How to give a delivery back with [`Queue::nack`](crate::Queue::nack): when it becomes

@@ -134,6 +134,9 @@ pub enum ReceiptError {
     Expired,
     /// `change_visibility` was asked for a timeout over [`MAX_TIMEOUT`](crate::MAX_TIMEOUT).
     TimeoutTooLong,
+    /// [`Queue::reject`](crate::Queue::reject) on a queue built without a dead-letter queue:
+    /// the message would have nowhere to go.
+    NoDeadLetterQueue,
 }
 
 impl fmt::Display for ReceiptError {
@@ -145,6 +148,7 @@ impl fmt::Display for ReceiptError {
             ),
             Self::Expired => write!(f, "the lease's visibility deadline has passed"),
             Self::TimeoutTooLong => write!(f, "the timeout is longer than MAX_TIMEOUT"),
+            Self::NoDeadLetterQueue => write!(f, "the queue has no dead-letter queue"),
         }
     }
 }

@@ -96,6 +96,7 @@ use crate::core::sync::{lock, AtomicBool, AtomicU64, Mutex, Ordering};
 use crate::core::waiters::{Backoff, Waiters};
 use crate::core::wheel::{Refile, Wheel, NEVER};
 use crate::MAX_TIMEOUT;
+use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -225,6 +226,12 @@ impl<T> Queue<T> {
     /// The receive count after which a message goes to the dead-letter queue, if it has one.
     pub fn max_receives(&self) -> Option<u32> {
         self.dead_letter.as_ref().map(|d| d.max_receives)
+    }
+
+    /// The dead-letter queue given to [`Builder::dead_letter`](crate::Builder::dead_letter),
+    /// if there is one.
+    pub fn dead_letter_queue(&self) -> Option<&Arc<Queue<T>>> {
+        self.dead_letter.as_ref().map(|d| &d.queue)
     }
 
     /// Queues `body`, visible at once. Fails with the body when the queue is full or closed.
@@ -802,6 +809,49 @@ impl<T> Queue<T> {
         Ok(())
     }
 
+    /// Sends a delivery to the dead-letter queue now, whatever its receive count, with `reason`
+    /// in its [`DeadLetter`](crate::DeadLetter) record ([`DeathCause::Rejected`]): for a body
+    /// that cannot be decoded or a failure no retry can help. The receipt is spent. Counted
+    /// in `released` (the lease ended) and `dead_lettered` (the move), like a last release.
+    ///
+    /// Refused with [`ReceiptError::NoDeadLetterQueue`] (changing nothing) on a queue built
+    /// without one, and like [`Queue::release`] unless `receipt` is the current, unexpired
+    /// lease. If the dead-letter queue is full the message is kept and the move retried, as
+    /// for every move there.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use visq::{DeathCause, Queue};
+    /// let dlq: Arc<Queue<&str>> = Arc::new(Queue::builder().build().unwrap());
+    /// let q: Queue<&str> = Queue::builder().dead_letter(dlq.clone(), 5).build().unwrap();
+    /// q.send("{not json").unwrap();
+    /// let d = q.try_receive().unwrap();
+    /// q.reject(d.receipt(), "cannot decode").unwrap();
+    /// let letters = dlq.dead_letters(10);
+    /// assert_eq!(letters[0].cause, DeathCause::Rejected { reason: "cannot decode".into() });
+    /// ```
+    pub fn reject(
+        &self,
+        receipt: Receipt,
+        reason: impl Into<Cow<'static, str>>,
+    ) -> Result<(), ReceiptError> {
+        if self.dead_letter.is_none() {
+            return Err(ReceiptError::NoDeadLetterQueue);
+        }
+        let ended = self.end_lease(receipt, |lease| lease.with(State::Ready, 0));
+        let (index, lease) = count_refusal(&self.counters.refused_receipts, ended)?;
+        bump(&self.counters.released);
+        let cause = DeathCause::Rejected {
+            reason: reason.into(),
+        };
+        let owned = lease.with(State::Ready, 0);
+        let now = self.time.now_nanos();
+        if let Some(retry_at) = self.move_to_dead_letter(index, owned, now, cause) {
+            self.schedule(index, retry_at);
+        }
+        Ok(())
+    }
+
     // ---- hand_back: a lease given back unused (issue 9, item 2) ------------------------------
 
     /// Gives back a delivery that *no handler saw*: the message is visible again at once with
@@ -1143,6 +1193,7 @@ impl<T> Queue<T> {
             .as_ref()
             .expect("only with a dead-letter queue");
         let records = self.deaths.get().expect("a source queue has death records");
+        let rejected = matches!(cause, DeathCause::Rejected { .. });
         // SAFETY: the caller owns the slot. A record naming this queue is the one kept by an
         // earlier refused move; any other is from a death elsewhere (this queue being a
         // dead-letter queue too) and is superseded.
@@ -1177,6 +1228,14 @@ impl<T> Queue<T> {
                     records.put(index, death.expect("kept on refusal"));
                 }
                 bump(&self.counters.dead_letter_retries);
+                if rejected {
+                    // The retry goes through `make_visible`, which moves only messages at the
+                    // receive limit: raise the count to it (the record keeps the true count).
+                    // Still the owner, the count's only writer.
+                    let count = slot.receive_count.load(Ordering::Relaxed);
+                    slot.receive_count
+                        .store(count.max(dead_letter.max_receives), Ordering::Relaxed);
+                }
                 let retry_at = self.time.tick_of(now) + self.dead_letter_retry_ticks;
                 slot.publish_delayed(ready, ready.tag(), retry_at);
                 Some(retry_at)
