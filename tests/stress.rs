@@ -704,7 +704,9 @@ impl Shared {
                 );
                 self.counts.refused.fetch_add(1, SeqCst);
             }
-            Err(ReceiptError::TimeoutTooLong) => panic!("{op:?}: unexpected TimeoutTooLong"),
+            Err(unexpected @ (ReceiptError::TimeoutTooLong | ReceiptError::NoDeadLetterQueue)) => {
+                panic!("{op:?}: unexpected {unexpected:?}")
+            }
         }
         (result, before, after)
     }
