@@ -49,9 +49,10 @@
 //! * `core/`: the lock-free core: the queue and what it is made of (slots, rings, timing
 //!   wheel, waiters, clock, the loom-swappable `sync` door), with the records and counters kept
 //!   beside the slots (death records, stats, latency histograms).
+//! * `backend/`: the [`Backend`] trait (what a queue must offer for the patterns to run on
+//!   it), the in-process queue as one, and the broker adapters behind cargo features.
 //! * `patterns/`: lease guard, worker pool, pub/sub, request-reply, deduplication, built on
-//!   the core's public API.
-//! * `backend/`: the [`Backend`] trait, the queue as one, and the broker adapters.
+//!   the core's public API or on any [`Backend`].
 //!
 //! The algorithm, its states and who may write what are documented module by module (the
 //! slot lifecycle word and body ownership in `core::slot`, the rings in `core::ring`, the

@@ -1,6 +1,8 @@
 //! Backends: one trait, so the same consumers run in process or on a broker.
 //!
-//! This layer may use the core and the patterns; neither may use it.
+//! This layer sits between the core and the patterns: it may use the core; the patterns may use
+//! it (the worker pool, the lease guard and the dead-letter tools run on any backend); the
+//! core never does.
 //!
 //! | module | what it is |
 //! |---|---|
