@@ -70,6 +70,9 @@ pub use crate::backend::contract::{
     Accepted, Backend, BackendError, Capabilities, CountKind, Feature, Handle, Incoming, Limit,
     MessageKey, Outgoing, ReceiveCount, Refused,
 };
+#[cfg(feature = "json")]
+pub use crate::backend::typed::Json;
+pub use crate::backend::typed::{Codec, DecodeError, EncodeError, Typed, Utf8};
 pub use crate::core::builder::Builder;
 pub use crate::core::clock::ManualClock;
 pub use crate::core::dead_letters::{DeadLetter, Redriven};
@@ -79,11 +82,14 @@ pub use crate::core::message::{Delivery, MessageId, Receipt};
 pub use crate::core::metrics::{Latencies, Latency};
 pub use crate::core::queue::Queue;
 pub use crate::core::stats::{Memory, Rates, Stats};
-pub use crate::patterns::consumer::{Backoff, Consumer, ConsumerBuilder, ConsumerStats};
+pub use crate::patterns::consumer::{
+    Backoff, Consumer, ConsumerBuilder, ConsumerSource, ConsumerStats,
+};
+pub use crate::patterns::dead_letter_tools as dead_letters;
 pub use crate::patterns::dedup::{
     dedup_hash, DedupBuildError, DedupBuilder, DedupQueue, DedupSendError, DedupStats, Sent,
 };
-pub use crate::patterns::lease::Lease;
+pub use crate::patterns::lease::{BackendLease, Lease, LeaseSource};
 pub use crate::patterns::request_reply::{
     responder, CorrelationId, PendingReply, Reply, Request, RequestError, Requester, TimedOut,
 };

@@ -8,9 +8,11 @@
 //! |---|---|
 //! | `contract` | the [`Backend`](crate::Backend) trait and the types it speaks: messages out and in, receipts ([`Handle`](crate::Handle)), [`Capabilities`](crate::Capabilities), [`BackendError`](crate::BackendError) |
 //! | `in_process` | the in-process [`Queue`](crate::Queue) as a backend |
+//! | `typed` | [`Typed`](crate::Typed): a backend of values over a backend of bytes, with a [`Codec`](crate::Codec) |
 //!
 //! A new backend is a new module here implementing the trait, behind its own cargo feature
 //! when it needs dependencies the default build does not have.
 
 pub(crate) mod contract;
 pub(crate) mod in_process;
+pub(crate) mod typed;

@@ -1,5 +1,6 @@
 //! Worker pools: threads that receive, run a handler and settle, with retries, heartbeats and a
-//! graceful stop. Built on the public [`Queue`] API and [`Lease`].
+//! graceful stop. Built on [`Lease`] over the public API of a [`Queue`] or of any [`Backend`]:
+//! one pool, generic over its [`ConsumerSource`] (the in-process queue, or `dyn Backend`).
 //!
 //! # A lease, from its receive to its settlement
 //!
@@ -35,6 +36,11 @@
 //! queue does not share would redeliver it at once, with no backoff (a hot loop), so `start`
 //! refuses it.
 //!
+//! # On a backend
+//!
+//! What the pool does where a backend cannot do something is documented on [`Consumer`]
+//! (section "On a backend"), where users read it.
+//!
 //! # Stopping
 //!
 //! [`Consumer::stop`] and the drop wait for the workers to exit, which a worker cannot do for
@@ -43,8 +49,11 @@
 //! to). The heartbeat then runs until the last worker exits. After a `stop`, the drop does not
 //! wait again: the stop's deadline bounds the shutdown.
 
+use super::lease::LeaseSource;
 use super::{lock, Clock};
-use crate::{Delivery, Lease, ManualClock, Nack, Queue, Receipt, ReceiptError, MAX_TIMEOUT};
+use crate::{
+    Backend, BackendError, Feature, Incoming, Lease, ManualClock, Nack, Queue, MAX_TIMEOUT,
+};
 use std::any::Any;
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -52,6 +61,7 @@ use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::io;
+use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -156,6 +166,168 @@ pub struct ConsumerStats {
     /// Panics of a body's `Clone` (in a receive) or `Drop` (as a settled lease is dropped)
     /// that a worker caught and survived; see [`Consumer`].
     pub body_panics: u64,
+    /// Receive calls a backend failed (transient or not), each followed by a backoff; see
+    /// the module docs. Always 0 on a [`Queue`].
+    pub receive_errors: u64,
+    /// Settlements a backend refused for another reason than a lease already gone (a
+    /// transient or fatal error; those are in `lease_lost`). Always 0 on a [`Queue`].
+    pub settle_errors: u64,
+    /// Failed messages whose backoff the worker waited out itself, holding the lease, on a
+    /// backend that cannot delay a nack (then released; also counted in `retried`). Always 0
+    /// on a [`Queue`].
+    pub backoffs_waited: u64,
+}
+
+/// What a [`Consumer`] runs on: the in-process [`Queue<T>`] or `dyn Backend<Body = T>`
+/// (sealed, like [`LeaseSource`]). Its methods are the crate's own.
+pub trait ConsumerSource<T>: LeaseSource<T> + Send + Sync {
+    /// Receives up to `max` into `out`, waiting up to `wait`; leased for `visibility` where
+    /// the source takes one (a [`Queue`] leases for its own timeout).
+    #[doc(hidden)]
+    fn receive_into(
+        &self,
+        out: &mut Vec<Self::Delivery>,
+        max: usize,
+        wait: Duration,
+        visibility: Duration,
+    ) -> Result<usize, BackendError>;
+    /// The first lease a receive gives, for a pool whose own timeout is `pool`.
+    #[doc(hidden)]
+    fn first_lease(&self, pool: Duration) -> Duration;
+    /// The most one receive may ask for, and so the largest batch.
+    #[doc(hidden)]
+    fn max_batch(&self) -> usize;
+    /// The longest visibility timeout the pool may ask for.
+    #[doc(hidden)]
+    fn max_visibility(&self) -> Duration;
+    /// Whether leases end by themselves, and so need a heartbeat.
+    #[doc(hidden)]
+    fn leases_expire(&self) -> bool;
+    /// Whether a lease can be extended (the heartbeat).
+    #[doc(hidden)]
+    fn can_extend(&self) -> bool;
+    /// Whether a nack can be delayed (the backoff) by moving the lease's deadline.
+    #[doc(hidden)]
+    fn can_delay_nack(&self) -> bool;
+    /// The dead-letter limit.
+    #[doc(hidden)]
+    fn dead_letter_limit(&self) -> Option<u32>;
+    /// Whether the source has stopped for good.
+    #[doc(hidden)]
+    fn is_closed(&self) -> bool;
+    /// Ends a lease on its last receive: to the dead-letter queue, with `reason`.
+    #[doc(hidden)]
+    fn give_up(&self, receipt: &Self::Receipt, reason: Option<String>) -> Result<(), Self::Error>;
+}
+
+impl<T: Clone + Send> ConsumerSource<T> for Queue<T> {
+    fn receive_into(
+        &self,
+        out: &mut Vec<Self::Delivery>,
+        max: usize,
+        wait: Duration,
+        _visibility: Duration,
+    ) -> Result<usize, BackendError> {
+        Ok(self.receive_batch(out, max, wait))
+    }
+
+    fn first_lease(&self, _pool: Duration) -> Duration {
+        self.visibility_timeout()
+    }
+
+    fn max_batch(&self) -> usize {
+        self.capacity()
+    }
+
+    fn max_visibility(&self) -> Duration {
+        MAX_TIMEOUT
+    }
+
+    fn leases_expire(&self) -> bool {
+        true
+    }
+
+    fn can_extend(&self) -> bool {
+        true
+    }
+
+    fn can_delay_nack(&self) -> bool {
+        true
+    }
+
+    fn dead_letter_limit(&self) -> Option<u32> {
+        self.max_receives()
+    }
+
+    fn is_closed(&self) -> bool {
+        Queue::is_closed(self)
+    }
+
+    /// A release with the reason: the queue moves the message to its dead-letter queue.
+    fn give_up(&self, receipt: &Self::Receipt, reason: Option<String>) -> Result<(), Self::Error> {
+        let nack = Nack {
+            delay: Duration::ZERO,
+            reason: reason.map(Cow::Owned),
+        };
+        self.nack(*receipt, nack)
+    }
+}
+
+impl<T: Send + 'static> ConsumerSource<T> for dyn Backend<Body = T> {
+    fn receive_into(
+        &self,
+        out: &mut Vec<Incoming<T>>,
+        max: usize,
+        wait: Duration,
+        visibility: Duration,
+    ) -> Result<usize, BackendError> {
+        let capabilities = self.capabilities();
+        let visibility = capabilities.leases_expire.then_some(visibility);
+        self.receive(out, max, wait.min(capabilities.max_wait), visibility)
+    }
+
+    fn first_lease(&self, pool: Duration) -> Duration {
+        pool
+    }
+
+    fn max_batch(&self) -> usize {
+        self.capabilities().max_batch.max(1)
+    }
+
+    fn max_visibility(&self) -> Duration {
+        self.capabilities().max_visibility
+    }
+
+    fn leases_expire(&self) -> bool {
+        self.capabilities().leases_expire
+    }
+
+    fn can_extend(&self) -> bool {
+        self.capabilities().extend_lease
+    }
+
+    fn can_delay_nack(&self) -> bool {
+        let capabilities = self.capabilities();
+        capabilities.extend_lease && capabilities.shorten_lease
+    }
+
+    fn dead_letter_limit(&self) -> Option<u32> {
+        Backend::dead_letter_limit(self)
+    }
+
+    fn is_closed(&self) -> bool {
+        Backend::is_closed(self)
+    }
+
+    /// [`Backend::dead_letter`] with the reason; a release where the backend has no such
+    /// call, for its own limit to act on.
+    fn give_up(&self, receipt: &Self::Receipt, reason: Option<String>) -> Result<(), Self::Error> {
+        let reason = reason.as_deref().unwrap_or("failed on its last receive");
+        match self.dead_letter(receipt, reason) {
+            Err(BackendError::Unsupported(Feature::DeadLetter)) => self.release(receipt),
+            settled => settled,
+        }
+    }
 }
 
 /// The handler as the workers see it: a chunk of leases in, one success flag per lease out.
@@ -163,11 +335,14 @@ pub struct ConsumerStats {
 /// A handler's verdict on one lease: on failure, the error's text if the message is on its
 /// last receive (it becomes the dead letter's reason), `None` otherwise (no text is made).
 type Outcome = Result<(), Option<String>>;
-type Handler<T> = dyn Fn(&[Lease<'_, T>], &mut Vec<Outcome>) + Send + Sync;
+type Handler<T, S> = dyn Fn(&[Lease<'_, T, S>], &mut Vec<Outcome>) + Send + Sync;
 
-/// Settings for a [`Consumer`]; made by [`Consumer::builder`].
-pub struct ConsumerBuilder<T> {
-    queue: Arc<Queue<T>>,
+/// Settings for a [`Consumer`]; made by [`Consumer::builder`] (a [`Queue`]) or
+/// [`Consumer::backend_builder`] (any [`Backend`]).
+pub struct ConsumerBuilder<T, S: ?Sized + LeaseSource<T> = Queue<T>> {
+    queue: Arc<S>,
+    /// The handlers' body type (`S` names it only through its trait).
+    body: PhantomData<fn(&T)>,
     workers: usize,
     visibility_timeout: Duration,
     max_receives: Option<u32>,
@@ -178,7 +353,7 @@ pub struct ConsumerBuilder<T> {
     clock: Option<ManualClock>,
 }
 
-impl<T> fmt::Debug for ConsumerBuilder<T> {
+impl<T, S: ?Sized + LeaseSource<T>> fmt::Debug for ConsumerBuilder<T, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConsumerBuilder")
             .field("workers", &self.workers)
@@ -192,7 +367,11 @@ impl<T> fmt::Debug for ConsumerBuilder<T> {
     }
 }
 
-impl<T: Clone + Send + 'static> ConsumerBuilder<T> {
+impl<T, S> ConsumerBuilder<T, S>
+where
+    T: Send + 'static,
+    S: ?Sized + ConsumerSource<T> + 'static,
+{
     /// How many worker threads (default 1, at least 1, at most 4,096: [`ConsumerBuilder::start`]
     /// refuses more with [`io::ErrorKind::InvalidInput`]).
     pub fn workers(mut self, workers: usize) -> Self {
@@ -204,12 +383,17 @@ impl<T: Clone + Send + 'static> ConsumerBuilder<T> {
     /// queue's [`Queue::visibility_timeout`]). The heartbeat is scheduled on the shorter of this
     /// and the queue's timeout, which gives each message its first lease. Zero is refused by
     /// [`ConsumerBuilder::start`] with [`io::ErrorKind::InvalidInput`].
+    ///
+    /// On a backend it is also each receive's lease (default 30 s); one over the backend's
+    /// [`Capabilities::max_visibility`](crate::Capabilities::max_visibility) is refused by
+    /// `start`.
     pub fn visibility_timeout(mut self, timeout: Duration) -> Self {
         self.visibility_timeout = timeout.min(MAX_TIMEOUT);
         self
     }
 
-    /// The queue's dead-letter `max_receives` (default: the queue's [`Queue::max_receives`]).
+    /// The queue's dead-letter `max_receives` (default: the queue's [`Queue::max_receives`], a
+    /// backend's [`Backend::dead_letter_limit`]).
     /// A message that fails on its
     /// `max_receives`-th receive is released at once, without backoff, for the queue to move to
     /// its dead-letter queue, and counted in [`ConsumerStats::dead_lettered`]. Without it,
@@ -245,8 +429,10 @@ impl<T: Clone + Send + 'static> ConsumerBuilder<T> {
     }
 
     /// How many messages a single-message worker receives at once (default 1, at least 1, at
-    /// most the queue's capacity). The ones not yet started are heartbeated like the running
-    /// one, and given back unused by a stop ([`Queue::hand_back`]).
+    /// most the queue's capacity or a backend's
+    /// [`Capabilities::max_batch`](crate::Capabilities::max_batch)). The ones not yet started
+    /// are heartbeated like the running one, and given back unused by a stop
+    /// ([`Queue::hand_back`], [`Backend::hand_back`]).
     pub fn prefetch(mut self, prefetch: usize) -> Self {
         self.prefetch = prefetch.max(1);
         self
@@ -280,7 +466,7 @@ impl<T: Clone + Send + 'static> ConsumerBuilder<T> {
     /// assert_eq!((stats.processed, stats.failed, stats.retried), (5, 5, 5));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn start<E, F>(self, handler: F) -> io::Result<Consumer<T>>
+    pub fn start<E, F>(self, handler: F) -> io::Result<Consumer<T, S>>
     where
         E: fmt::Display,
         F: Fn(&T) -> Result<(), E> + Send + Sync + 'static,
@@ -302,7 +488,7 @@ impl<T: Clone + Send + 'static> ConsumerBuilder<T> {
     }
 
     /// Starts the pool with a handler for batches: up to `size` messages (at most the queue's
-    /// capacity), or whatever arrived within `max_wait` (wall-clock) of the first. Leases are
+    /// capacity or a backend's [`Capabilities::max_batch`](crate::Capabilities::max_batch)), or whatever arrived within `max_wait` (wall-clock) of the first. Leases are
     /// heartbeated from their receive, also while the batch gathers. The handler returns one
     /// outcome per lease, in order; each is settled on its own, and a lease without an outcome
     /// counts as failed. A panic fails the whole batch.
@@ -335,10 +521,10 @@ impl<T: Clone + Send + 'static> ConsumerBuilder<T> {
         size: usize,
         max_wait: Duration,
         handler: F,
-    ) -> io::Result<Consumer<T>>
+    ) -> io::Result<Consumer<T, S>>
     where
         E: fmt::Display,
-        F: Fn(&[Lease<'_, T>]) -> Vec<Result<(), E>> + Send + Sync + 'static,
+        F: Fn(&[Lease<'_, T, S>]) -> Vec<Result<(), E>> + Send + Sync + 'static,
     {
         let max_receives = self.max_receives;
         let size = size.max(1);
@@ -370,7 +556,14 @@ impl<T: Clone + Send + 'static> ConsumerBuilder<T> {
         if self.visibility_timeout.is_zero() {
             return invalid("a zero visibility timeout: every extension would release".into());
         }
-        let queues = self.queue.max_receives();
+        let most = self.queue.max_visibility();
+        if self.visibility_timeout > most {
+            return invalid(format!(
+                "a visibility timeout of {:?}: the backend allows at most {most:?}",
+                self.visibility_timeout
+            ));
+        }
+        let queues = self.queue.dead_letter_limit();
         if self.max_receives != queues {
             return invalid(format!(
                 "max_receives {:?} is not the queue's dead-letter limit ({queues:?}): the \
@@ -381,19 +574,27 @@ impl<T: Clone + Send + 'static> ConsumerBuilder<T> {
         Ok(())
     }
 
-    fn spawn(self, fetch: Fetch, handler: Box<Handler<T>>) -> io::Result<Consumer<T>> {
+    fn spawn(self, fetch: Fetch, handler: Box<Handler<T, S>>) -> io::Result<Consumer<T, S>> {
         self.check()?;
         // The first lease is the queue's, every extension the pool's: keep up with the shorter.
-        let lease = self.visibility_timeout.min(self.queue.visibility_timeout());
-        let heartbeat_after =
-            (self.heartbeat > 0.0 && self.heartbeat < 1.0).then(|| lease.mul_f64(self.heartbeat));
-        let capacity = self.queue.capacity();
+        let lease = self
+            .visibility_timeout
+            .min(self.queue.first_lease(self.visibility_timeout));
+        // No heartbeat where leases do not expire (nothing to extend) or cannot be extended.
+        let heartbeat_on = self.heartbeat > 0.0
+            && self.heartbeat < 1.0
+            && self.queue.leases_expire()
+            && self.queue.can_extend();
+        let heartbeat_after = heartbeat_on.then(|| lease.mul_f64(self.heartbeat));
+        let most = self.queue.max_batch();
         let fetch = Fetch {
-            max: fetch.max.min(capacity),
-            chunk: fetch.chunk.min(capacity),
+            max: fetch.max.min(most),
+            chunk: fetch.chunk.min(most),
             ..fetch
         };
+        let delay_nacks = self.queue.can_delay_nack();
         let shared = Arc::new(Shared {
+            delay_nacks,
             queue: self.queue,
             handler,
             fetch,
@@ -459,13 +660,58 @@ impl<T: Clone + Send + 'static> ConsumerBuilder<T> {
 /// that drives the queue with a [`ManualClock`] also gives it to the pool
 /// with [`ConsumerBuilder::clock`].
 ///
+/// The same pool runs on any [`Backend`] ([`Consumer::backend_builder`]); where a backend
+/// cannot do something the pool degrades as follows.
+///
+/// # On a backend
+///
+/// [`Consumer::backend_builder`] runs the same pool on any `Arc<dyn Backend<Body = T>>` (a
+/// broker adapter, a [`Typed`](crate::Typed) layer over one, or the in-process queue seen
+/// through the trait). The pool reads the backend's [`Capabilities`](crate::Capabilities) once,
+/// at start, and degrades as follows, never silently:
+///
+/// * **Leases.** Each receive asks for the pool's visibility timeout (default 30 s, at most
+///   `max_visibility`: a longer one is refused by `start`). Where leases do not expire
+///   (`leases_expire == false`, RabbitMQ: a delivery is held until settled or its connection
+///   closes) no visibility is asked for and no heartbeat runs: there is nothing to extend.
+///   Where leases expire but cannot be extended, no heartbeat runs either, and a handler
+///   slower than the visibility timeout loses its lease (counted in
+///   [`ConsumerStats::lease_lost`] when it settles).
+/// * **Backoff.** Where a lease cannot be moved (`extend_lease` and `shorten_lease` both
+///   needed, as a delayed nack may be shorter or longer than the lease), the failing worker
+///   waits the backoff out itself, holding the message, then releases it (counted in
+///   [`ConsumerStats::backoffs_waited`]). A stop cuts the wait short. The pool then works one
+///   worker short for the length of the wait, but a failing message never bounces straight
+///   back (a hot loop on the broker).
+/// * **Last failure.** On the last receive before the backend's dead-letter limit
+///   ([`Backend::dead_letter_limit`], which a pool's `max_receives` must equal), the message
+///   goes to [`Backend::dead_letter`] with the handler's error as the reason; where that is
+///   [`Feature::DeadLetter`]-unsupported, it is released for the backend's own limit to act.
+///   The receive count is [`ReceiveCount::at_least`](crate::ReceiveCount::at_least): an
+///   approximate count (SQS) may make a last attempt look like an earlier one (the backend's
+///   redrive policy still moves it), and a bare "redelivered" flag never reaches a limit above
+///   2, so such a message backs off and the broker's own limit moves it.
+/// * **Hand-back.** Unstarted work goes back by [`Backend::hand_back`]; where
+///   `uncharged_hand_back` is false (the brokers) that is a release and the receive counts
+///   towards the dead-letter limit: keep `prefetch` at 1 there if that matters.
+/// * **Errors.** A receive that fails ([`BackendError::is_transient`] or not) is counted in
+///   [`ConsumerStats::receive_errors`] and followed by the pool's [`Backoff`] (by consecutive
+///   failures, at least `poll_wait`, cut short by a stop): no crash, no hot loop. A settlement
+///   refused because the lease is gone counts in `lease_lost`, as in process; any other
+///   refusal (a transient or fatal backend error) in [`ConsumerStats::settle_errors`]; the
+///   message then comes back when its lease runs out.
+///
+/// The in-process pool ([`Consumer::builder`]) is the same code with [`Queue`] as the source:
+/// its receive buffers and leases allocate nothing per message.
+///
+///
 /// Dropping a consumer stops it like [`Consumer::stop`] without a deadline: it waits for the
 /// running handlers, unless [`Consumer::stop`] was called already (its deadline bounds the
 /// shutdown; the drop does not wait again). Called from one of the pool's own handlers (a
 /// handler that shuts its pool down), `stop` and the drop only stop receiving and return at
 /// once: the calling worker finishes its handler and exits like the others.
-pub struct Consumer<T> {
-    shared: Arc<Shared<T>>,
+pub struct Consumer<T, S: ?Sized + LeaseSource<T> = Queue<T>> {
+    shared: Arc<Shared<T, S>>,
     /// Whether [`Consumer::stop`] was called, so that the drop does not wait again.
     stopped: AtomicBool,
 }
@@ -473,10 +719,56 @@ pub struct Consumer<T> {
 impl<T: Clone + Send + 'static> Consumer<T> {
     /// Settings for a pool over `queue`, with the defaults documented on each setting.
     pub fn builder(queue: Arc<Queue<T>>) -> ConsumerBuilder<T> {
-        ConsumerBuilder {
-            visibility_timeout: queue.visibility_timeout(),
-            max_receives: queue.max_receives(),
+        let visibility_timeout = queue.visibility_timeout();
+        ConsumerBuilder::new(queue, visibility_timeout)
+    }
+}
+
+impl<T: Send + 'static> Consumer<T, dyn Backend<Body = T>> {
+    /// Settings for a pool over any backend, with the defaults documented on each setting
+    /// (the visibility timeout is 30 s, or the backend's longest if that is shorter). The
+    /// handlers see [`BackendLease`](crate::BackendLease)s; what the pool does where the
+    /// backend cannot do something is in [`Consumer`]'s docs, section "On a backend".
+    ///
+    /// ```
+    /// use std::{sync::Arc, time::Duration};
+    /// use visq::{Backend, Consumer, Outgoing, Queue};
+    ///
+    /// // Any backend: a broker adapter, or (here) the in-process queue through the trait.
+    /// let backend: Arc<dyn Backend<Body = u32>> = Arc::new(Queue::builder().build()?);
+    /// for n in 0..10 {
+    ///     backend.send(Outgoing::new(n)).unwrap();
+    /// }
+    /// let consumer = Consumer::backend_builder(backend.clone())
+    ///     .workers(2)
+    ///     .start(|n: &u32| if n % 2 == 0 { Ok(()) } else { Err("odd") })?;
+    /// while consumer.stats().processed + consumer.stats().failed < 10 {
+    ///     std::thread::sleep(Duration::from_millis(1));
+    /// }
+    /// assert!(consumer.stop(Duration::from_secs(5)));
+    /// assert_eq!(consumer.stats().processed, 5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn backend_builder(
+        backend: Arc<dyn Backend<Body = T>>,
+    ) -> ConsumerBuilder<T, dyn Backend<Body = T>> {
+        let visibility_timeout =
+            DEFAULT_BACKEND_VISIBILITY.min(backend.capabilities().max_visibility);
+        ConsumerBuilder::new(backend, visibility_timeout)
+    }
+}
+
+/// A backend pool's visibility timeout unless set: SQS's default.
+const DEFAULT_BACKEND_VISIBILITY: Duration = Duration::from_secs(30);
+
+impl<T, S: ?Sized + ConsumerSource<T>> ConsumerBuilder<T, S> {
+    /// The defaults, over `queue`.
+    fn new(queue: Arc<S>, visibility_timeout: Duration) -> Self {
+        Self {
+            visibility_timeout,
+            max_receives: queue.dead_letter_limit(),
             queue,
+            body: PhantomData,
             workers: 1,
             backoff: Backoff::default(),
             heartbeat: 0.5,
@@ -487,7 +779,7 @@ impl<T: Clone + Send + 'static> Consumer<T> {
     }
 }
 
-impl<T> Consumer<T> {
+impl<T, S: ?Sized + LeaseSource<T>> Consumer<T, S> {
     /// What the pool has done so far.
     pub fn stats(&self) -> ConsumerStats {
         self.shared.counters.snapshot()
@@ -497,7 +789,13 @@ impl<T> Consumer<T> {
     /// what it received but did not start ([`Queue::hand_back`]), and exits. Leases stay
     /// heartbeated until [`Consumer::stop`] or until the last worker exits.
     pub fn stop_receiving(&self) {
-        self.shared.stopping.store(true, Ordering::SeqCst);
+        let shared = &self.shared;
+        // Under the lifecycle lock, so that a worker waiting out a backoff
+        // (`Shared::wait_unless_stopping`) either sees the flag or is woken.
+        let lifecycle = shared.lifecycle();
+        shared.stopping.store(true, Ordering::SeqCst);
+        drop(lifecycle);
+        shared.changed.notify_all();
     }
 
     /// Stops the pool gracefully: stops receiving, waits up to `deadline` (wall-clock) for the
@@ -545,7 +843,7 @@ impl<T> Consumer<T> {
     }
 }
 
-impl<T> Drop for Consumer<T> {
+impl<T, S: ?Sized + LeaseSource<T>> Drop for Consumer<T, S> {
     fn drop(&mut self) {
         if self.stopped.load(Ordering::SeqCst) {
             self.stop_receiving();
@@ -555,7 +853,7 @@ impl<T> Drop for Consumer<T> {
     }
 }
 
-impl<T> fmt::Debug for Consumer<T> {
+impl<T, S: ?Sized + LeaseSource<T>> fmt::Debug for Consumer<T, S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Consumer")
             .field("stats", &self.stats())
@@ -572,20 +870,22 @@ struct Fetch {
 }
 
 /// What the workers, the heartbeat and the [`Consumer`] handle share.
-struct Shared<T> {
-    queue: Arc<Queue<T>>,
-    handler: Box<Handler<T>>,
+struct Shared<T, S: ?Sized + LeaseSource<T>> {
+    queue: Arc<S>,
+    handler: Box<Handler<T, S>>,
     fetch: Fetch,
     poll_wait: Duration,
     visibility_timeout: Duration,
     max_receives: Option<u32>,
     backoff: Backoff,
+    /// Whether a failed lease's backoff is a delayed nack (else the worker waits it out).
+    delay_nacks: bool,
     clock: Clock,
     stopping: AtomicBool,
     /// Per worker, the receipts it holds (received, not yet settled). A receipt leaves this
     /// set, under its lock, before it is settled, so the heartbeat never changes the
     /// visibility of a lease that a worker is settling.
-    held: Box<[Mutex<Held>]>,
+    held: Box<[Mutex<Held<S::Receipt>>]>,
     counters: Counters,
     lifecycle: Mutex<Lifecycle>,
     /// Signalled when `lifecycle` changes.
@@ -593,12 +893,20 @@ struct Shared<T> {
 }
 
 /// One worker's leases, for the heartbeat.
-#[derive(Default)]
-struct Held {
-    receipts: Vec<Receipt>,
+struct Held<R> {
+    receipts: Vec<R>,
     /// No later than the earliest time any of `receipts` was received or last extended, on
     /// the pool's clock (see the module docs).
     renewed_at: Duration,
+}
+
+impl<R> Default for Held<R> {
+    fn default() -> Self {
+        Self {
+            receipts: Vec::new(),
+            renewed_at: Duration::ZERO,
+        }
+    }
 }
 
 /// The most worker threads a pool may have.
@@ -614,7 +922,7 @@ struct Lifecycle {
     heartbeat_on: bool,
 }
 
-impl<T> Shared<T> {
+impl<T, S: ?Sized + LeaseSource<T>> Shared<T, S> {
     fn lifecycle(&self) -> MutexGuard<'_, Lifecycle> {
         lock(&self.lifecycle)
     }
@@ -656,7 +964,7 @@ impl<T> Shared<T> {
                 if held.receipts.is_empty() || now.saturating_sub(held.renewed_at) < after {
                     continue;
                 }
-                for &receipt in &held.receipts {
+                for receipt in &held.receipts {
                     if self
                         .queue
                         .change_visibility(receipt, self.visibility_timeout)
@@ -676,7 +984,7 @@ impl<T> Shared<T> {
     }
 }
 
-impl<T: Clone> Shared<T> {
+impl<T, S: ?Sized + ConsumerSource<T>> Shared<T, S> {
     /// One worker thread: receive, handle chunk by chunk, settle; on stop, release the rest.
     fn work(&self, index: usize) {
         WORKER_OF.with(|pool| pool.set(self.address()));
@@ -689,8 +997,14 @@ impl<T: Clone> Shared<T> {
         };
         let mut outcomes = Vec::with_capacity(self.fetch.chunk);
         let mut random = XorShift::seeded(index);
+        let mut receive_failures = 0;
         while !self.stopping() {
-            self.receive(&mut holding, &mut received);
+            self.receive(
+                &mut holding,
+                &mut received,
+                &mut receive_failures,
+                &mut random,
+            );
             while !holding.leases.is_empty() && !self.stopping() {
                 let chunk = self.fetch.chunk.min(holding.leases.len());
                 let panic = catch_unwind(AssertUnwindSafe(|| {
@@ -717,11 +1031,30 @@ impl<T: Clone> Shared<T> {
     }
 
     /// Receives into the empty `holding`: long-polls for a first message, then gathers more
-    /// for up to `fetch.gather`, waking at least every `poll_wait` to notice a stop.
-    fn receive(&self, holding: &mut Holding<'_, T>, received: &mut Vec<Delivery<T>>) {
+    /// for up to `fetch.gather`, waking at least every `poll_wait` to notice a stop. A failed
+    /// first receive is followed by the pool's backoff (`failures` counts them in a row); a
+    /// failed receive while gathering ends the gathering.
+    fn receive(
+        &self,
+        holding: &mut Holding<'_, T, S>,
+        received: &mut Vec<S::Delivery>,
+        failures: &mut u32,
+        random: &mut XorShift,
+    ) {
         let max = self.fetch.max;
-        if self.receive_into(holding, received, max, self.poll_wait) == 0 {
-            return;
+        match self.receive_into(holding, received, max, self.poll_wait) {
+            Ok(taken) => {
+                *failures = 0;
+                if taken == 0 {
+                    return;
+                }
+            }
+            Err(()) => {
+                *failures = failures.saturating_add(1);
+                let wait = self.backoff.jittered(*failures, random.unit());
+                self.wait_unless_stopping(wait.max(self.poll_wait));
+                return;
+            }
         }
         // `None`: gathering for longer than `Instant` can count, in effect forever.
         let end = Instant::now().checked_add(self.fetch.gather);
@@ -733,39 +1066,76 @@ impl<T: Clone> Shared<T> {
                 break;
             }
             let wanted = max - holding.leases.len();
-            self.receive_into(holding, received, wanted, left.min(self.poll_wait));
+            let wait = left.min(self.poll_wait);
+            if self.receive_into(holding, received, wanted, wait).is_err() {
+                *failures = failures.saturating_add(1);
+                break;
+            }
         }
     }
 
-    /// One `receive_batch` of up to `max`, waiting up to `wait`, whose deliveries join
-    /// `holding` (and the heartbeat's set) at once, dated from before the call; returns how
-    /// many. A body's `Clone` panicking in it keeps what the call had received, and the worker
-    /// waits `poll_wait` before it receives again; a closed queue with nothing visible is
-    /// waited on for `wait` here, as its receive does not wait.
+    /// One receive of up to `max` (at most the source's batch), waiting up to `wait`, whose
+    /// deliveries join `holding` (and the heartbeat's set) at once, dated from before the
+    /// call; returns how many, or `Err` for a receive the backend failed (counted). A body's
+    /// `Clone` panicking in it keeps what the call had received, and the worker waits
+    /// `poll_wait` before it receives again; a closed queue with nothing visible is waited on
+    /// for `wait` here, as its receive does not wait.
     fn receive_into(
         &self,
-        holding: &mut Holding<'_, T>,
-        received: &mut Vec<Delivery<T>>,
+        holding: &mut Holding<'_, T, S>,
+        received: &mut Vec<S::Delivery>,
         max: usize,
         wait: Duration,
-    ) -> usize {
+    ) -> Result<usize, ()> {
         let since = self.clock.now();
-        let survived = self.survive(|| self.queue.receive_batch(received, max, wait));
+        let max = max.min(self.fetch.max);
+        let survived = self.survive(|| {
+            self.queue
+                .receive_into(received, max, wait, self.visibility_timeout)
+        });
         let taken = received.len();
         holding.add(received, since);
-        if survived.is_none() {
-            thread::sleep(self.poll_wait);
-        } else if taken == 0 && self.queue.is_closed() {
-            // A closed queue's receive returns at once when nothing is visible. What is leased
-            // or delayed may still become visible, so keep polling, but at an open queue's
-            // pace: an idle worker must not spin.
-            thread::sleep(wait);
+        match survived {
+            None => thread::sleep(self.poll_wait),
+            Some(Err(_)) => {
+                bump(&self.counters.receive_errors);
+                return Err(());
+            }
+            Some(Ok(_)) if taken == 0 && self.queue.is_closed() => {
+                // A closed queue's receive returns at once when nothing is visible. What is
+                // leased or delayed may still become visible, so keep polling, but at an open
+                // queue's pace: an idle worker must not spin.
+                thread::sleep(wait);
+            }
+            Some(Ok(_)) => {}
         }
-        taken
+        Ok(taken)
+    }
+
+    /// Waits up to `wait` (wall-clock), or until the pool stops receiving.
+    fn wait_unless_stopping(&self, wait: Duration) {
+        let end = Instant::now().checked_add(wait);
+        let mut lifecycle = self.lifecycle();
+        while !self.stopping() {
+            let left = end.map_or(Duration::MAX, |end| {
+                end.saturating_duration_since(Instant::now())
+            });
+            if left.is_zero() {
+                break;
+            }
+            let waited = self.changed.wait_timeout(lifecycle, left);
+            lifecycle = waited.unwrap_or_else(|p| p.into_inner()).0;
+        }
     }
 
     /// Settles one lease by its handler's outcome.
-    fn settle(&self, lease: Lease<'_, T>, outcome: Outcome, panicked: bool, random: &mut XorShift) {
+    fn settle(
+        &self,
+        lease: Lease<'_, T, S>,
+        outcome: Outcome,
+        panicked: bool,
+        random: &mut XorShift,
+    ) {
         let counters = &self.counters;
         let settled = match outcome {
             Ok(()) => {
@@ -774,8 +1144,12 @@ impl<T: Clone> Shared<T> {
             }
             Err(reason) => self.fail(lease, reason, panicked, random),
         };
-        if settled.is_err() {
-            bump(&counters.lease_lost);
+        if let Err(error) = settled {
+            if S::lease_gone(&error) {
+                bump(&counters.lease_lost);
+            } else {
+                bump(&counters.settle_errors);
+            }
         }
     }
 
@@ -783,35 +1157,37 @@ impl<T: Clone> Shared<T> {
     /// queue with `reason`.
     fn fail(
         &self,
-        lease: Lease<'_, T>,
+        lease: Lease<'_, T, S>,
         reason: Option<String>,
         panicked: bool,
         random: &mut XorShift,
-    ) -> Result<(), ReceiptError> {
+    ) -> Result<(), S::Error> {
         let counters = &self.counters;
         bump(&counters.failed);
         if panicked {
             bump(&counters.panicked);
         }
         if is_last_attempt(&lease, self.max_receives) {
-            let nack = Nack {
-                delay: Duration::ZERO,
-                reason: reason.map(Cow::Owned),
-            };
-            lease
-                .nack_with(nack)
-                .map(|()| bump(&counters.dead_lettered))
-        } else {
-            let delay = self.backoff.jittered(lease.receive_count(), random.unit());
+            return lease
+                .settle(|source, receipt| source.give_up(receipt, reason))
+                .map(|()| bump(&counters.dead_lettered));
+        }
+        let delay = self.backoff.jittered(lease.receive_count(), random.unit());
+        if self.delay_nacks {
             lease.nack_after(delay).map(|()| bump(&counters.retried))
+        } else {
+            // The backend cannot hold the message back for us: hold it here, then release.
+            bump(&counters.backoffs_waited);
+            self.wait_unless_stopping(delay);
+            lease.nack().map(|()| bump(&counters.retried))
         }
     }
 }
 
 /// The text of a handler's error, made only when `lease` is on its last receive (the text then
 /// goes with the message to the dead-letter queue).
-fn reason_if_last<T>(
-    lease: &Lease<'_, T>,
+fn reason_if_last<T, S: ?Sized + LeaseSource<T>>(
+    lease: &Lease<'_, T, S>,
     max_receives: Option<u32>,
     error: impl fmt::Display,
 ) -> Option<String> {
@@ -819,7 +1195,10 @@ fn reason_if_last<T>(
 }
 
 /// Whether `lease` is its message's last receive before the dead-letter queue takes over.
-fn is_last_attempt<T>(lease: &Lease<'_, T>, max_receives: Option<u32>) -> bool {
+fn is_last_attempt<T, S: ?Sized + LeaseSource<T>>(
+    lease: &Lease<'_, T, S>,
+    max_receives: Option<u32>,
+) -> bool {
     max_receives.is_some_and(|max| lease.receive_count() >= max)
 }
 
@@ -836,16 +1215,16 @@ fn panic_reason(payload: &(dyn Any + Send)) -> String {
 /// A worker's unsettled leases, mirrored, in the same order, by its receipts in
 /// `Shared::held` for the heartbeat. Dropping it gives back the leases that are left
 /// (received, not started) unused, after taking them out of the heartbeat's sight.
-struct Holding<'a, T> {
-    shared: &'a Shared<T>,
+struct Holding<'a, T, S: ?Sized + LeaseSource<T>> {
+    shared: &'a Shared<T, S>,
     index: usize,
-    leases: Vec<Lease<'a, T>>,
+    leases: Vec<Lease<'a, T, S>>,
 }
 
-impl<'a, T> Holding<'a, T> {
+impl<'a, T, S: ?Sized + LeaseSource<T>> Holding<'a, T, S> {
     /// Takes over `received` (leased no earlier than `since`, on the pool's clock), emptying
     /// it.
-    fn add(&mut self, received: &mut Vec<Delivery<T>>, since: Duration) {
+    fn add(&mut self, received: &mut Vec<S::Delivery>, since: Duration) {
         if received.is_empty() {
             return;
         }
@@ -855,7 +1234,7 @@ impl<'a, T> Holding<'a, T> {
         } else {
             held.renewed_at.min(since)
         };
-        held.receipts.extend(received.iter().map(Delivery::receipt));
+        held.receipts.extend(received.iter().map(S::receipt));
         drop(held);
         let queue = &*self.shared.queue;
         self.leases.extend(
@@ -867,13 +1246,13 @@ impl<'a, T> Holding<'a, T> {
 
     /// The first `n` leases, to settle: out of the heartbeat's sight first, so that it never
     /// changes the visibility of a lease being settled.
-    fn take(&mut self, n: usize) -> std::vec::Drain<'_, Lease<'a, T>> {
+    fn take(&mut self, n: usize) -> std::vec::Drain<'_, Lease<'a, T, S>> {
         lock(&self.shared.held[self.index]).receipts.drain(..n);
         self.leases.drain(..n)
     }
 }
 
-impl<T> Drop for Holding<'_, T> {
+impl<T, S: ?Sized + LeaseSource<T>> Drop for Holding<'_, T, S> {
     fn drop(&mut self) {
         let shared = self.shared;
         lock(&shared.held[self.index]).receipts.clear();
@@ -881,7 +1260,7 @@ impl<T> Drop for Holding<'_, T> {
             let delivery = lease.into_delivery();
             // A refusal means the lease is gone already (it expired, for example after a stop
             // that gave up turned the heartbeat off): nothing was given back, nothing counted.
-            if shared.queue.hand_back(delivery.receipt()).is_ok() {
+            if shared.queue.hand_back(&S::receipt(&delivery)).is_ok() {
                 bump(&shared.counters.released_unstarted);
             }
             // The body's `Drop` may panic: survived, as for a settled lease.
@@ -892,9 +1271,9 @@ impl<T> Drop for Holding<'_, T> {
 
 /// Counts a worker out when its thread ends, however it ends; the last one out stops the
 /// heartbeat (which a stop from a worker thread leaves running).
-struct WorkerExit<'a, T>(&'a Shared<T>);
+struct WorkerExit<'a, T, S: ?Sized + LeaseSource<T>>(&'a Shared<T, S>);
 
-impl<T> Drop for WorkerExit<'_, T> {
+impl<T, S: ?Sized + LeaseSource<T>> Drop for WorkerExit<'_, T, S> {
     fn drop(&mut self) {
         let mut lifecycle = self.0.lifecycle();
         lifecycle.live_workers -= 1;
@@ -917,6 +1296,9 @@ struct Counters {
     released_unstarted: AtomicU64,
     lease_lost: AtomicU64,
     body_panics: AtomicU64,
+    receive_errors: AtomicU64,
+    settle_errors: AtomicU64,
+    backoffs_waited: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -936,6 +1318,9 @@ impl Counters {
             released_unstarted: read(&self.released_unstarted),
             lease_lost: read(&self.lease_lost),
             body_panics: read(&self.body_panics),
+            receive_errors: read(&self.receive_errors),
+            settle_errors: read(&self.settle_errors),
+            backoffs_waited: read(&self.backoffs_waited),
         }
     }
 }
