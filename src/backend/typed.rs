@@ -17,7 +17,8 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::thread;
+use std::time::{Duration, Instant};
 
 /// Turns values into bytes and back.
 ///
@@ -127,7 +128,8 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> Codec<T> for Json {
 ///   ([`Backend::dead_letter`]: `"body does not decode: ..."`);
 /// * where the backend has no dead-letter queue ([`BackendError::Unsupported`]), releases it:
 ///   it stays on the queue for a fixed consumer, and comes back. Give such a backend a
-///   dead-letter queue, or it is received (and counted) again and again.
+///   dead-letter queue, or it is received (and counted) again and again: at most once per
+///   receive's `wait`, as a receive that released one sleeps out its wait (no hot loop).
 ///
 /// Either way it is counted: [`Typed::undecodable`] (all of them) and
 /// [`Typed::undecodable_released`] (those released for want of a dead-letter queue). A
@@ -209,8 +211,9 @@ where
     }
 
     /// Takes an undecodable body off the backend's hands: to the dead-letter queue with
-    /// `error` as the reason, or released where there is none; counted either way.
-    fn set_aside(&self, handle: &Handle, error: &DecodeError) {
+    /// `error` as the reason, or released where there is none; counted either way. Returns
+    /// whether it released it.
+    fn set_aside(&self, handle: &Handle, error: &DecodeError) -> bool {
         self.undecodable.seen.fetch_add(1, Ordering::Relaxed);
         let reason = format!("body does not decode: {error}");
         if let Err(BackendError::Unsupported(Feature::DeadLetter)) =
@@ -219,9 +222,11 @@ where
             self.undecodable.released.fetch_add(1, Ordering::Relaxed);
             // A refusal means the lease is gone already: the message comes back by itself.
             let _ = self.inner.release(handle);
+            return true;
         }
         // Any other refusal (a lost lease, a transient failure) leaves the message to come
         // back when its lease runs out, and be counted again.
+        false
     }
 }
 
@@ -285,8 +290,11 @@ where
     }
 
     /// Receives from the backend and decodes; bodies that do not decode are set aside as the
-    /// [`Typed`] docs say and not appended (so fewer than the backend returned may
-    /// arrive, and a call may return 0 before `wait` has passed).
+    /// [`Typed`] docs say and not appended, so fewer than the backend returned may arrive.
+    /// A call whose bodies all failed to decode keeps the long poll's promise: it receives
+    /// again for what is left of `wait`, or, if it released one (no dead-letter queue: it is
+    /// visible again at once), sleeps what is left of `wait` and returns 0, so that a poison
+    /// message costs one receive per `wait`, never a hot loop.
     fn receive(
         &self,
         out: &mut Vec<Incoming<T>>,
@@ -294,16 +302,30 @@ where
         wait: Duration,
         visibility: Option<Duration>,
     ) -> Result<usize, BackendError> {
+        let deadline = Instant::now().checked_add(wait);
+        let left = || deadline.map_or(wait, |end| end.saturating_duration_since(Instant::now()));
         let mut raw = Vec::with_capacity(max.min(self.inner.capabilities().max_batch));
-        self.inner.receive(&mut raw, max, wait, visibility)?;
         let before = out.len();
-        for incoming in raw {
-            match self.codec.decode(&incoming.body) {
-                Ok(value) => out.push(incoming.map_body(|_| value)),
-                Err(error) => self.set_aside(&incoming.handle, &error),
+        loop {
+            self.inner.receive(&mut raw, max, left(), visibility)?;
+            if raw.is_empty() {
+                return Ok(0);
+            }
+            let mut released = false;
+            for incoming in raw.drain(..) {
+                match self.codec.decode(&incoming.body) {
+                    Ok(value) => out.push(incoming.map_body(|_| value)),
+                    Err(error) => released |= self.set_aside(&incoming.handle, &error),
+                }
+            }
+            if out.len() > before || left().is_zero() {
+                return Ok(out.len() - before);
+            }
+            if released {
+                thread::sleep(left());
+                return Ok(0);
             }
         }
-        Ok(out.len() - before)
     }
 
     fn delete(&self, receipt: &Handle) -> Result<(), BackendError> {
