@@ -1,5 +1,10 @@
 //! The lease guard: settling consumes it, dropping it unsettled releases the message at once.
-//! Queue time is a `ManualClock`.
+//! On a `Queue` and, as `BackendLease`, on any backend (the queue through the trait, and a test
+//! wrapper without RabbitMQ's missing capabilities). Queue time is a `ManualClock`.
+
+#[path = "support/limited_backend.rs"]
+#[allow(dead_code)]
+mod limited_backend;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -277,4 +282,121 @@ fn lease_hand_back_gives_unused_work_back_uncounted() {
     let lease = q.try_receive_lease().unwrap();
     assert_eq!(lease.receive_count(), 1);
     lease.ack().unwrap();
+}
+
+// ---- leases on a backend ----------------------------------------------------------------
+
+mod on_a_backend {
+    use super::limited_backend::Limited;
+    use super::*;
+    use visq::{Backend, BackendError, BackendLease, DeathCause, Feature, Outgoing};
+
+    type Shared = Arc<dyn Backend<Body = u32>>;
+
+    /// `q` through the trait, with one message (body 1) sent.
+    fn backend_with_one(q: Arc<Queue<u32>>) -> Shared {
+        let backend: Shared = q;
+        backend.send(Outgoing::new(1)).unwrap();
+        backend
+    }
+
+    fn lease(backend: &Shared) -> BackendLease<'_, u32> {
+        let mut out = Vec::new();
+        backend.receive(&mut out, 1, Duration::ZERO, None).unwrap();
+        Lease::new(&**backend, out.pop().expect("a message is visible"))
+    }
+
+    #[test]
+    fn ack_deletes_and_drop_releases() {
+        let q = Arc::new(queue(&ManualClock::new()));
+        let backend = backend_with_one(q.clone());
+        drop(lease(&backend));
+        let again = lease(&backend);
+        assert_eq!((*again.body(), again.receive_count()), (1, 2));
+        assert!(std::ptr::eq(again.queue(), &*backend));
+        again.ack().unwrap();
+        let stats = q.stats();
+        assert_eq!((stats.released, stats.deleted, stats.in_flight), (1, 1, 0));
+    }
+
+    #[test]
+    fn nack_after_and_extend_move_the_deadline() {
+        let clock = ManualClock::new();
+        let q = Arc::new(queue(&clock));
+        let backend = backend_with_one(q.clone());
+        lease(&backend).nack_after(secs(5)).unwrap();
+        clock.advance(secs(5) - TICK);
+        assert!(q.try_receive().is_none());
+        clock.advance(TICK * 2);
+        let held = lease(&backend);
+        held.extend(secs(60)).unwrap();
+        clock.advance(secs(59));
+        assert!(q.try_receive().is_none());
+        held.ack().unwrap();
+    }
+
+    #[test]
+    fn hand_back_is_uncharged_where_the_backend_says_so() {
+        let clock = ManualClock::new();
+        let dlq: Arc<Queue<u32>> = Arc::new(Queue::builder().clock(clock.clone()).build().unwrap());
+        let q = Arc::new(queue_with_one_receive(&clock, &dlq));
+        let backend = backend_with_one(q.clone());
+        lease(&backend).hand_back().unwrap();
+        assert!(dlq.try_receive().is_none(), "a hand-back is no attempt");
+        assert_eq!(lease(&backend).receive_count(), 1);
+    }
+
+    #[test]
+    fn dead_letter_moves_it_now_with_the_reason() {
+        let clock = ManualClock::new();
+        let dlq: Arc<Queue<u32>> = Arc::new(Queue::builder().clock(clock.clone()).build().unwrap());
+        let q = Arc::new(queue_with_one_receive(&clock, &dlq));
+        let backend = backend_with_one(q.clone());
+        lease(&backend).dead_letter("cannot parse").unwrap();
+        let letters = dlq.dead_letters(1);
+        assert_eq!(
+            letters[0].cause,
+            DeathCause::Rejected {
+                reason: "cannot parse".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_lease_gone_is_stale_and_not_retried() {
+        let clock = ManualClock::new();
+        let q = Arc::new(queue(&clock));
+        let backend = backend_with_one(q.clone());
+        let first = lease(&backend);
+        clock.advance(secs(11));
+        assert_eq!(first.ack(), Err(BackendError::Stale));
+        assert_eq!(q.stats().refused_receipts, 1, "the drop tried again");
+        assert_eq!(lease(&backend).receive_count(), 2);
+    }
+
+    #[test]
+    fn where_a_lease_cannot_change_the_refusal_leaves_it_live_and_the_drop_releases() {
+        let clock = ManualClock::new();
+        let q = Arc::new(queue(&clock));
+        let backend: Shared = Arc::new(Limited::like_rabbitmq(q.clone()));
+        backend.send(Outgoing::new(1)).unwrap();
+        let held = lease(&backend);
+        assert_eq!(
+            held.extend(secs(60)),
+            Err(BackendError::Unsupported(Feature::ExtendLease))
+        );
+        assert_eq!(
+            held.nack_after(secs(5)),
+            Err(BackendError::Unsupported(Feature::ExtendLease))
+        );
+        // Released at once by the re-armed drop, not after 5 s.
+        let again = lease(&backend);
+        assert_eq!(again.receive_count(), 2);
+        // No dead-letter queue: refused, released too.
+        assert_eq!(
+            again.dead_letter("no"),
+            Err(BackendError::Unsupported(Feature::DeadLetter))
+        );
+        assert_eq!(lease(&backend).receive_count(), 3);
+    }
 }

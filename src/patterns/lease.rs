@@ -202,6 +202,10 @@ impl<T> LeaseSource<T> for dyn Backend<Body = T> {
 }
 
 /// A lease on a message received from any [`Backend`]; see [`Lease`].
+///
+/// The backend is a `'static` trait object, as behind an `Arc<dyn Backend<Body = T>>`: a
+/// function that takes the backend by reference to make leases writes
+/// `&(dyn Backend<Body = T> + 'static)` (a bare `&dyn Backend` there means a shorter one).
 pub type BackendLease<'b, T> = Lease<'b, T, dyn Backend<Body = T>>;
 
 /// A delivery that must be settled: acknowledged, given back, or given back later.
