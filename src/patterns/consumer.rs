@@ -9,20 +9,22 @@
 //! old. The rules that keep every lease covered, however long a batch gathers, a prefetch
 //! waits or a handler runs:
 //!
-//! * **Covered from its receive.** Every `receive_batch` call's deliveries join the set as
+//! * **Covered from its receive.** Every receive call's deliveries join the set as
 //!   soon as the call returns, also while a batch is still gathering, and are dated by a pool
 //!   clock reading taken *before* the call: the queue started the lease at or after that
 //!   reading, so the heartbeat can only be early, never late. The set's date is the earliest
 //!   of its members' (`Held::renewed_at`), and an extension re-dates the whole set from a
 //!   reading taken before it extends.
-//! * **Scheduled on the shorter timeout.** The first lease is the queue's, later ones the
-//!   pool's, so the heartbeat fires at `fraction` of the shorter of the two. A zero pool
+//! * **Scheduled on the shorter timeout.** The first lease is the queue's (on a backend the
+//!   pool asks for its own), later ones the pool's, so the heartbeat fires at `fraction` of
+//!   the shorter of the two. A zero pool
 //!   timeout is refused by `start` (it would make every extension a release).
 //! * **Out of the set before it is settled** (`Holding::take`), so the heartbeat never
 //!   changes the visibility of a lease a worker is settling.
 //! * **Given back unused when nobody started it.** What a stopping worker received but did
 //!   not start goes back by [`Queue::hand_back`], not by a release: its receive is not
-//!   charged, so it is never dead-lettered for an attempt nobody made.
+//!   charged, so it is never dead-lettered for an attempt nobody made (on a backend that
+//!   charges every hand-back this is the one rule that cannot hold: see [`Consumer`]).
 //!
 //! A worker survives panics outside the handler too: a body's `Clone` panicking in a receive
 //! (the queue puts that message back; the worker keeps what the call had received and waits
@@ -32,7 +34,8 @@
 //! [`ConsumerStats::body_panics`].
 //!
 //! The pool's dead-letter limit must be the queue's: the pool releases a message at once on
-//! its last receive only because the queue then moves it to its dead-letter queue. A limit the
+//! its last receive only because the queue then moves it to its dead-letter queue (on a
+//! backend, it sends it there with [`Backend::dead_letter`]). A limit the
 //! queue does not share would redeliver it at once, with no backoff (a hot loop), so `start`
 //! refuses it.
 //!
@@ -150,14 +153,15 @@ pub struct ConsumerStats {
     /// Failed messages given back after a backoff, to be tried again.
     pub retried: u64,
     /// Failed messages on their last allowed receive, released for the queue to move to its
-    /// dead-letter queue.
+    /// dead-letter queue (on a backend: sent there by [`Backend::dead_letter`]).
     pub dead_lettered: u64,
     /// Failures that were panics (also counted in `failed`).
     pub panicked: u64,
     /// Lease extensions made by the heartbeat.
     pub extended: u64,
     /// Messages received but not started when the pool stopped, given back at once with
-    /// [`Queue::hand_back`]: their receive is not charged against the dead-letter limit. A
+    /// [`Queue::hand_back`]: their receive is not charged against the dead-letter limit (on a
+    /// backend, [`Backend::hand_back`]: charged where the backend cannot do otherwise). A
     /// lease that had already expired (the queue redelivers it) is not counted here.
     pub released_unstarted: u64,
     /// Settlements the queue refused because the lease had already ended (it expired, so the
@@ -181,16 +185,20 @@ pub struct ConsumerStats {
 /// What a [`Consumer`] runs on: the in-process [`Queue<T>`] or `dyn Backend<Body = T>`
 /// (sealed, like [`LeaseSource`]). Its methods are the crate's own.
 pub trait ConsumerSource<T>: LeaseSource<T> + Send + Sync {
-    /// Receives up to `max` into `out`, waiting up to `wait`; leased for `visibility` where
-    /// the source takes one (a [`Queue`] leases for its own timeout).
+    /// Receives up to `max` into `out`, waiting up to `wait` (at most
+    /// [`ConsumerSource::max_wait`]); leased for `visibility` (`None`: the source's default),
+    /// where the source takes one (a [`Queue`] leases for its own timeout).
     #[doc(hidden)]
     fn receive_into(
         &self,
         out: &mut Vec<Self::Delivery>,
         max: usize,
         wait: Duration,
-        visibility: Duration,
+        visibility: Option<Duration>,
     ) -> Result<usize, BackendError>;
+    /// The longest wait one receive may make.
+    #[doc(hidden)]
+    fn max_wait(&self) -> Duration;
     /// The first lease a receive gives, for a pool whose own timeout is `pool`.
     #[doc(hidden)]
     fn first_lease(&self, pool: Duration) -> Duration;
@@ -226,9 +234,13 @@ impl<T: Clone + Send> ConsumerSource<T> for Queue<T> {
         out: &mut Vec<Self::Delivery>,
         max: usize,
         wait: Duration,
-        _visibility: Duration,
+        _visibility: Option<Duration>,
     ) -> Result<usize, BackendError> {
         Ok(self.receive_batch(out, max, wait))
+    }
+
+    fn max_wait(&self) -> Duration {
+        MAX_TIMEOUT
     }
 
     fn first_lease(&self, _pool: Duration) -> Duration {
@@ -279,11 +291,13 @@ impl<T: Send + 'static> ConsumerSource<T> for dyn Backend<Body = T> {
         out: &mut Vec<Incoming<T>>,
         max: usize,
         wait: Duration,
-        visibility: Duration,
+        visibility: Option<Duration>,
     ) -> Result<usize, BackendError> {
-        let capabilities = self.capabilities();
-        let visibility = capabilities.leases_expire.then_some(visibility);
-        self.receive(out, max, wait.min(capabilities.max_wait), visibility)
+        self.receive(out, max, wait, visibility)
+    }
+
+    fn max_wait(&self) -> Duration {
+        self.capabilities().max_wait
     }
 
     fn first_lease(&self, pool: Duration) -> Duration {
@@ -421,8 +435,9 @@ where
         self
     }
 
-    /// How long each receive long-polls (default 100 ms, at least 1 ms, wall-clock). A stop is
-    /// noticed within this time.
+    /// How long each receive long-polls (default 100 ms, at least 1 ms, wall-clock; at most a
+    /// backend's [`Capabilities::max_wait`](crate::Capabilities::max_wait)). A stop is noticed
+    /// within this time.
     pub fn poll_wait(mut self, wait: Duration) -> Self {
         self.poll_wait = wait.max(Duration::from_millis(1));
         self
@@ -593,12 +608,22 @@ where
             ..fetch
         };
         let delay_nacks = self.queue.can_delay_nack();
+        // Where leases do not expire, ask for none.
+        let receive_visibility = self
+            .queue
+            .leases_expire()
+            .then_some(self.visibility_timeout);
+        let poll_wait = self
+            .poll_wait
+            .min(self.queue.max_wait())
+            .max(Duration::from_millis(1));
         let shared = Arc::new(Shared {
             delay_nacks,
+            receive_visibility,
             queue: self.queue,
             handler,
             fetch,
-            poll_wait: self.poll_wait,
+            poll_wait,
             visibility_timeout: self.visibility_timeout,
             max_receives: self.max_receives,
             backoff: self.backoff,
@@ -660,9 +685,6 @@ where
 /// that drives the queue with a [`ManualClock`] also gives it to the pool
 /// with [`ConsumerBuilder::clock`].
 ///
-/// The same pool runs on any [`Backend`] ([`Consumer::backend_builder`]); where a backend
-/// cannot do something the pool degrades as follows.
-///
 /// # On a backend
 ///
 /// [`Consumer::backend_builder`] runs the same pool on any `Arc<dyn Backend<Body = T>>` (a
@@ -704,6 +726,7 @@ where
 /// The in-process pool ([`Consumer::builder`]) is the same code with [`Queue`] as the source:
 /// its receive buffers and leases allocate nothing per message.
 ///
+/// # Dropping
 ///
 /// Dropping a consumer stops it like [`Consumer::stop`] without a deadline: it waits for the
 /// running handlers, unless [`Consumer::stop`] was called already (its deadline bounds the
@@ -880,6 +903,8 @@ struct Shared<T, S: ?Sized + LeaseSource<T>> {
     backoff: Backoff,
     /// Whether a failed lease's backoff is a delayed nack (else the worker waits it out).
     delay_nacks: bool,
+    /// The visibility each receive asks for: the pool's, or none where leases do not expire.
+    receive_visibility: Option<Duration>,
     clock: Clock,
     stopping: AtomicBool,
     /// Per worker, the receipts it holds (received, not yet settled). A receipt leaves this
@@ -1091,7 +1116,7 @@ impl<T, S: ?Sized + ConsumerSource<T>> Shared<T, S> {
         let max = max.min(self.fetch.max);
         let survived = self.survive(|| {
             self.queue
-                .receive_into(received, max, wait, self.visibility_timeout)
+                .receive_into(received, max, wait, self.receive_visibility)
         });
         let taken = received.len();
         holding.add(received, since);
