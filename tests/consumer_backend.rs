@@ -235,6 +235,52 @@ fn transient_receive_errors_back_off_and_are_counted() {
 }
 
 #[test]
+fn a_failed_receive_waits_the_pools_backoff() {
+    let clock = ManualClock::new();
+    let q = queue(&clock);
+    let backend = Arc::new(Limited::new(q.clone(), |_| {}));
+    backend.failing_receives.store(1, Ordering::SeqCst);
+    send(&*q, 1);
+    let backoff_wait = Duration::from_millis(50);
+    let started = Instant::now();
+    let consumer = pool(backend.clone(), &clock)
+        .backoff(backoff(backoff_wait))
+        .start(|_: &u32| Ok::<(), &str>(()))
+        .unwrap();
+    wait_until("it is processed", || consumer.stats().processed == 1);
+    let elapsed = started.elapsed();
+    assert!(consumer.stop(secs(10)));
+    // The message was there from the start: only the backoff after the failure delayed it.
+    assert!(elapsed >= backoff_wait, "processed after {elapsed:?}");
+    assert_eq!(consumer.stats().receive_errors, 1);
+}
+
+#[test]
+fn a_panicking_handler_on_a_backend_is_retried_and_the_worker_lives() {
+    let clock = ManualClock::new();
+    let (q, dlq) = queue_with_dlq(&clock, 2);
+    let consumer = pool(q.clone(), &clock)
+        .backoff(backoff(Duration::ZERO))
+        .start(|n: &u32| -> Result<(), &str> { panic!("handler crashed on {n}") })
+        .unwrap();
+    send(&*q, 3);
+    wait_until("it is dead-lettered", || {
+        consumer.stats().dead_lettered == 1
+    });
+    // The worker survived both panics and still takes work.
+    send(&*q, 4);
+    wait_until("the next one is tried", || consumer.stats().failed >= 3);
+    assert!(consumer.stop(secs(10)));
+    assert!(consumer.stats().panicked >= 3);
+    match &dlq.dead_letters(1)[0].cause {
+        DeathCause::Rejected { reason } => {
+            assert_eq!(reason, "the handler panicked: handler crashed on 3")
+        }
+        other => panic!("dead-lettered as {other:?}"),
+    }
+}
+
+#[test]
 fn where_leases_never_expire_no_visibility_is_asked() {
     let clock = ManualClock::new();
     let q = queue(&clock);
