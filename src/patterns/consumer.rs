@@ -503,7 +503,8 @@ where
     }
 
     /// Starts the pool with a handler for batches: up to `size` messages (at most the queue's
-    /// capacity or a backend's [`Capabilities::max_batch`](crate::Capabilities::max_batch)), or whatever arrived within `max_wait` (wall-clock) of the first. Leases are
+    /// capacity or a backend's [`Capabilities::max_batch`](crate::Capabilities::max_batch)),
+    /// or whatever arrived within `max_wait` (wall-clock) of the first. Leases are
     /// heartbeated from their receive, also while the batch gathers. The handler returns one
     /// outcome per lease, in order; each is settled on its own, and a lease without an outcome
     /// counts as failed. A panic fails the whole batch.
