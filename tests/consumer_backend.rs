@@ -301,6 +301,25 @@ fn where_leases_never_expire_no_visibility_is_asked() {
 }
 
 #[test]
+fn where_leases_never_expire_any_visibility_setting_starts() {
+    let clock = ManualClock::new();
+    let q = queue(&clock);
+    // A broker without visibility timeouts may say its longest is zero.
+    let backend = Arc::new(Limited::new(q.clone(), |c| {
+        c.leases_expire = false;
+        c.max_visibility = Duration::ZERO;
+    }));
+    for visibility in [None, Some(Duration::ZERO), Some(secs(3600))] {
+        let mut builder = Consumer::backend_builder(backend.clone()).clock(clock.clone());
+        if let Some(visibility) = visibility {
+            builder = builder.visibility_timeout(visibility);
+        }
+        let consumer = builder.start(|_: &u32| Ok::<(), &str>(())).unwrap();
+        assert!(consumer.stop(secs(10)), "{visibility:?}");
+    }
+}
+
+#[test]
 fn where_leases_never_expire_no_heartbeat_runs() {
     let clock = ManualClock::new();
     let q = queue(&clock);

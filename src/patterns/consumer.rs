@@ -400,7 +400,7 @@ where
     ///
     /// On a backend it is also each receive's lease (default 30 s); one over the backend's
     /// [`Capabilities::max_visibility`](crate::Capabilities::max_visibility) is refused by
-    /// `start`.
+    /// `start`. Where leases do not expire it is not used (and not checked).
     pub fn visibility_timeout(mut self, timeout: Duration) -> Self {
         self.visibility_timeout = timeout.min(MAX_TIMEOUT);
         self
@@ -569,11 +569,13 @@ where
                 self.workers
             ));
         }
-        if self.visibility_timeout.is_zero() {
+        // Where leases do not expire the pool neither asks for nor extends one: any value does.
+        let leases_expire = self.queue.leases_expire();
+        if leases_expire && self.visibility_timeout.is_zero() {
             return invalid("a zero visibility timeout: every extension would release".into());
         }
         let most = self.queue.max_visibility();
-        if self.visibility_timeout > most {
+        if leases_expire && self.visibility_timeout > most {
             return invalid(format!(
                 "a visibility timeout of {:?}: the backend allows at most {most:?}",
                 self.visibility_timeout
@@ -776,8 +778,12 @@ impl<T: Send + 'static> Consumer<T, dyn Backend<Body = T>> {
     pub fn backend_builder(
         backend: Arc<dyn Backend<Body = T>>,
     ) -> ConsumerBuilder<T, dyn Backend<Body = T>> {
-        let visibility_timeout =
-            DEFAULT_BACKEND_VISIBILITY.min(backend.capabilities().max_visibility);
+        let capabilities = backend.capabilities();
+        let visibility_timeout = if capabilities.leases_expire {
+            DEFAULT_BACKEND_VISIBILITY.min(capabilities.max_visibility)
+        } else {
+            DEFAULT_BACKEND_VISIBILITY
+        };
         ConsumerBuilder::new(backend, visibility_timeout)
     }
 }
