@@ -229,9 +229,10 @@ pub fn broker_address(var: &str, backend: &str, start: &str) -> Option<String> {
 /// One case: a name and the test.
 pub type Case = (&'static str, fn(&mut Ctx<'_>));
 
-// The worker pool over the trait (`Consumer::backend_builder`) comes with the patterns' branch:
-// the merge with it removes this `cfg(any())` and the one in `all_cases`. Until then `run` says
-// that these cases were not compiled in.
+// The worker pool over the trait (`Consumer::backend_builder`) comes with the patterns' branch.
+// Until it is merged, the pool's cases are compiled out by the always-false `cfg(any())` below
+// and in `all_cases`, and `run` says so (`POOL_CASES`). The merge makes `mod pool` unconditional,
+// has `all_cases` chain `pool::CASES`, and drops `POOL_CASES` and its note.
 #[cfg(any())]
 mod pool;
 
