@@ -49,11 +49,7 @@ fn the_in_process_queue_conforms() {
         backend: "in-process",
         time,
         stale_receipts: StaleReceipts::Refused,
-        known_gaps: &[(
-            "wait_over_limit",
-            "src/backend/in_process.rs passes any wait to Queue::receive although \
-             capabilities().max_wait is MAX_TIMEOUT; reported to the lead",
-        )],
+        known_gaps: &[],
         // Nothing outlives a queue: dropping it is the teardown.
         build: Box::new(move |setup| {
             Ok(Subject::new(Arc::new(queue(setup, &clock, tick)?), || {

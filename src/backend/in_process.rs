@@ -72,6 +72,7 @@ impl<T: Clone + Send + Sync + 'static> Backend for Queue<T> {
             }
             check_timeout(Limit::VisibilityMillis, visibility)?;
         }
+        check_timeout(Limit::WaitMillis, wait)?;
         if max == 0 {
             return Ok(0);
         }
