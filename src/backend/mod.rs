@@ -14,3 +14,5 @@
 
 pub(crate) mod contract;
 pub(crate) mod in_process;
+#[cfg(feature = "sqs")]
+pub(crate) mod sqs;
