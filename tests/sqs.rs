@@ -359,6 +359,35 @@ fn fifo_keeps_group_order_and_drops_a_repeated_dedup_id() {
     );
 }
 
+/// A FIFO batch larger than one call keeps its order across the calls it is split into.
+#[test]
+fn a_fifo_batch_of_25_arrives_in_order() {
+    let Some(url) = endpoint() else {
+        return;
+    };
+    let sqs = Fresh::build(
+        Sqs::builder(&fresh_name("fifo-split"))
+            .endpoint_url(&url)
+            .fifo(true),
+    );
+    let sent: Vec<String> = (0..25).map(|i| format!("step {i}")).collect();
+    let batch = sent.iter().map(|body| text(body.as_bytes())).collect();
+    assert!(sqs.send_batch(batch).iter().all(Result::is_ok));
+    let mut order = Vec::new();
+    let mut empty = 0;
+    while order.len() < sent.len() && empty < 3 {
+        let mut got = Vec::new();
+        sqs.receive(&mut got, 10, SECOND, None).unwrap();
+        empty = if got.is_empty() { empty + 1 } else { 0 };
+        for message in got {
+            assert_eq!(message.group.as_deref(), Some("default"));
+            order.push(body_of(&message));
+            sqs.delete(&message.handle).unwrap();
+        }
+    }
+    assert_eq!(order, sent);
+}
+
 /// Forwards TCP to `target` and counts the bytes sent towards it.
 struct CountingProxy {
     url: String,

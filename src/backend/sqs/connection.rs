@@ -3,7 +3,8 @@
 //! aws-sdk-sqs is async. The adapter owns a small multi-thread tokio runtime (two worker
 //! threads run the connection pool's I/O and timers) and each blocking trait call drives its
 //! request with [`Runtime::block_on`] on the caller's own thread, so any number of threads
-//! can call at once. A call made from inside an async runtime (where blocking would stall the
+//! can call at once; a call made of several requests (a batch send split in calls of ten)
+//! runs them concurrently on the workers. A call made from inside an async runtime (where blocking would stall the
 //! runtime, and tokio would panic) is refused with a [`BackendError::Fatal`] that says to move
 //! it onto a blocking thread.
 //!
@@ -96,6 +97,36 @@ impl Connection {
             .as_ref()
             .expect("the runtime is only taken by the drop");
         Ok(runtime.block_on(request))
+    }
+
+    /// Runs every request at once (on the runtime's workers) and waits for all; their
+    /// outputs in order. A request that panicked is answered with a [`BackendError::Fatal`].
+    pub(super) fn run_all<F>(
+        &self,
+        requests: Vec<F>,
+    ) -> Result<Vec<Result<F::Output, BackendError>>, BackendError>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        refuse_inside_async()?;
+        let runtime = self
+            .runtime
+            .as_ref()
+            .expect("the runtime is only taken by the drop");
+        let running: Vec<_> = requests
+            .into_iter()
+            .map(|request| runtime.spawn(request))
+            .collect();
+        Ok(runtime.block_on(async {
+            let mut outputs = Vec::with_capacity(running.len());
+            for request in running {
+                outputs.push(request.await.map_err(|error| {
+                    BackendError::Fatal(format!("an SQS request did not finish: {error}"))
+                }));
+            }
+            outputs
+        }))
     }
 }
 

@@ -45,7 +45,7 @@ const DEFAULT_GROUP: &str = "default";
 ///
 /// | trait | SQS |
 /// |---|---|
-/// | `send_batch` | `SendMessageBatch`, split into calls of at most 10 entries and 256 KiB; an entry over a limit, or asking what the queue cannot do, is refused before any call |
+/// | `send_batch` | `SendMessageBatch`, split into calls of at most 10 entries and 256 KiB (concurrent on a standard queue, one after another on a FIFO queue, so a group keeps its order); an entry over a limit, or asking what the queue cannot do, is refused before any call |
 /// | `receive` | `ReceiveMessage` of up to 10 messages (a larger `max` gets 10), long-polling up to 20 s, with `ApproximateReceiveCount`, the message group and every message attribute |
 /// | `delete`, `delete_batch` | `DeleteMessage`, `DeleteMessageBatch` (at most 10 entries: [`Limit::BatchEntries`](crate::Limit::BatchEntries) beyond) |
 /// | `change_visibility`, `change_visibility_batch`, `release` | `ChangeMessageVisibility`, `ChangeMessageVisibilityBatch` (at most 10); zero is a release, and the next receive counts one more |
@@ -235,35 +235,6 @@ impl Sqs {
         Ok((request, size))
     }
 
-    /// Sends one call's worth of entries; their results, by entry id.
-    fn send_chunk(
-        &self,
-        entries: Vec<SendMessageBatchRequestEntry>,
-    ) -> Result<HashMap<String, Result<Accepted, BackendError>>, BackendError> {
-        let client = self.connection.client();
-        let output = self
-            .connection
-            .run(
-                client
-                    .send_message_batch()
-                    .queue_url(&self.url)
-                    .set_entries(Some(entries))
-                    .send(),
-            )?
-            .map_err(errors::from_sdk)?;
-        let mut results = HashMap::new();
-        for sent in output.successful() {
-            let accepted = Accepted {
-                id: MessageKey::text(sent.message_id()),
-            };
-            results.insert(sent.id().to_owned(), Ok(accepted));
-        }
-        for failed in output.failed() {
-            results.insert(failed.id().to_owned(), Err(errors::from_entry(failed)));
-        }
-        Ok(results)
-    }
-
     /// Runs `f` on the kept messages.
     fn keep<R>(&self, f: impl FnOnce(&mut Received) -> R) -> R {
         // Nothing panics while holding the lock; a poisoned map is still consistent.
@@ -392,27 +363,48 @@ impl Backend for Sqs {
                 Err(error) => results.push(Some(Err(error))),
             }
         }
-        for chunk in chunks {
-            let ids: Vec<usize> = chunk
-                .iter()
-                .map(|entry| entry.id().parse().expect("ids are indices"))
-                .collect();
-            match self.send_chunk(chunk) {
-                Ok(mut answered) => {
-                    for index in ids {
-                        let answer = answered.remove(&index.to_string()).unwrap_or_else(|| {
-                            Err(BackendError::Fatal(
-                                "SQS gave no result for this entry".into(),
-                            ))
-                        });
-                        results[index] = Some(answer);
-                    }
-                }
-                Err(error) => {
-                    for index in ids {
-                        results[index] = Some(Err(error.clone()));
-                    }
-                }
+        // One call per chunk.
+        let client = self.connection.client();
+        let (ids, calls): (Vec<Vec<usize>>, Vec<_>) = chunks
+            .into_iter()
+            .map(|chunk| {
+                let ids = chunk
+                    .iter()
+                    .map(|entry| entry.id().parse().expect("ids are indices"))
+                    .collect();
+                let call = client
+                    .send_message_batch()
+                    .queue_url(&self.url)
+                    .set_entries(Some(chunk))
+                    .send();
+                (ids, call)
+            })
+            .unzip();
+        // A FIFO queue's calls go one after another: concurrent ones could land out of order.
+        let outputs = if self.fifo {
+            calls
+                .into_iter()
+                .map(|call| self.connection.run(call))
+                .collect()
+        } else {
+            match self.connection.run_all(calls) {
+                Ok(outputs) => outputs,
+                Err(error) => ids.iter().map(|_| Err(error.clone())).collect(),
+            }
+        };
+        for (ids, output) in ids.into_iter().zip(outputs) {
+            let mut answered = output
+                .and_then(|sent| sent.map_err(errors::from_sdk))
+                .map(|output| send_answers(&output));
+            for index in ids {
+                results[index] = Some(match &mut answered {
+                    Ok(answers) => answers.remove(&index.to_string()).unwrap_or_else(|| {
+                        Err(BackendError::Fatal(
+                            "SQS gave no result for this entry".into(),
+                        ))
+                    }),
+                    Err(error) => Err(error.clone()),
+                });
             }
         }
         results
@@ -698,7 +690,22 @@ impl Sqs {
     }
 }
 
-/// A batch call's per-entry answers, by entry id.
+/// A batch send's per-entry answers, by entry id.
+fn send_answers(
+    output: &aws_sdk_sqs::operation::send_message_batch::SendMessageBatchOutput,
+) -> HashMap<String, Result<Accepted, BackendError>> {
+    let accepted = output.successful().iter().map(|sent| {
+        let id = MessageKey::text(sent.message_id());
+        (sent.id().to_owned(), Ok(Accepted { id }))
+    });
+    let failed = output
+        .failed()
+        .iter()
+        .map(|entry| (entry.id().to_owned(), Err(errors::from_entry(entry))));
+    accepted.chain(failed).collect()
+}
+
+/// A batch settlement's per-entry answers, by entry id.
 fn batch_answers<'a>(
     successful: impl Iterator<Item = &'a str>,
     failed: &[aws_sdk_sqs::types::BatchResultErrorEntry],
