@@ -21,6 +21,7 @@
 //!
 //! | limit | [`Limit`] | checked on |
 //! |---|---|---|
+//! | 10 attributes per message, the encoding marker included | none: [`BackendError::Fatal`] | each send entry |
 //! | 256 KiB per message: the body as sent plus each attribute's name, type (`String`) and value, as SQS counts it | `BodyBytes` | each send entry |
 //! | 10 entries per call | `BatchEntries` | `delete_batch`, `change_visibility_batch` (`send_batch` splits instead) |
 //! | 15 minutes of delay | `DelayMillis` | each send entry |
@@ -41,6 +42,8 @@ use std::time::Duration;
 pub(super) const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 /// Most entries in one batch call, and most messages in one receive.
 pub(super) const MAX_BATCH: usize = 10;
+/// Most message attributes SQS takes on one message.
+pub(super) const MAX_ATTRIBUTES: usize = 10;
 /// Longest per-message delay.
 pub(super) const MAX_DELAY: Duration = Duration::from_secs(15 * 60);
 /// Longest visibility timeout.
@@ -88,6 +91,13 @@ impl WireMessage {
         if let Some(encoding) = encoding {
             wire.attributes
                 .insert(ENCODING.to_owned(), string_attribute(encoding));
+        }
+        if wire.attributes.len() > MAX_ATTRIBUTES {
+            return Err(BackendError::Fatal(format!(
+                "SQS takes at most {MAX_ATTRIBUTES} attributes on a message; this one has {} \
+                 (a body that is not SQS text uses one for its encoding)",
+                wire.attributes.len()
+            )));
         }
         BackendError::check_limit(
             Limit::BodyBytes,
@@ -265,6 +275,16 @@ mod tests {
         // "String", "base64"): 4 * 65,529 + 25 <= 256 KiB < 4 * 65,530 + 25.
         assert!(WireMessage::encode(&vec![0u8; 3 * 65_529], &[]).is_ok());
         assert!(WireMessage::encode(&vec![0u8; 3 * 65_529 + 1], &[]).is_err());
+    }
+
+    #[test]
+    fn ten_attributes_fit_the_marker_counts() {
+        let ten: Vec<_> = (0..10).map(|i| (format!("a{i}"), "v".to_owned())).collect();
+        assert!(WireMessage::encode(b"text", &ten).is_ok());
+        assert!(matches!(
+            WireMessage::encode(b"\xff", &ten),
+            Err(BackendError::Fatal(message)) if message.contains("11")
+        ));
     }
 
     #[test]
