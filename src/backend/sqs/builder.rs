@@ -3,6 +3,7 @@
 use super::connection::{Connection, Endpoint};
 use super::{errors, wire, Sqs};
 use crate::BackendError;
+use aws_sdk_sqs::error::ProvideErrorMetadata;
 use aws_sdk_sqs::types::QueueAttributeName;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -135,28 +136,27 @@ impl SqsBuilder {
                     QueueAttributeName::RedrivePolicy,
                     format!(r#"{{"deadLetterTargetArn":"{arn}","maxReceiveCount":{receives}}}"#),
                 );
-                Some(Arc::new(Sqs::new(
+                let queue = Sqs::new(
                     Arc::clone(&connection),
                     dead_letter_name,
                     url,
                     self.fifo,
                     Duration::from_secs(visibility as u64),
                     None,
-                )))
+                );
+                Some((Arc::new(queue), receives))
             }
             None => None,
         };
         let url = create_queue(&connection, &name, self.fifo, attributes)?;
-        let mut queue = Sqs::new(
+        Ok(Sqs::new(
             connection,
             name,
             url,
             self.fifo,
             Duration::from_secs(visibility as u64),
             dead_letters,
-        );
-        queue.max_receives = self.max_receives;
-        Ok(queue)
+        ))
     }
 
     fn full_name(&self, base: &str) -> String {
@@ -243,7 +243,7 @@ fn create_queue(
         Ok(output) => output
             .queue_url
             .ok_or_else(|| BackendError::Fatal(format!("CreateQueue {name} answered no URL"))),
-        Err(error) if error_code(&error) == Some("QueueAlreadyExists") => {
+        Err(error) if error.code() == Some("QueueAlreadyExists") => {
             let url = connection
                 .run(client.get_queue_url().queue_name(name).send())?
                 .map_err(errors::from_sdk)?
@@ -264,10 +264,6 @@ fn create_queue(
         }
         Err(error) => Err(errors::from_sdk(error)),
     }
-}
-
-fn error_code<E: aws_sdk_sqs::error::ProvideErrorMetadata>(error: &E) -> Option<&str> {
-    error.code()
 }
 
 fn queue_arn(connection: &Connection, url: &str) -> Result<String, BackendError> {

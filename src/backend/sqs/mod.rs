@@ -107,8 +107,8 @@ pub struct Sqs {
     received: Mutex<Received>,
 }
 
-#[derive(Clone)]
 /// A received message as it came over the wire, until its lease is settled or over.
+#[derive(Clone)]
 struct Kept {
     body: String,
     attributes: HashMap<String, MessageAttributeValue>,
@@ -140,15 +140,16 @@ impl Sqs {
         url: String,
         fifo: bool,
         visibility: Duration,
-        dead_letters: Option<Arc<Sqs>>,
+        dead_letters: Option<(Arc<Sqs>, u32)>,
     ) -> Self {
+        let (dead_letters, max_receives) = dead_letters.unzip();
         Self {
             connection,
             name,
             url,
             fifo,
             visibility,
-            max_receives: None,
+            max_receives,
             dead_letters,
             received: Mutex::new(Received::default()),
         }
@@ -178,16 +179,19 @@ impl Sqs {
         }
     }
 
-    /// Deletes the queue and its dead-letter queue, messages and all.
+    /// Deletes the queue and its dead-letter queue, messages and all. Tries both; the first
+    /// error, if any.
     pub fn delete_queues(&self) -> Result<(), BackendError> {
         let client = self.connection.client();
-        self.connection
-            .run(client.delete_queue().queue_url(&self.url).send())?
-            .map_err(errors::from_sdk)?;
-        match &self.dead_letters {
+        let deleted = self
+            .connection
+            .run(client.delete_queue().queue_url(&self.url).send())
+            .and_then(|sent| sent.map(drop).map_err(errors::from_sdk));
+        let dead_letters_deleted = match &self.dead_letters {
             Some(dead_letters) => dead_letters.delete_queues(),
             None => Ok(()),
-        }
+        };
+        deleted.and(dead_letters_deleted)
     }
 
     /// Why `entry` cannot be sent to this queue, if it cannot (before encoding it).
