@@ -293,6 +293,42 @@ fn without_max_receives_there_is_no_dead_letter_queue() {
     sqs.delete(&got[0].handle).unwrap();
 }
 
+#[test]
+fn purge_empties_the_queue_and_its_dead_letter_queue() {
+    let Some(sqs) = queue("purge", |b| b.max_receives(3)) else {
+        return;
+    };
+    let sent = sqs.send_batch(vec![text(b"1"), text(b"2"), text(b"3")]);
+    assert!(sent.iter().all(Result::is_ok));
+    let dead_letters = sqs.dead_letter_queue().unwrap();
+    dead_letters.send(text(b"dead")).unwrap();
+    sqs.purge().unwrap();
+    assert_empty(&*sqs);
+    assert_empty(&*dead_letters);
+}
+
+/// On a FIFO queue the dead-letter copy goes to `{queue}-dlq.fifo` in the original's group.
+#[test]
+fn a_fifo_dead_letter_keeps_its_group() {
+    let Some(url) = endpoint() else {
+        return;
+    };
+    let sqs = Fresh::build(
+        Sqs::builder(&fresh_name("fifo-dl"))
+            .endpoint_url(&url)
+            .fifo(true)
+            .max_receives(4),
+    );
+    sqs.send(text(b"bad").group("orders")).unwrap();
+    let got = receive_some(&*sqs, 1);
+    sqs.dead_letter(&got[0].handle, "handler gave up").unwrap();
+    let dead = receive_some(&*sqs.dead_letter_queue().unwrap(), 1);
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].body, b"bad");
+    assert_eq!(dead[0].group.as_deref(), Some("orders"));
+    assert_empty(&*sqs);
+}
+
 /// FIFO: order within a group, and a deduplication id drops a repeat. moto's deduplication is
 /// narrower than AWS's (it only covers messages still in the queue, AWS five minutes deleted or
 /// not), so the repeat here is sent while the original is still queued, which both promise.

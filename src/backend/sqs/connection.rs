@@ -151,3 +151,50 @@ fn refuse_inside_async() -> Result<(), BackendError> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local() -> Endpoint {
+        Endpoint {
+            url: Some("http://127.0.0.1:9".into()),
+            region: "us-east-1".into(),
+            credentials: ("test".into(), "test".into()),
+            session_token: None,
+        }
+    }
+
+    #[test]
+    fn blocking_calls_are_refused_inside_an_async_runtime_not_a_panic() {
+        let connection = Connection::open(local()).unwrap();
+        let outer = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        outer.block_on(async {
+            assert!(matches!(
+                connection.run(async { 1 }),
+                Err(BackendError::Fatal(message)) if message.contains("spawn_blocking")
+            ));
+            assert!(matches!(
+                connection.run_all(vec![async { 1 }]),
+                Err(BackendError::Fatal(_))
+            ));
+            assert!(matches!(
+                Connection::open(local()),
+                Err(BackendError::Fatal(_))
+            ));
+            // Dropping one in here does not panic either.
+            drop(connection);
+        });
+    }
+
+    #[test]
+    fn run_all_answers_in_order() {
+        let connection = Connection::open(local()).unwrap();
+        let outputs = connection
+            .run_all((0..5).map(|i| async move { i * 10 }).collect())
+            .unwrap();
+        assert_eq!(outputs, (0..5).map(|i| Ok(i * 10)).collect::<Vec<_>>());
+    }
+}
