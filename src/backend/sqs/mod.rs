@@ -57,6 +57,12 @@ const DEFAULT_GROUP: &str = "default";
 ///
 /// # What SQS cannot do, and how the adapter says so
 ///
+/// * **Bodies are text**: bytes that are not SQS text (or are empty) travel as base64 with a
+///   `visq.encoding` attribute, which the receive removes; such a body counts a third larger
+///   against the 256 KiB limit, and leaves room for 9 attributes of its own instead of 10.
+/// * **Time is whole seconds**: delays and visibility timeouts are rounded up to the next
+///   second (a deadline is never early, at most a second late), long-poll waits down (a wait
+///   under a second is a short poll).
 /// * **Receive counts are approximate** ([`ReceiveCount::Approximate`], SQS's
 ///   `ApproximateReceiveCount`).
 /// * **A hand-back is a release**: SQS counts every receive, so [`Backend::hand_back`] charges
@@ -86,8 +92,10 @@ const DEFAULT_GROUP: &str = "default";
 ///
 /// The tests run on moto (`.ci/moto.sh`), which differs from AWS where it matters here: FIFO
 /// deduplication only covers messages still in the queue (AWS: five minutes, deleted or not),
-/// an old receipt handle deletes the redelivered message, a repeated delete succeeds, and the
-/// size limit is 1 MiB (the adapter checks 256 KiB itself).
+/// an old receipt handle deletes the redelivered message, a repeated delete succeeds, the
+/// size limit is 1 MiB (the adapter checks 256 KiB itself), and receives racing on one queue
+/// can both be handed the same message (its `ReceiveMessage` takes no lock; seen with four
+/// receiving threads, the message counted twice). Standard SQS queues are at-least-once too.
 ///
 /// Every call blocks the calling thread for at least one round trip (its own small tokio runtime
 /// drives the SDK: two worker threads; requests time out after 60 s per attempt, 3 s to
