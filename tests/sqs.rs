@@ -31,7 +31,9 @@ fn endpoint() -> Option<String> {
             panic!("VISQ_REQUIRE_BROKERS=1 but VISQ_SQS_ENDPOINT is not set")
         }
         _ => {
-            eprintln!(
+            // Straight to stderr, past the test harness's capture, so every run shows it.
+            let _ = writeln!(
+                std::io::stderr(),
                 "skipped: VISQ_SQS_ENDPOINT is not set (run `eval \"$(.ci/moto.sh start)\"` to \
                  test the SQS adapter against moto)"
             );
