@@ -595,6 +595,57 @@ fn a_long_poll_returns_as_soon_as_a_message_arrives() {
     sqs.delete(&got[0].handle).unwrap();
 }
 
+/// Four threads share one `Sqs` (one runtime, one client): every one of 200 messages is
+/// received and deleted. Bounded: each thread stops after three empty one-second polls.
+/// moto's racing receives can hand one message to two threads (see the `Sqs` docs), so a
+/// message may be seen more than once; none may be missed.
+#[test]
+fn threads_sharing_one_backend_account_for_every_message() {
+    let Some(sqs) = queue("threads", |b| b) else {
+        return;
+    };
+    let sent: HashSet<String> = (0..200).map(|i| format!("m{i}")).collect();
+    for chunk in sent.iter().collect::<Vec<_>>().chunks(50) {
+        let batch = chunk.iter().map(|body| text(body.as_bytes())).collect();
+        assert!(sqs.send_batch(batch).iter().all(Result::is_ok));
+    }
+    let sqs = Arc::new(sqs);
+    let seen: Vec<Vec<String>> = thread::scope(|scope| {
+        let workers: Vec<_> = (0..4)
+            .map(|_| {
+                let sqs = Arc::clone(&sqs);
+                scope.spawn(move || {
+                    let mut seen = Vec::new();
+                    let mut empty = 0;
+                    while empty < 3 {
+                        let mut got = Vec::new();
+                        sqs.receive(&mut got, 10, SECOND, None).unwrap();
+                        empty = if got.is_empty() { empty + 1 } else { 0 };
+                        let handles: Vec<_> = got.iter().map(|m| m.handle.clone()).collect();
+                        for result in sqs.delete_batch(&handles) {
+                            // A message handed to two receivers may be deleted by the other.
+                            assert!(matches!(result, Ok(()) | Err(BackendError::Stale)));
+                        }
+                        seen.extend(got.iter().map(body_of));
+                    }
+                    seen
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    let all: Vec<String> = seen.into_iter().flatten().collect();
+    let distinct: HashSet<String> = all.iter().cloned().collect();
+    assert_eq!(distinct, sent, "every message was received");
+    eprintln!(
+        "{} receives for {} messages ({} seen twice, moto's racing receives)",
+        all.len(),
+        sent.len(),
+        all.len() - sent.len()
+    );
+    assert_empty(&**sqs);
+}
+
 #[test]
 fn bodies_and_attributes_round_trip_whatever_the_bytes() {
     let Some(sqs) = queue("bytes", |b| b) else {
