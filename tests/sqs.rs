@@ -426,6 +426,32 @@ fn a_fifo_batch_of_25_arrives_in_order() {
     assert_eq!(order, sent);
 }
 
+/// A FIFO batch stops at a call that fails whole: the later calls are not sent, so nothing
+/// overtakes the entries the caller will send again. (The first call fails whole: one of its
+/// entries names an empty message group, which moto refuses for the request.)
+#[test]
+fn a_fifo_batch_stops_at_a_call_that_fails() {
+    let Some(url) = endpoint() else {
+        return;
+    };
+    let sqs = Fresh::build(
+        Sqs::builder(&fresh_name("fifo-stop"))
+            .endpoint_url(&url)
+            .fifo(true),
+    );
+    let mut batch: Vec<_> = (0..15).map(|i| text(format!("{i}").as_bytes())).collect();
+    batch[0] = text(b"0").group("");
+    let results = sqs.send_batch(batch);
+    let first = results[0].as_ref().unwrap_err().error.clone();
+    assert!(matches!(first, BackendError::Fatal(_)), "{first:?}");
+    for (i, result) in results.iter().enumerate() {
+        let refused = result.as_ref().unwrap_err();
+        assert_eq!(refused.error, first, "entry {i}");
+        assert_eq!(refused.body, format!("{i}").as_bytes());
+    }
+    assert_empty(&*sqs);
+}
+
 /// Forwards TCP to `target` and counts the bytes sent towards it.
 struct CountingProxy {
     url: String,

@@ -45,7 +45,7 @@ const DEFAULT_GROUP: &str = "default";
 ///
 /// | trait | SQS |
 /// |---|---|
-/// | `send_batch` | `SendMessageBatch`, split into calls of at most 10 entries and 256 KiB (concurrent on a standard queue, one after another on a FIFO queue, so a group keeps its order); an entry over a limit, or asking what the queue cannot do, is refused before any call |
+/// | `send_batch` | `SendMessageBatch`, split into calls of at most 10 entries and 256 KiB (concurrent on a standard queue; one after another on a FIFO queue, so a group keeps its order, stopping at a call that fails whole: the entries not sent get its error); an entry over a limit, or asking what the queue cannot do, is refused before any call |
 /// | `receive` | `ReceiveMessage` of up to 10 messages (a larger `max` gets 10), long-polling up to 20 s, with `ApproximateReceiveCount`, the message group and every message attribute |
 /// | `delete`, `delete_batch` | `DeleteMessage`, `DeleteMessageBatch` (at most 10 entries: [`Limit::BatchEntries`](crate::Limit::BatchEntries) beyond) |
 /// | `change_visibility`, `change_visibility_batch`, `release` | `ChangeMessageVisibility`, `ChangeMessageVisibilityBatch` (at most 10); zero is a release, and the next receive counts one more |
@@ -392,22 +392,37 @@ impl Backend for Sqs {
                 (ids, call)
             })
             .unzip();
-        // A FIFO queue's calls go one after another: concurrent ones could land out of order.
-        let outputs = if self.fifo {
+        // A FIFO queue's calls go one after another (concurrent ones could land out of order),
+        // and stop at the first that fails whole: a later call must not overtake it.
+        let outputs: Vec<Result<_, BackendError>> = if self.fifo {
+            let mut failed: Option<BackendError> = None;
             calls
                 .into_iter()
-                .map(|call| self.connection.run(call))
+                .map(|call| {
+                    if let Some(error) = &failed {
+                        return Err(error.clone());
+                    }
+                    let output = self
+                        .connection
+                        .run(call)
+                        .and_then(|sent| sent.map_err(errors::from_sdk));
+                    if let Err(error) = &output {
+                        failed = Some(error.clone());
+                    }
+                    output
+                })
                 .collect()
         } else {
             match self.connection.run_all(calls) {
-                Ok(outputs) => outputs,
+                Ok(outputs) => outputs
+                    .into_iter()
+                    .map(|output| output.and_then(|sent| sent.map_err(errors::from_sdk)))
+                    .collect(),
                 Err(error) => ids.iter().map(|_| Err(error.clone())).collect(),
             }
         };
         for (ids, output) in ids.into_iter().zip(outputs) {
-            let mut answered = output
-                .and_then(|sent| sent.map_err(errors::from_sdk))
-                .map(|output| send_answers(&output));
+            let mut answered = output.map(|output| send_answers(&output));
             for index in ids {
                 results[index] = Some(match &mut answered {
                     Ok(answers) => answers.remove(&index.to_string()).unwrap_or_else(|| {
