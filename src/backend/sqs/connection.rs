@@ -89,14 +89,16 @@ impl Connection {
         &self.client
     }
 
+    fn runtime(&self) -> &Runtime {
+        self.runtime
+            .as_ref()
+            .expect("the runtime is only taken by the drop")
+    }
+
     /// Runs `request` to completion on the calling thread.
     pub(super) fn run<F: Future>(&self, request: F) -> Result<F::Output, BackendError> {
         refuse_inside_async()?;
-        let runtime = self
-            .runtime
-            .as_ref()
-            .expect("the runtime is only taken by the drop");
-        Ok(runtime.block_on(request))
+        Ok(self.runtime().block_on(request))
     }
 
     /// Runs every request at once (on the runtime's workers) and waits for all; their
@@ -110,10 +112,7 @@ impl Connection {
         F::Output: Send + 'static,
     {
         refuse_inside_async()?;
-        let runtime = self
-            .runtime
-            .as_ref()
-            .expect("the runtime is only taken by the drop");
+        let runtime = self.runtime();
         let running: Vec<_> = requests
             .into_iter()
             .map(|request| runtime.spawn(request))
