@@ -24,7 +24,16 @@ say() { echo "moto.sh: $*" >&2; }
 
 running() { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2> /dev/null; }
 
-answers() { curl -sf -o /dev/null "$url/moto-api/"; }
+# moto's own API answers once the server is up; curl where there is one, else Python (which
+# moto needs anyway).
+answers() {
+    if command -v curl > /dev/null 2>&1; then
+        curl -sf -o /dev/null "$url/moto-api/"
+    else
+        python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=2)' \
+            "$url/moto-api/" 2> /dev/null
+    fi
+}
 
 server_binary() {
     if command -v moto_server > /dev/null 2>&1; then
