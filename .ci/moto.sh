@@ -42,7 +42,14 @@ server_binary() {
     fi
     if [ ! -x "$base/venv/bin/moto_server" ]; then
         say "no moto_server on PATH: installing moto[server] into $base/venv"
-        python3 -m venv "$base/venv" >&2
+        if ! python3 -m venv "$base/venv" >&2; then
+            # Debian's python3 keeps venv (ensurepip) in a package of its own.
+            say "python3 cannot make a virtual environment: installing python3-venv with apt-get"
+            apt-get update >&2
+            DEBIAN_FRONTEND=noninteractive apt-get install -y python3-venv >&2
+            rm -rf "$base/venv"
+            python3 -m venv "$base/venv" >&2
+        fi
         "$base/venv/bin/pip" install --quiet 'moto[server]' >&2
     fi
     echo "$base/venv/bin/moto_server"
