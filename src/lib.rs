@@ -70,6 +70,8 @@ pub use crate::backend::contract::{
     Accepted, Backend, BackendError, Capabilities, CountKind, Feature, Handle, Incoming, Limit,
     MessageKey, Outgoing, ReceiveCount, Refused,
 };
+#[cfg(feature = "sqs")]
+pub use crate::backend::sqs::{Sqs, SqsBuilder};
 #[cfg(feature = "json")]
 pub use crate::backend::typed::Json;
 pub use crate::backend::typed::{Codec, DecodeError, EncodeError, Typed, Utf8};
