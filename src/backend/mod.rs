@@ -8,7 +8,7 @@
 //! |---|---|
 //! | `contract` | the [`Backend`](crate::Backend) trait and the types it speaks: messages out and in, receipts ([`Handle`](crate::Handle)), [`Capabilities`](crate::Capabilities), [`BackendError`](crate::BackendError) |
 //! | `in_process` | the in-process [`Queue`](crate::Queue) as a backend |
-//! | `sqs` | [`Sqs`](crate::Sqs) (feature `sqs`): Amazon SQS over aws-sdk-sqs, behind the blocking trait |
+//! | `sqs` | `Sqs` (feature `sqs`): Amazon SQS over aws-sdk-sqs, behind the blocking trait |
 //! | `typed` | [`Typed`](crate::Typed): a backend of values over a backend of bytes, with a [`Codec`](crate::Codec) |
 //!
 //! A new backend is a new module here implementing the trait, behind its own cargo feature
