@@ -16,6 +16,7 @@
 //! | `waiters` | parking and waking blocked receivers |
 //! | `deaths`, `stats`, `metrics` | records and counters kept beside the slots: why a message died, event counts, latency histograms |
 //! | `queue` | `Queue`: send, receive, settle, expiry and the races between them |
+//! | `async_front` | the async front: [`Queue::receive_async`](crate::Queue::receive_async), `send_async`, the [`Timer`](crate::Timer) a waiting future sleeps with, the [`Deliveries`](crate::Queue::delivery_stream) stream |
 //! | `builder` | [`Builder`](crate::Builder): settings, validated, then `Queue` allocated |
 //! | `dead_letters` | looking at and redriving dead letters, on top of the queue's rings |
 //!
@@ -42,6 +43,8 @@ pub(crate) mod metrics;
 pub(crate) mod stats;
 
 pub(crate) mod queue;
+
+pub(crate) mod async_front;
 
 pub(crate) mod builder;
 pub(crate) mod dead_letters;
