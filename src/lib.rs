@@ -80,6 +80,7 @@ pub use crate::core::message::{Delivery, MessageId, Receipt};
 pub use crate::core::metrics::{Latencies, Latency};
 pub use crate::core::queue::Queue;
 pub use crate::core::stats::{Memory, Rates, Stats};
+pub use crate::patterns::async_consumer::{AsyncConsumer, AsyncStopper};
 pub use crate::patterns::consumer::{Backoff, Consumer, ConsumerBuilder, ConsumerStats};
 pub use crate::patterns::dedup::{
     dedup_hash, DedupBuildError, DedupBuilder, DedupQueue, DedupSendError, DedupStats, Sent,

@@ -48,6 +48,7 @@
 use crate::core::message::{Delivery, MessageId};
 use crate::core::queue::{Nap, Queue};
 use crate::core::stats::count_refusal;
+use crate::core::sync::yield_now;
 use crate::core::waiters::{WaitNode, Waiters};
 use crate::core::wheel::NEVER;
 use crate::SendError;
@@ -249,7 +250,10 @@ impl<'a, T: Clone, Tm: Timer> Deliveries<'a, T, Tm> {
         Next(self)
     }
 
-    fn poll_delivery(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Delivery<T>>> {
+    pub(crate) fn poll_delivery(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Delivery<T>>> {
         // SAFETY: a structural projection to the only field, never moved out of.
         unsafe { self.map_unchecked_mut(|d| &mut d.0) }.poll(cx)
     }
@@ -509,7 +513,11 @@ impl<A: Attempt, Tm: Timer> Waited<A, Tm> {
             *nap_ends_at = None;
         }
         // Something to do each time, yet nothing done (say, the wheel held by a descheduled
-        // thread): let the executor run others and come back.
+        // thread): let the executor run others and come back. Under loom the other threads
+        // run only at a yield, so this is one (a real executor thread is not yielded).
+        if cfg!(loom) {
+            yield_now();
+        }
         cx.waker().wake_by_ref();
         Poll::Pending
     }

@@ -10,6 +10,7 @@
 //! |---|---|
 //! | `lease` | [`Lease`](crate::Lease): a delivery that settles by being consumed, released on drop |
 //! | `consumer` | [`Consumer`](crate::Consumer): worker pool and batch consumer (backoff, heartbeat, panic safety, graceful stop) |
+//! | `async_consumer` | [`AsyncConsumer`](crate::AsyncConsumer): the async worker pool, `async fn` handlers up to a concurrency limit, on the queue's async front |
 //! | `topic` | [`Topic`](crate::Topic): pub/sub fan-out to subscriber queues |
 //! | `request_reply` | [`Requester`](crate::Requester) and [`responder`](crate::responder) |
 //! | `dedup` | [`DedupQueue`](crate::DedupQueue): sends deduplicated by id within a window |
@@ -18,6 +19,7 @@ use crate::ManualClock;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+pub(crate) mod async_consumer;
 pub(crate) mod consumer;
 pub(crate) mod dedup;
 pub(crate) mod lease;
