@@ -14,6 +14,7 @@
 //! bounded in time.
 //! The baselines and workloads are the benches' own (`benches/common`), included here by path.
 
+mod async_front;
 #[path = "../../benches/common/mod.rs"]
 mod common;
 mod svg;
@@ -205,6 +206,8 @@ pub struct Results {
     pub latency: Vec<LatencyCell>,
     pub wheel: Vec<WheelCell>,
     pub memory: Vec<Memory>,
+    /// The async front against the async channels (issue 12).
+    pub async_front: Vec<async_front::AsyncRow>,
     pub elapsed: Duration,
 }
 
@@ -270,6 +273,8 @@ fn main() {
     progress("memory", started);
     let memory = measure_memory();
     let parts = memory::visq_parts();
+    progress("async front", started);
+    let async_front = async_front::measure(&plan);
     let results = Results {
         uncontended,
         histogram_cost,
@@ -279,6 +284,7 @@ fn main() {
         latency,
         wheel,
         memory,
+        async_front,
         elapsed: started.elapsed(),
     };
     progress("writing", started);
