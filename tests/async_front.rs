@@ -45,6 +45,23 @@ fn poll_once<F: Future>(future: Pin<&mut F>, waker: &Waker) -> Poll<F::Output> {
     future.poll(&mut Context::from_waker(waker))
 }
 
+/// Polls a waiting future until it has registered: a wait first yields to the executor a few
+/// times (waking itself at once), then registers and stays pending with no wake-up of its
+/// own. The flag's count is put back to zero for the test's own counting.
+fn wait_registered<F: Future>(mut future: Pin<&mut F>, flag: &Flag, waker: &Waker) {
+    for _ in 0..1000 {
+        let before = flag.woken();
+        if poll_once(future.as_mut(), waker).is_ready() {
+            panic!("expected the future to wait");
+        }
+        if flag.woken() == before {
+            flag.0.store(0, Ordering::SeqCst);
+            return;
+        }
+    }
+    panic!("the future never registered");
+}
+
 /// A timer that never fires: the wait ends only by a message, a close or a wheel run.
 fn never(_: Duration) -> std::future::Pending<()> {
     std::future::pending()
@@ -88,7 +105,7 @@ fn a_send_wakes_a_waiting_future_which_then_gets_the_message() {
     let q = manual_queue(4, &ManualClock::new());
     let (flag, waker) = Flag::new();
     let mut receive = pin!(q.receive_async(LONG, never));
-    assert!(poll_once(receive.as_mut(), &waker).is_pending());
+    wait_registered(receive.as_mut(), &flag, &waker);
     assert_eq!(q.waiting_receivers(), 1, "registered");
     q.send(1).unwrap();
     assert_eq!(flag.woken(), 1, "the send woke it");
@@ -106,7 +123,7 @@ fn a_dropped_waiting_future_leaves_no_waiter_and_loses_no_message() {
     let (flag, waker) = Flag::new();
     {
         let mut receive = pin!(q.receive_async(LONG, never));
-        assert!(poll_once(receive.as_mut(), &waker).is_pending());
+        wait_registered(receive.as_mut(), &flag, &waker);
         assert_eq!(q.waiting_receivers(), 1);
     }
     assert_eq!(q.waiting_receivers(), 0, "the drop unlinked it");
@@ -124,8 +141,8 @@ fn a_woken_future_dropped_before_it_looks_passes_the_wake_up_on() {
     let mut second = pin!(q.receive_async(LONG, never));
     {
         let mut first = pin!(q.receive_async(LONG, never));
-        assert!(poll_once(first.as_mut(), &first_waker).is_pending());
-        assert!(poll_once(second.as_mut(), &second_waker).is_pending());
+        wait_registered(first.as_mut(), &first_flag, &first_waker);
+        wait_registered(second.as_mut(), &second_flag, &second_waker);
         assert_eq!(q.waiting_receivers(), 2);
         q.send(1).unwrap();
         assert_eq!(first_flag.woken(), 1, "first registered, first woken");
@@ -145,11 +162,14 @@ fn a_woken_future_that_looked_and_found_nothing_registers_again() {
     let q = manual_queue(4, &ManualClock::new());
     let (flag, waker) = Flag::new();
     let mut receive = pin!(q.receive_async(LONG, never));
-    assert!(poll_once(receive.as_mut(), &waker).is_pending());
+    wait_registered(receive.as_mut(), &flag, &waker);
     q.send(1).unwrap();
     // Someone else takes it first.
     let taken = q.try_receive().unwrap();
+    assert_eq!(flag.woken(), 1, "woken for the first message");
+    // Woken, it looks, finds nothing and registers again at once (no more yields).
     assert!(poll_once(receive.as_mut(), &waker).is_pending());
+    assert_eq!(flag.woken(), 1, "no yield: registered");
     assert_eq!(q.waiting_receivers(), 1, "waiting again");
     q.delete(taken.receipt()).unwrap();
     q.send(2).unwrap();
@@ -167,8 +187,8 @@ fn close_wakes_every_waiting_future_and_they_resolve_to_none() {
     let mut futures: Vec<_> = (0..3)
         .map(|_| Box::pin(q.receive_async(LONG, never)))
         .collect();
-    for (future, (_, waker)) in futures.iter_mut().zip(&flags) {
-        assert!(poll_once(future.as_mut(), waker).is_pending());
+    for (future, (flag, waker)) in futures.iter_mut().zip(&flags) {
+        wait_registered(future.as_mut(), flag, waker);
     }
     assert_eq!(q.waiting_receivers(), 3);
     q.close();
@@ -190,7 +210,7 @@ fn an_expiring_lease_wakes_a_waiting_future_through_another_operations_wheel_run
     let abandoned = q.try_receive().unwrap();
     let (flag, waker) = Flag::new();
     let mut receive = pin!(q.receive_async(LONG, never));
-    assert!(poll_once(receive.as_mut(), &waker).is_pending());
+    wait_registered(receive.as_mut(), &flag, &waker);
     clock.advance(LEASE - TICK);
     q.stats(); // runs the wheel: nothing due yet
     assert!(
@@ -239,9 +259,9 @@ fn a_waiting_future_naps_until_the_wheels_next_deadline_not_its_whole_wait() {
     q.send(1).unwrap();
     let _leased = q.try_receive().unwrap();
     let timer = RecordingTimer::default();
-    let (_, waker) = Flag::new();
+    let (flag, waker) = Flag::new();
     let mut receive = pin!(q.receive_async(LONG, |d| timer.sleep(d)));
-    assert!(poll_once(receive.as_mut(), &waker).is_pending());
+    wait_registered(receive.as_mut(), &flag, &waker);
     let asked = timer.asked.lock().unwrap().clone();
     assert_eq!(asked.len(), 1);
     assert!(
@@ -265,7 +285,13 @@ fn the_wait_ends_when_the_timer_says_so_and_the_future_resolves_to_none() {
     // A 1 ns wait is over by the time its timer fires.
     let timer = RecordingTimer::default();
     let mut short = pin!(q.receive_async(Duration::from_nanos(1), |d| timer.sleep(d)));
-    let first = poll_once(short.as_mut(), &waker);
+    let mut first = poll_once(short.as_mut(), &waker);
+    for _ in 0..1000 {
+        if first.is_ready() || !timer.asked.lock().unwrap().is_empty() {
+            break;
+        }
+        first = poll_once(short.as_mut(), &waker); // the yields before it registers
+    }
     if first.is_pending() {
         timer.fire.fetch_add(1, Ordering::SeqCst);
         assert!(matches!(
@@ -291,7 +317,7 @@ fn sync_and_async_receivers_waiting_on_one_queue_are_both_woken() {
     };
     let (flag, waker) = Flag::new();
     let mut receive = pin!(q.receive_async(LONG, never));
-    assert!(poll_once(receive.as_mut(), &waker).is_pending());
+    wait_registered(receive.as_mut(), &flag, &waker);
     wait_until("the thread parks too", || q.waiting_receivers() == 2);
     q.send(1).unwrap();
     q.send(2).unwrap();
@@ -312,7 +338,7 @@ fn send_async_waits_for_room_and_hands_the_body_back_on_close() {
     let (flag, waker) = Flag::new();
     {
         let mut send = pin!(q.send_async(2, LONG, never));
-        assert!(poll_once(send.as_mut(), &waker).is_pending());
+        wait_registered(send.as_mut(), &flag, &waker);
         assert_eq!(q.waiting_senders(), 1);
         let d = q.try_receive().unwrap();
         q.delete(d.receipt()).unwrap();
@@ -330,7 +356,7 @@ fn send_async_waits_for_room_and_hands_the_body_back_on_close() {
         Poll::Ready(Err(SendError::Full(3)))
     ));
     let mut closing = pin!(q.send_async(4, LONG, never));
-    assert!(poll_once(closing.as_mut(), &waker).is_pending());
+    wait_registered(closing.as_mut(), &flag, &waker);
     q.close();
     assert!(matches!(
         poll_once(closing.as_mut(), &waker),
@@ -346,7 +372,7 @@ fn receive_batch_async_waits_for_the_first_then_takes_what_is_visible() {
     let (flag, waker) = Flag::new();
     {
         let mut batch = pin!(q.receive_batch_async(&mut out, 4, LONG, never));
-        assert!(poll_once(batch.as_mut(), &waker).is_pending());
+        wait_registered(batch.as_mut(), &flag, &waker);
         for n in 0..6 {
             q.send(n).unwrap();
         }
@@ -463,4 +489,72 @@ fn the_delivery_stream_yields_in_send_order_and_ends_once_closed_and_drained() {
         bodies
     });
     assert_eq!(bodies, (0..100).collect::<Vec<_>>());
+}
+
+#[test]
+fn threads_and_futures_consuming_one_queue_together_account_for_every_message() {
+    // Two parked-thread consumers and two async consumers (a 2-worker tokio runtime) on one
+    // 32-slot queue, two async producers: 2 x 1000 messages, each received and deleted once.
+    const PER_PRODUCER: u32 = 1000;
+    let q: Arc<Queue<u32>> = Arc::new(Queue::builder().capacity(32).build().unwrap());
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let q = q.clone();
+            thread::spawn(move || {
+                let mut got = Vec::new();
+                while let Some(d) = q.receive(Duration::from_secs(30)) {
+                    got.push(*d.body());
+                    q.delete(d.receipt()).unwrap();
+                }
+                got
+            })
+        })
+        .collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .unwrap();
+    let mut seen: Vec<u32> = runtime.block_on(async {
+        let producers: Vec<_> = (0..2)
+            .map(|p| {
+                let q = q.clone();
+                tokio::spawn(async move {
+                    for n in 0..PER_PRODUCER {
+                        q.send_async(p * PER_PRODUCER + n, LONG, tokio::time::sleep)
+                            .await
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        let consumers: Vec<_> = (0..2)
+            .map(|_| {
+                let q = q.clone();
+                tokio::spawn(async move {
+                    let mut got = Vec::new();
+                    while let Some(d) = q.receive_async(LONG, tokio::time::sleep).await {
+                        got.push(*d.body());
+                        q.delete(d.receipt()).unwrap();
+                    }
+                    got
+                })
+            })
+            .collect();
+        for producer in producers {
+            producer.await.unwrap();
+        }
+        q.close();
+        let mut seen = Vec::new();
+        for consumer in consumers {
+            seen.extend(consumer.await.unwrap());
+        }
+        seen
+    });
+    for consumer in threads {
+        seen.extend(consumer.join().unwrap());
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, (0..2 * PER_PRODUCER).collect::<Vec<_>>());
+    assert_eq!((q.waiting_receivers(), q.waiting_senders()), (0, 0));
 }

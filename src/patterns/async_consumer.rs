@@ -19,6 +19,8 @@
 //!   running finish and are settled, then the pool's future resolves to its totals. Nothing
 //!   is received that is not started, so nothing is handed back.
 //!
+//! [`Backoff::jitter`] is not applied: the wait is [`Backoff::delay`] exactly.
+//!
 //! The handlers run on the thread that polls the pool's future: concurrency, not parallelism
 //! (run one pool per core for that). A handler that blocks the thread blocks the pool.
 
@@ -196,7 +198,7 @@ impl<T> AsyncConsumer<T> {
                 }
                 if let Some(free) = running.iter_mut().find(|slot| slot.is_none()) {
                     if let Some(deliveries) = stream.as_mut().as_pin_mut() {
-                        match deliveries.poll_delivery(cx) {
+                        match Pin::new(&mut deliveries.next()).poll(cx) {
                             Poll::Ready(Some(delivery)) => {
                                 let (receipt, receive_count) =
                                     (delivery.receipt(), delivery.receive_count());
