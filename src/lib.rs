@@ -70,7 +70,7 @@ pub use crate::backend::contract::{
     Accepted, Backend, BackendError, Capabilities, CountKind, Feature, Handle, Incoming, Limit,
     MessageKey, Outgoing, ReceiveCount, Refused,
 };
-pub use crate::core::async_front::{Deliveries, Next, ReceiveAsync, SendAsync, Timer};
+pub use crate::core::async_front::{Deliveries, NextDelivery, ReceiveAsync, SendAsync, Timer};
 pub use crate::core::builder::Builder;
 pub use crate::core::clock::ManualClock;
 pub use crate::core::dead_letters::{DeadLetter, Redriven};

@@ -558,3 +558,32 @@ fn threads_and_futures_consuming_one_queue_together_account_for_every_message() 
     assert_eq!(seen, (0..2 * PER_PRODUCER).collect::<Vec<_>>());
     assert_eq!((q.waiting_receivers(), q.waiting_senders()), (0, 0));
 }
+
+#[cfg(feature = "stream")]
+#[test]
+fn the_delivery_stream_is_a_futures_core_stream() {
+    use futures_core::Stream;
+    let q = manual_queue(4, &ManualClock::new());
+    let (flag, waker) = Flag::new();
+    let mut deliveries = pin!(q.delivery_stream(never));
+    let mut cx = Context::from_waker(&waker);
+    for _ in 0..1000 {
+        assert!(deliveries.as_mut().poll_next(&mut cx).is_pending());
+        if q.waiting_receivers() == 1 {
+            break;
+        }
+    }
+    assert_eq!(q.waiting_receivers(), 1, "registered");
+    let woken = flag.woken();
+    q.send(3).unwrap();
+    assert_eq!(flag.woken(), woken + 1);
+    let Poll::Ready(Some(d)) = deliveries.as_mut().poll_next(&mut cx) else {
+        panic!("the message");
+    };
+    assert_eq!(*d.body(), 3);
+    q.close();
+    assert!(matches!(
+        deliveries.as_mut().poll_next(&mut cx),
+        Poll::Ready(None)
+    ));
+}

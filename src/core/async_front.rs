@@ -262,8 +262,8 @@ pub struct Deliveries<'a, T: Clone, Tm: Timer>(Waited<Receiving<'a, T>, Tm>);
 impl<'a, T: Clone, Tm: Timer> Deliveries<'a, T, Tm> {
     /// The next delivery (`None`: closed and drained), for loops without the `Stream` trait:
     /// `while let Some(d) = deliveries.as_mut().next().await`.
-    pub fn next(self: Pin<&mut Self>) -> Next<'_, 'a, T, Tm> {
-        Next(self)
+    pub fn next(self: Pin<&mut Self>) -> NextDelivery<'_, 'a, T, Tm> {
+        NextDelivery(self)
     }
 
     pub(crate) fn poll_delivery(
@@ -278,9 +278,9 @@ impl<'a, T: Clone, Tm: Timer> Deliveries<'a, T, Tm> {
 /// The future of [`Deliveries::next`].
 #[must_use = "futures do nothing unless polled"]
 #[derive(Debug)]
-pub struct Next<'s, 'a, T: Clone, Tm: Timer>(Pin<&'s mut Deliveries<'a, T, Tm>>);
+pub struct NextDelivery<'s, 'a, T: Clone, Tm: Timer>(Pin<&'s mut Deliveries<'a, T, Tm>>);
 
-impl<T: Clone, Tm: Timer> Future for Next<'_, '_, T, Tm> {
+impl<T: Clone, Tm: Timer> Future for NextDelivery<'_, '_, T, Tm> {
     type Output = Option<Delivery<T>>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {

@@ -1,7 +1,8 @@
-//! Parking for blocking receivers (and for blocked senders: a queue has one `Waiters` for
-//! each side).
+//! Parking for blocking receivers, threads and futures alike (and for blocked senders: a queue
+//! has one `Waiters` for each side).
 //!
-//! The lock-free paths never take this module's lock unless a thread is asleep. A sleeper
+//! The lock-free paths never take this module's lock unless a waiter (a sleeping thread, a
+//! registered future) is counted. A sleeper
 //! increments `sleepers` under the lock, issues a `SeqCst` fence and then re-checks whether it
 //! still has to sleep; a notifier makes its change, then reads `sleepers`. Either the notifier
 //! sees the sleeper (and takes the lock, which the sleeper holds until it is inside `wait`, so
