@@ -1,5 +1,5 @@
 //! The benchmark report: a shorter run of every benchmark in `benches/` (throughput, latency,
-//! timing wheel, memory), visq beside its baselines in the same run, written to
+//! timing wheel, memory, the async front), visq beside its baselines in the same run, written to
 //! `results/README.md` with SVG plots.
 //!
 //! ```sh
