@@ -435,8 +435,8 @@ pub(crate) struct Waited<A: Attempt, Tm: Timer> {
     timer: Tm,
     /// How long to wait (`None`: for ever).
     wait: Option<Duration>,
-    /// When the wait ends, from the first look that found nothing to do (read then, so that
-    /// a receive that finds a message at once reads no clock).
+    /// When the wait ends, counted from the first look after the yields (read then, so that
+    /// a receive that finds a message at once, or within the yields, reads no clock).
     ends_at: Option<Instant>,
     /// Yields made in this wait (see [`YIELDS_BEFORE_WAITING`]).
     yields: u32,
@@ -503,6 +503,17 @@ impl<A: Attempt, Tm: Timer> Waited<A, Tm> {
                 (*nap_ends_at, *ends_at, *yields) = (None, None, 0);
                 return Poll::Ready(done);
             }
+            // A zero wait gives up at once; any other first yields (reading no clock).
+            if *wait == Some(Duration::ZERO) {
+                finish(op, registered, nap);
+                (*nap_ends_at, *ends_at, *yields) = (None, None, 0);
+                return Poll::Ready(op.give_up());
+            }
+            if !*registered && *yields < YIELDS_BEFORE_WAITING {
+                *yields += 1;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             let left = match wait {
                 None => LONGEST_NAP,
                 Some(length) => match ends_at.or_else(|| Instant::now().checked_add(*length)) {
@@ -520,11 +531,6 @@ impl<A: Attempt, Tm: Timer> Waited<A, Tm> {
                 finish(op, registered, nap);
                 (*nap_ends_at, *ends_at, *yields) = (None, None, 0);
                 return Poll::Ready(op.give_up());
-            }
-            if !*registered && *yields < YIELDS_BEFORE_WAITING {
-                *yields += 1;
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
             }
             let planned = op.nap(left.min(LONGEST_NAP));
             if !op
