@@ -10,6 +10,10 @@
 //! waiting in [`Queue::receive_async`] on one queue are all woken (by a message each, a close,
 //! or a change of the wheel's next deadline).
 //!
+//! Before it registers, a wait yields to the executor a few times (it wakes itself and returns
+//! `Pending`, [`YIELDS_BEFORE_WAITING`]), the async form of a parked receive's brief spin: a
+//! message that comes within a few executor turns costs no registration, notification or timer.
+//!
 //! # Time: the caller's timer, for the wait and for the wheel
 //!
 //! The library has no timer thread and depends on no runtime. A waiting future needs a timer
