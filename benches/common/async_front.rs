@@ -246,23 +246,26 @@ async fn run_async(
 }
 
 /// Send-to-receive latency percentiles (p50, p99, p99.9, in ns) at `rate` msgs/s: one
-/// producer thread paced to a schedule (it spins to each send time and sends without
-/// waiting; the message carries its send instant), one consumer (a tokio task for the async
+/// producer thread paced to a schedule (it spins to each send time; the message carries its
+/// intended send time), one consumer (a tokio task for the async
 /// contenders, a thread for visq sync). `None` if the run passed its deadline.
 pub fn latency(contender: AsyncContender, rate: u64, messages: u64) -> Option<[f64; 3]> {
     let origin = Instant::now();
     let interval = Duration::from_nanos(1_000_000_000 / rate.max(1));
     let stamp = move || origin.elapsed().as_nanos() as u64;
     let mut histogram = Histogram::<u64>::new(3).unwrap();
-    // The producer: spins to each scheduled send time, then `send` hands the stamp over.
+    // The producer: spins to each scheduled send time and stamps the message with that
+    // *intended* time, so a producer held back by a slow or full queue counts against the
+    // queue (no coordinated omission; as `common/latency.rs`).
     let produce = |send: &mut dyn FnMut(u64) -> bool| {
-        let start = Instant::now();
+        let start = stamp();
+        let limit = LIMIT.as_nanos() as u64;
         for n in 0..messages {
-            let at = start + interval * n as u32;
-            while Instant::now() < at {
+            let intended = start + n * interval.as_nanos() as u64;
+            while stamp() < intended {
                 std::hint::spin_loop();
             }
-            if !send(stamp()) || start.elapsed() > LIMIT {
+            if !send(intended) || stamp() - start > limit {
                 return;
             }
         }
