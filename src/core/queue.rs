@@ -72,7 +72,9 @@
 //!   lock-free. A parked receiver that finds the due tick passed (the wheel held) sleeps until
 //!   woken, never for a nap of zero (a spin).
 //! * **Lost wake-ups and close**: see [`super::waiters`]; `close` sets the flag and wakes every
-//!   sleeper, and a sleeper checks the flag after registering. Every push to the ready ring
+//!   sleeper, and a sleeper checks the flag after registering. Sleepers are threads and
+//!   futures alike ([`super::async_front`]: a future registers a waker node by the same steps
+//!   and re-checks with the same [`Queue::receiver_should_wake`]; loom models A1 to A6). Every push to the ready ring
 //!   wakes one sleeper: a publish, and also a message given back because its clone panicked
 //!   (`GiveBackOnUnwind`), which a parked receiver would otherwise see only when its nap ends.
 //! * **A blocked send**: [`Queue::send_timeout`] on a full queue parks among the queue's
