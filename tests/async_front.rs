@@ -226,6 +226,29 @@ fn an_expiring_lease_wakes_a_waiting_future_through_another_operations_wheel_run
     assert_eq!((d.id(), d.receive_count()), (abandoned.id(), 2));
 }
 
+#[test]
+fn a_delay_ending_wakes_a_waiting_future_never_early() {
+    let clock = ManualClock::new();
+    let q = manual_queue(4, &clock);
+    q.send_delayed(9, Duration::from_secs(10)).unwrap();
+    let (flag, waker) = Flag::new();
+    let mut receive = pin!(q.receive_async(LONG, never));
+    wait_registered(receive.as_mut(), &flag, &waker);
+    clock.advance(Duration::from_secs(10) - TICK);
+    q.stats(); // runs the wheel: not yet
+    assert!(
+        poll_once(receive.as_mut(), &waker).is_pending(),
+        "never early"
+    );
+    clock.advance(TICK * 2);
+    q.stats(); // the delay has ended: visible, and the waiting future is woken
+    assert!(flag.woken() >= 1);
+    let Poll::Ready(Some(d)) = poll_once(receive.as_mut(), &waker) else {
+        panic!("the delayed message");
+    };
+    assert_eq!((*d.body(), d.receive_count()), (9, 1));
+}
+
 /// A timer that records each nap it is asked for and completes when told.
 #[derive(Clone, Default)]
 struct RecordingTimer {
