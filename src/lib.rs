@@ -75,6 +75,7 @@ pub use crate::backend::sqs::{Sqs, SqsBuilder};
 #[cfg(feature = "json")]
 pub use crate::backend::typed::Json;
 pub use crate::backend::typed::{Codec, DecodeError, EncodeError, Typed, Utf8};
+pub use crate::core::async_front::{Deliveries, NextDelivery, ReceiveAsync, SendAsync, Timer};
 pub use crate::core::builder::Builder;
 pub use crate::core::clock::ManualClock;
 pub use crate::core::dead_letters::{DeadLetter, Redriven};
@@ -84,10 +85,12 @@ pub use crate::core::message::{Delivery, MessageId, Receipt};
 pub use crate::core::metrics::{Latencies, Latency};
 pub use crate::core::queue::Queue;
 pub use crate::core::stats::{Memory, Rates, Stats};
+pub use crate::patterns::async_consumer::{AsyncConsumer, AsyncStopper};
 pub use crate::patterns::consumer::{
     Backoff, Consumer, ConsumerBuilder, ConsumerSource, ConsumerStats,
 };
 pub use crate::patterns::dead_letter_tools as dead_letters;
+
 pub use crate::patterns::dedup::{
     dedup_hash, DedupBuildError, DedupBuilder, DedupQueue, DedupSendError, DedupStats, Sent,
 };

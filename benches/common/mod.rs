@@ -8,13 +8,15 @@
 //!   `HashMap<String, _>`, a reaper thread, polling consumers).
 //! * [`adapters`]: the [`adapters::Lease`] trait (visq, lockref, tutorial) and the
 //!   [`adapters::Handoff`] trait (crossbeam-channel, crossbeam-queue's `ArrayQueue`).
-//! * [`throughput`], [`latency`], [`wheel`], [`memory`]: the workloads.
+//! * [`throughput`], [`latency`], [`wheel`], [`memory`]: the workloads; [`async_front`]: the
+//!   async front's, against tokio's, async-channel's and flume's channels.
 //!
 //! Every workload is bounded in time: a run that cannot finish by its deadline stops and says
 //! so instead of hanging.
 #![allow(dead_code)]
 
 pub mod adapters;
+pub mod async_front;
 pub mod latency;
 pub mod lockref;
 pub mod memory;

@@ -1,5 +1,5 @@
 //! The benchmark report: a shorter run of every benchmark in `benches/` (throughput, latency,
-//! timing wheel, memory), visq beside its baselines in the same run, written to
+//! timing wheel, memory, the async front), visq beside its baselines in the same run, written to
 //! `results/README.md` with SVG plots, and the same workload on each backend (`backends.rs`).
 //!
 //! ```sh
@@ -17,6 +17,7 @@
 // branches; until the merge, cargo does not know the names.
 #![allow(unexpected_cfgs)]
 
+mod async_front;
 mod backends;
 #[path = "../../benches/common/mod.rs"]
 mod common;
@@ -209,6 +210,8 @@ pub struct Results {
     pub latency: Vec<LatencyCell>,
     pub wheel: Vec<WheelCell>,
     pub memory: Vec<Memory>,
+    /// The async front against the async channels (issue 12).
+    pub async_front: Vec<async_front::AsyncRow>,
     pub elapsed: Duration,
 }
 
@@ -276,6 +279,8 @@ fn main() {
     let parts = memory::visq_parts();
     progress("backends", started);
     let backends = backends::measure(plan.quick, plan.reps);
+    progress("async front", started);
+    let async_front = async_front::measure(&plan);
     let results = Results {
         uncontended,
         histogram_cost,
@@ -285,6 +290,7 @@ fn main() {
         latency,
         wheel,
         memory,
+        async_front,
         elapsed: started.elapsed(),
     };
     progress("writing", started);

@@ -761,6 +761,7 @@ pub fn write(out: &Path, machine: &Machine, plan: &Plan, results: &Results) -> i
     histogram_cost_section(w, &results.histogram_cost);
     wheel_section(w, out, results)?;
     memory_section(w, results);
+    crate::async_front::section(w, &results.async_front);
 
     let _ = writeln!(
         w,
@@ -768,7 +769,8 @@ pub fn write(out: &Path, machine: &Machine, plan: &Plan, results: &Results) -> i
          cargo bench --bench lifecycle    # throughput and uncontended cost, capacity sweep\n\
          cargo bench --bench latency      # latency at 10 k / 100 k / 1 M msgs/s, capacities 1024 and 2^20\n\
          cargo bench --bench wheel        # deadline bookkeeping at 1 k / 100 k / 1 M pending\n\
-         cargo bench --bench memory       # bytes per slot by part, per held message, peak RSS, allocations\n```",
+         cargo bench --bench memory       # bytes per slot by part, per held message, peak RSS, allocations\n\
+         cargo bench --bench async        # the async front against tokio mpsc, async-channel, flume\n```",
         machine.command
     );
     let readme = out.join("README.md");

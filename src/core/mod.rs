@@ -13,9 +13,10 @@
 //! | `free` | the free slots: a LIFO stack (tagged head) linked through the slots, so a send reuses the slot freed last |
 //! | `ring` | the bounded MPMC rings of slot indices (ready messages, the wheel's inbox) |
 //! | `wheel` | the hierarchical timing wheel of deadlines (leases, delays, retries) |
-//! | `waiters` | parking and waking blocked receivers |
+//! | `waiters` | parking and waking blocked receivers and senders: threads, and futures (an intrusive list of waker nodes) |
 //! | `deaths`, `stats`, `metrics` | records and counters kept beside the slots: why a message died, event counts, latency histograms |
 //! | `queue` | `Queue`: send, receive, settle, expiry and the races between them |
+//! | `async_front` | the async front: [`Queue::receive_async`](crate::Queue::receive_async), `send_async`, the [`Timer`](crate::Timer) a waiting future sleeps with, the [`Deliveries`](crate::Queue::delivery_stream) stream |
 //! | `builder` | [`Builder`](crate::Builder): settings, validated, then `Queue` allocated |
 //! | `dead_letters` | looking at and redriving dead letters, on top of the queue's rings |
 //!
@@ -42,6 +43,8 @@ pub(crate) mod metrics;
 pub(crate) mod stats;
 
 pub(crate) mod queue;
+
+pub(crate) mod async_front;
 
 pub(crate) mod builder;
 pub(crate) mod dead_letters;

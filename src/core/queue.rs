@@ -72,7 +72,9 @@
 //!   lock-free. A parked receiver that finds the due tick passed (the wheel held) sleeps until
 //!   woken, never for a nap of zero (a spin).
 //! * **Lost wake-ups and close**: see [`super::waiters`]; `close` sets the flag and wakes every
-//!   sleeper, and a sleeper checks the flag after registering. Every push to the ready ring
+//!   sleeper, and a sleeper checks the flag after registering. Sleepers are threads and
+//!   futures alike ([`super::async_front`]: a future registers a waker node by the same steps
+//!   and re-checks with the same [`Queue::receiver_should_wake`]; loom models A1 to A6). Every push to the ready ring
 //!   wakes one sleeper: a publish, and also a message given back because its clone panicked
 //!   (`GiveBackOnUnwind`), which a parked receiver would otherwise see only when its nap ends.
 //! * **A blocked send**: [`Queue::send_timeout`] on a full queue parks among the queue's
@@ -105,6 +107,16 @@ const DEAD_LETTER_RETRY: Duration = Duration::from_millis(10);
 /// The longest single sleep of a blocking receive (it re-checks and sleeps again).
 const LONGEST_NAP: Duration = Duration::from_secs(3600);
 
+/// A waiting receiver's nap (see [`Queue::receiver_nap`]).
+pub(crate) struct Nap {
+    /// How long it may sleep: its wait, cut at the wheel's next due tick.
+    pub(crate) length: Duration,
+    /// The wheel's next due tick the length was computed from.
+    pub(crate) next_due: u64,
+    /// Whether the nap ends at a wheel deadline (its end is itself a wake-up to rely on).
+    pub(crate) ends_at_deadline: bool,
+}
+
 /// A lock-free MPMC message queue with visibility timeouts. See the [crate docs](crate).
 pub struct Queue<T> {
     pub(crate) slots: Box<[Slot<T>]>,
@@ -112,8 +124,9 @@ pub struct Queue<T> {
     pub(crate) ready: IndexRing,
     wheel: Wheel,
     pub(crate) waiters: Waiters,
-    /// Senders blocked in [`Queue::send_timeout`] while the queue is full.
-    senders: Waiters,
+    /// Senders blocked in [`Queue::send_timeout`] (or waiting in `send_async`) while the
+    /// queue is full.
+    pub(crate) senders: Waiters,
     pub(crate) time: Ticks,
     visibility_timeout: Duration,
     dead_letter: Option<DeadLetterTarget<T>>,
@@ -362,7 +375,7 @@ impl<T> Queue<T> {
     /// Queues `body` after `delay`; `before_publish` runs with the slot index while this
     /// thread still owns the slot, and only if the message is accepted.
     #[inline]
-    fn enqueue(
+    pub(crate) fn enqueue(
         &self,
         body: T,
         delay: Duration,
@@ -616,32 +629,50 @@ impl<T> Queue<T> {
                 .checked_sub(start.elapsed())
                 .filter(|left| !left.is_zero())?;
             if !backoff.snooze() {
-                let now = self.time.now_nanos();
-                // The nap is computed from this value, so any later change of it (a deadline
-                // filed earlier, the wheel run past it) must wake us: the re-check compares,
-                // and the wheel run that changes it wakes every sleeper (module docs).
-                let next_due = self.wheel.next_due();
-                // If it has passed, another thread holds the wheel (we would have run it):
-                // its run changes `next_due` and wakes us. A nap until the passed due tick
-                // would be a nap of zero, round and round: a spin.
-                let due = self.time.tick_of(now) >= next_due;
-                let until_due = if due {
-                    None
-                } else {
-                    self.time.wall_time_until(now, next_due)
-                };
-                let nap = until_due.map_or(left, |due| due.min(left)).min(LONGEST_NAP);
-                // Due wheel work is a reason to stay up only if nobody is running the wheel:
-                // a running owner finishes it and wakes us if it makes a message visible.
-                self.waiters.sleep(nap, next_due != NEVER && !due, || {
-                    has_unclaimed(&self.ready)
-                        || self.is_closed()
-                        || self.wheel.next_due() != next_due
-                        || (self.wheel.is_due(self.time.tick_of(self.time.now_nanos()))
-                            && !self.wheel.is_running())
+                let nap = self.receiver_nap(left);
+                self.waiters.sleep(nap.length, nap.ends_at_deadline, || {
+                    self.receiver_should_wake(nap.next_due)
                 });
             }
         }
+    }
+
+    /// How long a receiver with `left` to wait may sleep: until the wheel's next due tick at
+    /// the latest. Its re-check after registering is [`Queue::receiver_should_wake`] with
+    /// the returned `next_due`.
+    pub(crate) fn receiver_nap(&self, left: Duration) -> Nap {
+        let now = self.time.now_nanos();
+        // The nap is computed from this value, so any later change of it (a deadline filed
+        // earlier, the wheel run past it) must wake us: the re-check compares, and the wheel
+        // run that changes it wakes every sleeper (see `super::waiters`).
+        let next_due = self.wheel.next_due();
+        // If it has passed, another thread holds the wheel (we would have run it): its run
+        // changes `next_due` and wakes us. A nap until the passed due tick would be a nap of
+        // zero, round and round: a spin.
+        let due = self.time.tick_of(now) >= next_due;
+        let until_due = if due {
+            None
+        } else {
+            self.time.wall_time_until(now, next_due)
+        };
+        Nap {
+            length: until_due.map_or(left, |due| due.min(left)).min(LONGEST_NAP),
+            next_due,
+            // Due wheel work is a reason to stay up only if nobody is running the wheel: a
+            // running owner finishes it and wakes us if it makes a message visible.
+            ends_at_deadline: next_due != NEVER && !due,
+        }
+    }
+
+    /// A registered receiver's re-check (see [`super::waiters`]): whether a message may be
+    /// visible, the queue closed, the wheel's next due tick moved from `next_due` (the value
+    /// its nap was computed from), or due wheel work is left with nobody to run it.
+    pub(crate) fn receiver_should_wake(&self, next_due: u64) -> bool {
+        has_unclaimed(&self.ready)
+            || self.is_closed()
+            || self.wheel.next_due() != next_due
+            || (self.wheel.is_due(self.time.tick_of(self.time.now_nanos()))
+                && !self.wheel.is_running())
     }
 
     /// Appends up to `max` deliveries to `out` and returns how many; waits up to `wait` only

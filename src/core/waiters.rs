@@ -1,7 +1,8 @@
-//! Parking for blocking receivers (and for blocked senders: a queue has one `Waiters` for
-//! each side).
+//! Parking for blocking receivers, threads and futures alike (and for blocked senders: a queue
+//! has one `Waiters` for each side).
 //!
-//! The lock-free paths never take this module's lock unless a thread is asleep. A sleeper
+//! The lock-free paths never take this module's lock unless a waiter (a sleeping thread, a
+//! registered future) is counted. A sleeper
 //! increments `sleepers` under the lock, issues a `SeqCst` fence and then re-checks whether it
 //! still has to sleep; a notifier makes its change, then reads `sleepers`. Either the notifier
 //! sees the sleeper (and takes the lock, which the sleeper holds until it is inside `wait`, so
@@ -26,6 +27,29 @@
 //! * **Anything else** (a close, a change of the wheel's `next_due`): [`Waiters::notify_all`]
 //!   issues a `SeqCst` fence after the change and before reading `sleepers`, which pairs with
 //!   the sleeper's fence (the store-buffer pattern, fences on both sides).
+//!
+//! # Async waiters: an intrusive list under the same lock
+//!
+//! A future waiting for a message (see [`super::async_front`]) cannot block a thread; it
+//! leaves its task's [`Waker`] in a [`WaitNode`] that lives inside the future itself, linked
+//! into this lock's list: waiting allocates nothing, whatever the number of waiters (the
+//! scheme of tokio's `Notify`). A linked node is counted in `sleepers` exactly as a sleeping
+//! thread is, and registers by the same steps (under the lock: increment `sleepers`, fence,
+//! re-check, then link), so the notifier's one load of `sleepers` and the lost-wake-up argument
+//! above cover sync and async waiters alike.
+//!
+//! * **Who wakes whom.** `notify_one` pops the first linked node (FIFO), marks it woken, takes
+//!   its count out of `sleepers` and wakes its waker after letting go of the lock; with no
+//!   node linked it signals the condition variable (a sleeping thread, if any). `notify_all`
+//!   wakes every thread and every node linked when it began (nodes that re-register meanwhile
+//!   go to the back and are not woken twice by one call). So threads and futures waiting on one
+//!   queue are all woken, by a close, a deadline change or a message each.
+//! * **Cancel safety.** A node is only ever touched under the lock. Its future, when it
+//!   finishes or is dropped, takes the lock and unlinks it if it is still linked (uncounting
+//!   it), so no pointer to a dropped node stays in the list. A node that was woken and whose
+//!   future is dropped before it looked again at the queue *passes the wake-up on*: the wake-up
+//!   stood for a message (or a closing, or a deadline) that somebody must now see, so the
+//!   drop wakes the next waiter as the notifier would have.
 //!
 //! # Deadlines: the nap and `next_due`
 //!
@@ -53,8 +77,13 @@
 //! [`super::queue`]).
 
 use crate::core::sync::{
-    fence, lock, spin_loop, yield_now, AtomicBool, AtomicUsize, Condvar, Mutex, Ordering,
+    fence, lock, spin_loop, yield_now, AtomicBool, AtomicUsize, Condvar, Mutex, MutexGuard,
+    Ordering, UnsafeCell,
 };
+use std::marker::PhantomPinned;
+use std::pin::Pin;
+use std::ptr;
+use std::task::Waker;
 use std::time::{Duration, Instant};
 
 /// Re-checks a blocking call makes spinning (doubling the spin each time), then yielding,
@@ -159,11 +188,14 @@ impl Drop for Backoff<'_> {
     }
 }
 
+/// The sleepers of one side of a queue: threads parked on `wake`, and futures whose
+/// [`WaitNode`]s are linked in the list under `lock`.
 pub(crate) struct Waiters {
+    /// Sleeping threads plus linked nodes: the one word a notifier loads.
     sleepers: AtomicUsize,
     /// Whether a waiter is the lookout of its [`Backoff`] (yielding, awake).
     lookout: AtomicBool,
-    lock: Mutex<()>,
+    lock: Mutex<WaitList>,
     wake: Condvar,
     /// How many times [`Waiters::sleep`] was called, counted before it takes the lock (a
     /// test's way to see a spin, or that a receiver has computed its nap).
@@ -176,7 +208,11 @@ impl Waiters {
         Self {
             sleepers: AtomicUsize::new(0),
             lookout: AtomicBool::new(false),
-            lock: Mutex::new(()),
+            lock: Mutex::new(WaitList {
+                head: ptr::null(),
+                tail: ptr::null(),
+                linked: 0,
+            }),
             wake: Condvar::new(),
             #[cfg(test)]
             naps: AtomicUsize::new(0),
@@ -200,19 +236,147 @@ impl Waiters {
         }
     }
 
-    /// Takes and drops the lock, then notifies. A sleeper counted in `sleepers` holds the lock
-    /// from its registration until it is inside `wait`, so once we have had the lock it waits
-    /// (or has already left): the notification cannot fall between its re-check and its wait.
-    /// Notifying after letting go means the woken thread does not find the lock still held by
-    /// us and block on it a second time.
+    /// Wakes one waiter (the first linked future, or else a sleeping thread) or, for `all`,
+    /// every thread and every future linked now. A sleeping thread holds the lock from its
+    /// registration until it is inside `wait`, so once we have had the lock it waits (or has
+    /// already left): the notification cannot fall between its re-check and its wait. Wakers
+    /// and the condition variable are woken after letting go of the lock, so that the woken
+    /// never find it still held by us (and a waker that runs its task at once cannot deadlock
+    /// on it).
     #[cold]
     fn wake_up(&self, all: bool) {
-        drop(lock(&self.lock));
-        if all {
-            self.wake.notify_all();
-        } else {
-            self.wake.notify_one();
+        if !all {
+            let woken = self.pop_linked(&mut lock(&self.lock));
+            match woken {
+                Some(waker) => waker.wake(),
+                None => self.wake.notify_one(),
+            }
+            return;
         }
+        // Wake the nodes linked now, a few wakers at a time (no allocation): a node that
+        // re-registers meanwhile goes to the back, beyond `left`, and is not woken twice.
+        let mut left = lock(&self.lock).linked;
+        self.wake.notify_all();
+        while left > 0 {
+            let mut batch: [Option<Waker>; WAKE_BATCH] = Default::default();
+            {
+                let mut list = lock(&self.lock);
+                for waker in batch.iter_mut().take(left.min(WAKE_BATCH)) {
+                    *waker = self.pop_linked(&mut list);
+                }
+            }
+            let popped = batch.iter().filter(|w| w.is_some()).count();
+            batch.into_iter().flatten().for_each(Waker::wake);
+            if popped < left.min(WAKE_BATCH) {
+                return; // the list ran dry: the others unlinked themselves
+            }
+            left -= popped;
+        }
+    }
+
+    /// Unlinks the first node, if any, marks it woken and uncounts it; returns its waker.
+    fn pop_linked(&self, list: &mut MutexGuard<'_, WaitList>) -> Option<Waker> {
+        let first = list.head;
+        if first.is_null() {
+            return None;
+        }
+        // SAFETY: a linked node is alive (its future unlinks it, under this lock, before it
+        // is dropped or moved: it is pinned) and we hold the lock that guards its links.
+        let waker = unsafe { list.unlink(first) };
+        // SAFETY: as above; the node is no longer linked, and marked woken for its future.
+        unsafe {
+            (*first)
+                .links
+                .with_mut(|links| (*links).state = NodeState::Woken)
+        };
+        self.sleepers.fetch_sub(1, Ordering::SeqCst);
+        waker
+    }
+
+    /// Links `node` with `waker` unless `should_wake()` (checked after counting it among the
+    /// sleepers, under the lock, as [`Waiters::sleep`] does) says there is something to do.
+    /// Returns whether it is linked: `false` means look again now. A node already linked is
+    /// unlinked first and registers afresh (its future looked at the queue again).
+    ///
+    /// `should_wake` must not notify (it runs under the lock).
+    pub(crate) fn register(
+        &self,
+        node: Pin<&WaitNode>,
+        waker: &Waker,
+        should_wake: impl FnOnce() -> bool,
+    ) -> bool {
+        let node: *const WaitNode = &*node;
+        let mut list = lock(&self.lock);
+        // SAFETY: the node is pinned (it stays where it is until its future's drop, which
+        // unlinks it under this lock) and we hold the lock that guards its links.
+        unsafe {
+            if (*node).links.with(|links| (*links).state) == NodeState::Linked {
+                drop(list.unlink(node));
+                self.sleepers.fetch_sub(1, Ordering::SeqCst);
+            }
+            (*node)
+                .links
+                .with_mut(|links| (*links).state = NodeState::Idle);
+        }
+        self.sleepers.fetch_add(1, Ordering::SeqCst);
+        // Pairs with the notifier's fence (store-buffer pattern, fences on both sides).
+        fence(Ordering::SeqCst);
+        if should_wake() {
+            self.sleepers.fetch_sub(1, Ordering::SeqCst);
+            return false;
+        }
+        // SAFETY: as above; the node is not linked.
+        unsafe { list.link_last(node, waker.clone()) };
+        true
+    }
+
+    /// Takes `node` out of the list for good (its future has finished or is being dropped).
+    /// If it had been woken and its future never looked at the queue since (`woken_unused`),
+    /// the wake-up is passed on to the next waiter. Returns whether it had been woken.
+    pub(crate) fn cancel(&self, node: Pin<&WaitNode>, woken_unused: bool) -> bool {
+        let node: *const WaitNode = &*node;
+        let mut list = lock(&self.lock);
+        // SAFETY: the node is pinned and alive (the caller is its future), and we hold the
+        // lock that guards its links.
+        let state = unsafe { (*node).links.with(|links| (*links).state) };
+        match state {
+            NodeState::Idle => false,
+            NodeState::Linked => {
+                // SAFETY: as above; it is linked in this list.
+                drop(unsafe { list.unlink(node) });
+                self.sleepers.fetch_sub(1, Ordering::SeqCst);
+                // SAFETY: as above.
+                unsafe {
+                    (*node)
+                        .links
+                        .with_mut(|links| (*links).state = NodeState::Idle)
+                };
+                false
+            }
+            NodeState::Woken => {
+                // SAFETY: as above.
+                unsafe {
+                    (*node)
+                        .links
+                        .with_mut(|links| (*links).state = NodeState::Idle)
+                };
+                if woken_unused {
+                    let next = self.pop_linked(&mut list);
+                    drop(list);
+                    match next {
+                        Some(waker) => waker.wake(),
+                        None => self.wake.notify_one(),
+                    }
+                }
+                true
+            }
+        }
+    }
+
+    /// How many threads and futures are waiting (an observation: exact when nothing else
+    /// runs).
+    pub(crate) fn waiting(&self) -> usize {
+        self.sleepers.load(Ordering::SeqCst)
     }
 
     /// Sleeps up to `timeout` unless `should_wake()` (checked after registering) says there is
@@ -251,13 +415,13 @@ impl Waiters {
     /// How many receivers are registered to sleep (a test's way to know one has parked).
     #[cfg(test)]
     pub(crate) fn sleepers(&self) -> usize {
-        self.sleepers.load(Ordering::SeqCst)
+        self.waiting()
     }
 
     /// Holds the lock, so that a receiver that has computed its nap cannot register yet (a
     /// test's way to widen the window between the two).
     #[cfg(test)]
-    pub(crate) fn hold(&self) -> crate::core::sync::MutexGuard<'_, ()> {
+    pub(crate) fn hold(&self) -> MutexGuard<'_, WaitList> {
         lock(&self.lock)
     }
 
@@ -266,6 +430,128 @@ impl Waiters {
     pub(crate) fn naps(&self) -> usize {
         self.naps.load(Ordering::Relaxed)
     }
+}
+
+/// How many wakers `notify_all` takes out of the list per hold of the lock.
+const WAKE_BATCH: usize = 8;
+
+/// The list of linked [`WaitNode`]s (guarded by the [`Waiters`] lock), first linked first.
+pub(crate) struct WaitList {
+    head: *const WaitNode,
+    tail: *const WaitNode,
+    /// How many nodes are linked.
+    linked: usize,
+}
+
+// SAFETY: the list only holds pointers to nodes that are `Sync` (their links are only touched
+// under the lock that guards the list), and it is only reached through that lock.
+unsafe impl Send for WaitList {}
+
+impl WaitList {
+    /// Appends the unlinked `node` with `waker`, marked linked.
+    ///
+    /// # Safety
+    /// The caller holds the lock, and `node` is alive, pinned and not linked.
+    unsafe fn link_last(&mut self, node: *const WaitNode, waker: Waker) {
+        let tail = self.tail;
+        // SAFETY: the caller's promise.
+        unsafe {
+            (*node).links.with_mut(|links| {
+                *links = Links {
+                    prev: tail,
+                    next: ptr::null(),
+                    waker: Some(waker),
+                    state: NodeState::Linked,
+                }
+            });
+        }
+        if tail.is_null() {
+            self.head = node;
+        } else {
+            // SAFETY: the tail is a linked node, alive (see `Waiters::pop_linked`).
+            unsafe { (*tail).links.with_mut(|links| (*links).next = node) };
+        }
+        self.tail = node;
+        self.linked += 1;
+    }
+
+    /// Unlinks the linked `node`, leaving its state to the caller; returns its waker.
+    ///
+    /// # Safety
+    /// The caller holds the lock, and `node` is alive and linked in this list.
+    unsafe fn unlink(&mut self, node: *const WaitNode) -> Option<Waker> {
+        // SAFETY: the caller's promise; its neighbours are linked, so alive too.
+        unsafe {
+            let (prev, next, waker) = (*node).links.with_mut(|links| {
+                let links = &mut *links;
+                let taken = (links.prev, links.next, links.waker.take());
+                links.prev = ptr::null();
+                links.next = ptr::null();
+                taken
+            });
+            if prev.is_null() {
+                self.head = next;
+            } else {
+                (*prev).links.with_mut(|links| (*links).next = next);
+            }
+            if next.is_null() {
+                self.tail = prev;
+            } else {
+                (*next).links.with_mut(|links| (*links).prev = prev);
+            }
+            self.linked -= 1;
+            waker
+        }
+    }
+}
+
+/// Where a waiting future leaves its waker: lives inside the future (pinned), linked into a
+/// [`Waiters`] list while the future waits. Everything in it is guarded by that list's lock.
+pub(crate) struct WaitNode {
+    links: UnsafeCell<Links>,
+    _pinned: PhantomPinned,
+}
+
+// SAFETY: the links are only read or written under the lock of the list the node is linked
+// into (see `Waiters::register`, `cancel`, `pop_linked`), which orders every access.
+unsafe impl Send for WaitNode {}
+// SAFETY: as above.
+unsafe impl Sync for WaitNode {}
+
+impl WaitNode {
+    pub(crate) fn new() -> Self {
+        Self {
+            links: UnsafeCell::new(Links {
+                prev: ptr::null(),
+                next: ptr::null(),
+                waker: None,
+                state: NodeState::Idle,
+            }),
+            _pinned: PhantomPinned,
+        }
+    }
+}
+
+impl std::fmt::Debug for WaitNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WaitNode").finish_non_exhaustive()
+    }
+}
+
+struct Links {
+    prev: *const WaitNode,
+    next: *const WaitNode,
+    waker: Option<Waker>,
+    state: NodeState,
+}
+
+/// Where a node is: `Idle` (not linked, no wake-up pending), `Linked` (counted in `sleepers`)
+/// or `Woken` (unlinked and uncounted by a notifier, its future not yet told).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NodeState {
+    Idle,
+    Linked,
+    Woken,
 }
 
 #[cfg(all(test, not(loom)))]

@@ -12,6 +12,7 @@
 //! | `lease` | [`Lease`](crate::Lease): a delivery that settles by being consumed, released on drop |
 //! | `consumer` | [`Consumer`](crate::Consumer): worker pool and batch consumer (backoff, heartbeat, panic safety, graceful stop) |
 //! | `dead_letter_tools` | [`visq::dead_letters`](crate::dead_letters): inspect and redrive dead letters on any backend |
+//! | `async_consumer` | [`AsyncConsumer`](crate::AsyncConsumer): the async worker pool, `async fn` handlers up to a concurrency limit, on the queue's async front |
 //! | `topic` | [`Topic`](crate::Topic): pub/sub fan-out to subscriber queues |
 //! | `request_reply` | [`Requester`](crate::Requester) and [`responder`](crate::responder) |
 //! | `dedup` | [`DedupQueue`](crate::DedupQueue): sends deduplicated by id within a window |
@@ -33,6 +34,7 @@ use crate::ManualClock;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+pub(crate) mod async_consumer;
 pub(crate) mod consumer;
 // `pub` so that the crate root can re-export it whole, as `visq::dead_letters`.
 pub mod dead_letter_tools;
