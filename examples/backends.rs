@@ -14,24 +14,19 @@
 //! line that builds the backend. On a broker the example uses a queue of its own (named with
 //! the process id) and deletes it at the end.
 //!
-//! The pool here is a plain receive-and-delete loop per worker thread over the trait; it
-//! stands in for [`visq::Consumer`] built over a backend, which this branch does not have yet
-//! (the patterns' branch adds it; the merge swaps [`work`] for it).
+//! The pool is [`visq::Consumer`] built over the backend (`Consumer::backend_builder`): the
+//! worker pool the in-process queue uses, with its retries, dead-lettering and graceful stop.
 // The adapters' features are declared on their branches; until they are merged here, cargo does
 // not know the names.
 #![allow(unexpected_cfgs)]
 
 use std::error::Error;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
-use visq::{Backend, Outgoing, Queue};
+use visq::{Backend, Consumer, Outgoing, Queue};
 
 type Bytes = dyn Backend<Body = Vec<u8>>;
-
-/// How long a worker's receive waits for a message (a long poll).
-const POLL: Duration = Duration::from_secs(1);
 
 /// The pool's bound: a run that has not processed every job by then fails.
 const GIVE_UP: Duration = Duration::from_secs(120);
@@ -144,64 +139,43 @@ fn handle(body: &[u8]) -> Result<(u64, u64), String> {
 /// What the pool did.
 #[derive(Default)]
 struct Done {
-    /// The jobs processed and deleted, with their results.
+    /// The jobs processed, with their results.
     results: Vec<(u64, u64)>,
-    /// Deliveries that were not first deliveries.
+    /// Handler runs that failed and were retried (redeliveries).
     redelivered: usize,
-    /// When the last job was deleted (a worker may still sit out its long poll after).
+    /// When the last job was processed.
     finished: Option<Instant>,
 }
 
-/// The worker pool: `workers` threads receive up to 10 messages at a time, handle each and
-/// delete those handled in one batch call, until `jobs` are done.
+/// The worker pool: a [`Consumer`] over the backend, `workers` threads, until `jobs` are done;
+/// then a graceful stop.
 fn work(backend: &Arc<Bytes>, jobs: usize, workers: usize) -> Result<Done, Box<dyn Error>> {
-    let processed = AtomicUsize::new(0);
-    let done = Mutex::new(Done::default());
+    let done = Arc::new(Mutex::new(Done::default()));
+    let record = Arc::clone(&done);
+    let pool = Consumer::backend_builder(Arc::clone(backend))
+        .workers(workers)
+        .start(move |body: &Vec<u8>| {
+            let result = handle(body)?;
+            let mut done = record.lock().expect("no handler panics holding it");
+            done.results.push(result);
+            if done.results.len() == jobs {
+                done.finished = Some(Instant::now());
+            }
+            Ok::<(), String>(())
+        })?;
     let give_up = Instant::now() + GIVE_UP;
-    thread::scope(|scope| {
-        let workers: Vec<_> = (0..workers)
-            .map(|_| {
-                scope.spawn(|| -> Result<(), String> {
-                    let mut deliveries = Vec::new();
-                    while processed.load(Ordering::SeqCst) < jobs {
-                        if Instant::now() > give_up {
-                            return Err(format!("not every job was done within {GIVE_UP:?}"));
-                        }
-                        deliveries.clear();
-                        backend
-                            .receive(&mut deliveries, 10, POLL, None)
-                            .map_err(|e| format!("receive: {e}"))?;
-                        let mut handled = Vec::new();
-                        let mut settle = Vec::new();
-                        for delivery in &deliveries {
-                            let result = handle(&delivery.body)?;
-                            let redelivered = delivery.receive_count.at_least() > 1;
-                            handled.push((result, redelivered));
-                            settle.push(delivery.handle.clone());
-                        }
-                        for (deleted, (result, redelivered)) in
-                            backend.delete_batch(&settle).into_iter().zip(handled)
-                        {
-                            // A refused delete: the message comes back and is handled again.
-                            if deleted.is_ok() {
-                                let mut done = done.lock().expect("no worker panics");
-                                done.results.push(result);
-                                done.redelivered += usize::from(redelivered);
-                                if processed.fetch_add(1, Ordering::SeqCst) + 1 == jobs {
-                                    done.finished = Some(Instant::now());
-                                }
-                            }
-                        }
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .try_for_each(|worker| worker.join().expect("a worker thread"))
-    })?;
-    Ok(done.into_inner().expect("no worker panics"))
+    while pool.stats().processed < jobs as u64 {
+        if Instant::now() > give_up {
+            return Err(format!("not every job was done within {GIVE_UP:?}").into());
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    if !pool.stop(Duration::from_secs(10)) {
+        return Err("the pool did not stop within 10 s".into());
+    }
+    let mut done = std::mem::take(&mut *done.lock().expect("the pool has stopped"));
+    done.redelivered = pool.stats().retried as usize;
+    Ok(done)
 }
 
 fn main() -> Result<(), Box<dyn Error>> {
@@ -227,7 +201,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let expected: Vec<u64> = (0..options.jobs as u64).collect();
     let got: Vec<u64> = done.results.iter().map(|(n, _)| *n).collect();
     println!(
-        "{}: sent {sent} jobs, processed {} ({} of them redelivered) with {} workers in {:.2?}",
+        "{}: sent {sent} jobs, processed {} ({} retried) with {} workers in {:.2?}",
         options.backend,
         done.results.len(),
         done.redelivered,

@@ -49,7 +49,6 @@ fn the_in_process_queue_conforms() {
         backend: "in-process",
         time,
         stale_receipts: StaleReceipts::Refused,
-        known_gaps: &[],
         // Nothing outlives a queue: dropping it is the teardown.
         build: Box::new(move |setup| {
             Ok(Subject::new(Arc::new(queue(setup, &clock, tick)?), || {
@@ -223,7 +222,6 @@ fn the_suite_fails_a_broken_backend() {
                 tick,
             },
             stale_receipts: StaleReceipts::Refused,
-            known_gaps: &[],
             build: Box::new(move |setup| {
                 let queue = queue(setup, &clock, tick)?;
                 let faulty = Faulty { queue, fault, tick };

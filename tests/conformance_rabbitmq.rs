@@ -51,7 +51,6 @@ fn rabbitmq_conforms() {
         },
         // Delivery tags are tracked per connection: an unknown or settled one is refused.
         stale_receipts: StaleReceipts::Refused,
-        known_gaps: &[],
         build: Box::new(move |setup| rabbit(&url, setup)),
     });
 }

@@ -57,7 +57,6 @@ fn sqs_conforms() {
             quiet: Duration::from_secs(1),
         },
         stale_receipts: StaleReceipts::MayStillSettle,
-        known_gaps: &[],
         build: Box::new(move |setup| sqs(&endpoint, setup)),
     });
 }

@@ -196,10 +196,6 @@ pub struct Target {
     pub time: Time,
     /// What it promises about stale receipts.
     pub stale_receipts: StaleReceipts,
-    /// Checks known to fail on this backend today, each with why: `(case, reason)`. Such a
-    /// case still runs; its failure is reported as a known gap and does not fail the run, and
-    /// a pass fails the run until the entry is removed.
-    pub known_gaps: &'static [(&'static str, &'static str)],
     /// Builds a fresh, empty backend.
     pub build: Factory,
 }
@@ -229,24 +225,12 @@ pub fn broker_address(var: &str, backend: &str, start: &str) -> Option<String> {
 /// One case: a name and the test.
 pub type Case = (&'static str, fn(&mut Ctx<'_>));
 
-// The worker pool over the trait (`Consumer::backend_builder`) comes with the patterns' branch.
-// Until it is merged, the pool's cases are compiled out by the always-false `cfg(any())` below
-// and in `all_cases`, and `run` says so (`POOL_CASES`). The merge makes `mod pool` unconditional,
-// has `all_cases` chain `pool::CASES`, and drops `POOL_CASES` and its note.
-#[cfg(any())]
 mod pool;
 
 /// Every case: [`CASES`], then the worker pool's.
 fn all_cases() -> Vec<Case> {
-    #[cfg(any())]
-    let pool = pool::CASES;
-    #[cfg(not(any()))]
-    let pool: &[Case] = &[];
-    CASES.iter().chain(pool).copied().collect()
+    CASES.iter().chain(pool::CASES).copied().collect()
 }
-
-/// Whether the worker pool's cases are compiled in.
-const POOL_CASES: bool = cfg!(any());
 
 /// Every case but the worker pool's, in the order they run.
 pub const CASES: &[Case] = &[
@@ -288,14 +272,7 @@ pub const CASES: &[Case] = &[
 pub fn run(target: Target) {
     let only = std::env::var("VISQ_CONFORMANCE_ONLY").ok();
     let started = Instant::now();
-    let (mut passed, mut failed, mut gaps, mut partial) = (0, Vec::new(), 0, 0);
-    if !POOL_CASES {
-        say(&format!(
-            "  note    worker_pool_end_to_end and worker_pool_graceful_stop on {}: not compiled \
-             in on this branch (they need Consumer::backend_builder; tests/conformance/pool.rs)",
-            target.backend
-        ));
-    }
+    let (mut passed, mut failed, mut partial) = (0, Vec::new(), 0);
     for (name, case) in all_cases() {
         if only.as_deref().is_some_and(|only| !name.contains(only)) {
             continue;
@@ -303,29 +280,13 @@ pub fn run(target: Target) {
         let case_started = Instant::now();
         let (outcome, notes) = run_case(&target, name, case, true);
         let took = case_started.elapsed().as_secs_f64();
-        let gap = target
-            .known_gaps
-            .iter()
-            .find(|(case, _)| *case == name)
-            .map(|(_, why)| *why);
-        match (outcome, gap) {
-            (Ok(()), None) => {
+        match outcome {
+            Ok(()) => {
                 passed += 1;
                 partial += usize::from(notes > 0);
                 say(&format!("  ok      {name} ({took:.1} s)"));
             }
-            (Err(why), Some(gap)) => {
-                gaps += 1;
-                say(&format!("  KNOWN GAP {name}: {why} [{gap}]"));
-            }
-            (Ok(()), Some(gap)) => {
-                say(&format!(
-                    "  FAILED  {name}: listed as a known gap ({gap}) but it passes: remove it \
-                     from the runner's known_gaps"
-                ));
-                failed.push(name);
-            }
-            (Err(why), None) => {
+            Err(why) => {
                 say(&format!("  FAILED  {name} ({took:.1} s): {why}"));
                 failed.push(name);
             }
@@ -333,7 +294,7 @@ pub fn run(target: Target) {
     }
     say(&format!(
         "conformance on {}: {passed} passed ({partial} of them with parts not run, said above), \
-         {} failed, {gaps} known gaps, in {:.1} s",
+         {} failed, in {:.1} s",
         target.backend,
         failed.len(),
         started.elapsed().as_secs_f64()
