@@ -70,6 +70,8 @@ pub use crate::backend::contract::{
     Accepted, Backend, BackendError, Capabilities, CountKind, Feature, Handle, Incoming, Limit,
     MessageKey, Outgoing, ReceiveCount, Refused,
 };
+#[cfg(feature = "rabbitmq")]
+pub use crate::backend::rabbitmq::{RabbitMq, RabbitMqBuilder, RabbitMqTopic};
 pub use crate::core::builder::Builder;
 pub use crate::core::clock::ManualClock;
 pub use crate::core::dead_letters::{DeadLetter, Redriven};

@@ -14,3 +14,5 @@
 
 pub(crate) mod contract;
 pub(crate) mod in_process;
+#[cfg(feature = "rabbitmq")]
+pub(crate) mod rabbitmq;
