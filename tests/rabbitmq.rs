@@ -9,6 +9,7 @@
 
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 use visq::{
     Backend, BackendError, CountKind, Feature, Handle, Incoming, Limit, Outgoing, RabbitMq,
@@ -20,7 +21,32 @@ const QUIET: Duration = Duration::from_millis(300);
 /// How long a receive that should find something waits at most.
 const PATIENT: Duration = Duration::from_secs(5);
 
-fn url() -> Option<String> {
+/// Tests share the node; the one that restarts it runs alone.
+static NODE: RwLock<()> = RwLock::new(());
+
+/// The broker's URL and a shared hold on its node, for as long as the test runs.
+struct Broker {
+    url: String,
+    _shared: RwLockReadGuard<'static, ()>,
+}
+
+impl std::ops::Deref for Broker {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.url
+    }
+}
+
+fn url() -> Option<Broker> {
+    let url = broker_url()?;
+    let shared = NODE.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+    Some(Broker {
+        url,
+        _shared: shared,
+    })
+}
+
+fn broker_url() -> Option<String> {
     match std::env::var("VISQ_RABBITMQ_URL") {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
@@ -567,4 +593,41 @@ fn receive_checks_its_arguments() {
     };
     nothing(&*queue);
     queue.delete(&message.handle).unwrap();
+}
+
+#[test]
+fn after_a_broker_restart_the_adapter_reconnects_and_old_receipts_are_stale() {
+    let Some(url) = broker_url() else { return };
+    let _alone = NODE
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let queue = Fresh::new(RabbitMq::builder(&url, &fresh("restart")).max_receives(5));
+    send(&queue, "durable");
+    let before = one(&*queue);
+    ctl(&["stop_app"]);
+    let down = queue
+        .send(Outgoing::new(b"while down".to_vec()))
+        .expect_err("no broker");
+    assert!(down.error.is_transient(), "{:?}", down.error);
+    assert_eq!(down.body, b"while down");
+    ctl(&["start_app"]);
+    ctl(&["await_startup"]);
+    // The quorum queue and its persistent message survived; the next calls reconnect.
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.is_empty() && Instant::now() < deadline {
+        if let Err(error) = queue.receive(&mut got, 1, Duration::from_millis(500), None) {
+            assert!(error.is_transient(), "{error:?}");
+        }
+    }
+    let after = got.pop().expect("redelivered after the restart");
+    assert_eq!((body(&after), &after.id), ("durable", &before.id));
+    assert!(
+        after.receive_count.at_least() >= 2,
+        "{:?}",
+        after.receive_count
+    );
+    assert_eq!(queue.delete(&before.handle), Err(BackendError::Stale));
+    queue.delete(&after.handle).unwrap();
+    nothing(&*queue);
 }

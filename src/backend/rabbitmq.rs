@@ -15,6 +15,7 @@ use lapin::options::{
     ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
     QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
 };
+use lapin::protocol::{AMQPErrorKind, AMQPHardError};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{
     Acker, BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ErrorKind,
@@ -837,12 +838,15 @@ impl Link {
                 "no connection to RabbitMQ within {CONNECT_TIMEOUT:?}"
             ))
         })?
-        .map_err(|error| match error.kind() {
+        .map_err(|error| match broker_error(error) {
             // A refused login or a bad vhost is the configuration's fault, not the network's.
-            ErrorKind::ProtocolError(_) => {
-                BackendError::Fatal(format!("connecting to RabbitMQ: {error}"))
+            BackendError::Fatal(message) => {
+                BackendError::Fatal(format!("connecting to RabbitMQ: {message}"))
             }
-            _ => BackendError::Transient(format!("connecting to RabbitMQ: {error}")),
+            BackendError::Transient(message) => {
+                BackendError::Transient(format!("connecting to RabbitMQ: {message}"))
+            }
+            other => other,
         })?;
         let publisher = connection.create_channel().await.map_err(broker_error)?;
         publisher
@@ -1244,11 +1248,16 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// What the broker refused is fatal for the call; anything else about the connection is
-/// transient (the next call reconnects).
+/// What the broker refused is fatal for the call; a connection the broker closed (a restart, an
+/// operator's `close_connection`) and anything else about the connection is transient (the
+/// next call reconnects).
 fn broker_error(error: lapin::Error) -> BackendError {
     match error.kind() {
-        ErrorKind::ProtocolError(_) => BackendError::Fatal(error.to_string()),
+        ErrorKind::ProtocolError(refusal)
+            if *refusal.kind() != AMQPErrorKind::Hard(AMQPHardError::CONNECTIONFORCED) =>
+        {
+            BackendError::Fatal(error.to_string())
+        }
         _ => BackendError::Transient(error.to_string()),
     }
 }
