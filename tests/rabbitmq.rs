@@ -631,3 +631,47 @@ fn after_a_broker_restart_the_adapter_reconnects_and_old_receipts_are_stale() {
     queue.delete(&after.handle).unwrap();
     nothing(&*queue);
 }
+
+#[test]
+fn concurrent_receivers_on_two_connections_get_every_message_exactly_once() {
+    let Some(url) = url() else { return };
+    const MESSAGES: usize = 400;
+    const THREADS_PER_HANDLE: usize = 3;
+    let name = fresh("concurrent");
+    let first = Fresh::new(RabbitMq::builder(&url, &name).prefetch(8));
+    let second = Fresh::new(RabbitMq::builder(&url, &name).prefetch(8));
+    let batch = (0..MESSAGES)
+        .map(|i| Outgoing::new(i.to_string().into_bytes()))
+        .collect();
+    assert!(first.send_batch(batch).iter().all(Result::is_ok));
+    let taken = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for handle in [&first, &second] {
+            for _ in 0..THREADS_PER_HANDLE {
+                let taken = &taken;
+                scope.spawn(move || {
+                    let mut got = Vec::new();
+                    // Bounded: stops at the first quiet receive (every message sent already).
+                    loop {
+                        got.clear();
+                        handle.receive(&mut got, 5, QUIET, None).unwrap();
+                        if got.is_empty() {
+                            return;
+                        }
+                        for message in &got {
+                            handle.delete(&message.handle).unwrap();
+                            taken
+                                .lock()
+                                .unwrap()
+                                .push(body(message).parse::<usize>().unwrap());
+                        }
+                    }
+                });
+            }
+        }
+    });
+    let mut taken = taken.into_inner().unwrap();
+    taken.sort_unstable();
+    assert_eq!(taken, (0..MESSAGES).collect::<Vec<_>>());
+    nothing(&*first);
+}

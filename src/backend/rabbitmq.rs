@@ -456,13 +456,20 @@ impl Backend for RabbitMq {
                 .by_ref()
                 .take(MAX_BATCH)
                 .map(|entry| {
-                    let routing_key = if entry.delay.is_zero() {
-                        Ok(queue.clone())
-                    } else {
-                        check_delay(entry.delay)
-                            .and_then(|()| self.declare_delay(&session, entry.delay))
-                    };
-                    (entry, routing_key)
+                    // Checked before a delay queue is declared for it.
+                    let route = check_entry(&entry).and_then(|properties| {
+                        let routing_key = if entry.delay.is_zero() {
+                            queue.clone()
+                        } else {
+                            check_delay(entry.delay)?;
+                            self.declare_delay(&session, entry.delay)?
+                        };
+                        Ok(Route {
+                            routing_key,
+                            properties,
+                        })
+                    });
+                    (entry, route)
                 })
                 .collect();
             results.extend(self.link.publish(&session, "", chunk, &self.ids));
@@ -623,12 +630,13 @@ impl RabbitMqTopic {
                 })
             }
         };
-        let mut results = self.link.publish(
-            &session,
-            self.exchange(),
-            vec![(message, Ok(String::new()))],
-            &self.ids,
-        );
+        let route = check_entry(&message).map(|properties| Route {
+            routing_key: String::new(),
+            properties,
+        });
+        let mut results =
+            self.link
+                .publish(&session, self.exchange(), vec![(message, route)], &self.ids);
         results.pop().expect("one result per entry")
     }
 
@@ -754,8 +762,14 @@ async fn declare_fanout(channel: &Channel, exchange: &str) -> Result<(), Backend
     Ok(())
 }
 
-/// An entry to publish and its routing key, or why it has none.
-type Routed = (Outgoing<Vec<u8>>, Result<String, BackendError>);
+/// Where an entry that passed its checks goes, and with what properties.
+struct Route {
+    routing_key: String,
+    properties: BasicProperties,
+}
+
+/// An entry to publish and its route, or why it is refused.
+type Routed = (Outgoing<Vec<u8>>, Result<Route, BackendError>);
 
 /// One handle's connection: the runtime it runs on, and the current session, replaced when
 /// it is lost.
@@ -862,8 +876,8 @@ impl Link {
         })
     }
 
-    /// Publishes each entry whose routing key is known to `exchange`, then awaits every
-    /// confirm; one result per entry, in order.
+    /// Publishes each routed entry to `exchange`, then awaits every confirm; one result per
+    /// entry, in order.
     fn publish(
         &self,
         session: &Session,
@@ -873,17 +887,17 @@ impl Link {
     ) -> Vec<Result<Accepted, Refused<Vec<u8>>>> {
         self.block_on(async {
             let mut pending = Vec::with_capacity(entries.len());
-            for (entry, routing_key) in entries {
+            for (entry, route) in entries {
                 let id = ids.next();
-                let sent = match (check_entry(&entry), routing_key) {
-                    (Err(error), _) | (Ok(_), Err(error)) => Err(error),
-                    (Ok(properties), Ok(routing_key)) => {
+                let sent = match route {
+                    Err(error) => Err(error),
+                    Ok(route) => {
                         publish_one(
                             &session.publisher,
                             exchange,
-                            &routing_key,
+                            &route.routing_key,
                             &entry.body,
-                            properties.with_message_id(id.clone().into()),
+                            route.properties.with_message_id(id.clone().into()),
                         )
                         .await
                     }
