@@ -91,13 +91,21 @@ impl RabbitMqBuilder {
     /// changes nothing; one with other arguments than an existing queue's is
     /// [`BackendError::Fatal`]). [`BackendError::Transient`] when the broker cannot be reached.
     pub fn build(self) -> Result<RabbitMq, BackendError> {
-        let rabbit = self.handle(Arc::new(runtime()?))?;
+        self.check()?;
+        let topology = QueueTopology {
+            dead_letters: self
+                .max_receives
+                .map(|max_receives| DeadLetters::of(&self.queue, max_receives)),
+            queue: self.queue,
+            prefetch: self.prefetch,
+            fanout: self.fanout,
+        };
+        let rabbit = RabbitMq::new(Arc::new(runtime()?), self.url, topology);
         rabbit.link.session(&rabbit.topology)?;
         Ok(rabbit)
     }
 
-    /// The handle, checked, not yet connected.
-    fn handle(self, runtime: Arc<Runtime>) -> Result<RabbitMq, BackendError> {
+    fn check(&self) -> Result<(), BackendError> {
         if self.max_receives == Some(0) {
             return Err(BackendError::Fatal(
                 "max_receives must be at least 1".into(),
@@ -119,21 +127,7 @@ impl RabbitMqBuilder {
         if let Some(exchange) = &self.fanout {
             short(exchange)?;
         }
-        let name = format!("visq queue {}", self.queue);
-        let topology = QueueTopology {
-            dead_letters: self.max_receives.map(|_| dead_letter_names(&self.queue)),
-            queue: self.queue,
-            max_receives: self.max_receives,
-            prefetch: self.prefetch,
-            fanout: self.fanout,
-        };
-        Ok(RabbitMq {
-            link: Link::new(runtime, self.url, name),
-            topology: Topology::Queue(topology),
-            ids: IdSource::new(),
-            delays: Mutex::new(BTreeSet::new()),
-            dead_letter_queue: OnceLock::new(),
-        })
+        Ok(())
     }
 }
 
@@ -234,7 +228,7 @@ impl RabbitMqBuilder {
 /// ```
 pub struct RabbitMq {
     link: Link,
-    topology: Topology,
+    topology: QueueTopology,
     ids: IdSource,
     /// Delays (in ms) this handle has sent with: their queues, for `purge` and
     /// `delete_queues`.
@@ -245,12 +239,24 @@ pub struct RabbitMq {
 impl std::fmt::Debug for RabbitMq {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RabbitMq")
-            .field("queue", &self.queue().queue)
+            .field("queue", &self.topology.queue)
             .finish_non_exhaustive()
     }
 }
 
 impl RabbitMq {
+    /// A handle on `topology`, not yet connected.
+    fn new(runtime: Arc<Runtime>, url: String, topology: QueueTopology) -> Self {
+        let name = format!("visq queue {}", topology.queue);
+        Self {
+            link: Link::new(runtime, url, name),
+            topology,
+            ids: IdSource::new(),
+            delays: Mutex::new(BTreeSet::new()),
+            dead_letter_queue: OnceLock::new(),
+        }
+    }
+
     /// Starts configuring the queue `queue` on the broker at `url`
     /// (`amqp://user:password@host:port/vhost`, the vhost URL-encoded: `%2f` is `/`).
     pub fn builder(url: &str, queue: &str) -> RabbitMqBuilder {
@@ -277,7 +283,7 @@ impl RabbitMq {
                 url.to_owned(),
                 format!("visq topic {exchange}"),
             ),
-            topology: Topology::Fanout(exchange.to_owned()),
+            topology: FanoutExchange(exchange.to_owned()),
             ids: IdSource::new(),
         };
         topic.link.session(&topic.topology)?;
@@ -286,7 +292,7 @@ impl RabbitMq {
 
     /// The queue's name.
     pub fn name(&self) -> &str {
-        &self.queue().queue
+        &self.topology.queue
     }
 
     /// Empties the queue, its dead-letter queue and the delay queues this handle sent through.
@@ -323,7 +329,7 @@ impl RabbitMq {
         let session = self.link.session(&self.topology)?;
         let queues = self.own_queues();
         let exchange = self
-            .queue()
+            .topology
             .dead_letters
             .as_ref()
             .map(|names| names.exchange.clone());
@@ -350,16 +356,9 @@ impl RabbitMq {
         })
     }
 
-    fn queue(&self) -> &QueueTopology {
-        match &self.topology {
-            Topology::Queue(queue) => queue,
-            Topology::Fanout(_) => unreachable!("a RabbitMq handle always names a queue"),
-        }
-    }
-
     /// The queue, its dead-letter queue, and the delay queues this handle has used.
     fn own_queues(&self) -> Vec<String> {
-        let queue = self.queue();
+        let queue = &self.topology;
         let mut names = vec![queue.queue.clone()];
         names.extend(queue.dead_letters.as_ref().map(|dl| dl.queue.clone()));
         names.extend(
@@ -395,7 +394,7 @@ impl RabbitMq {
 
     /// The routing key for a delay, after declaring its delay queue.
     fn declare_delay(&self, session: &Session, delay: Duration) -> Result<String, BackendError> {
-        let queue = &self.queue().queue;
+        let queue = &self.topology.queue;
         let name = delay_queue_name(queue, delay);
         let ttl = delay_millis(delay);
         let mut arguments = FieldTable::default();
@@ -433,7 +432,7 @@ impl Backend for RabbitMq {
             shorten_lease: false,
             leases_expire: false,
             receive_count: CountKind::Exact,
-            native_dead_letter: self.queue().max_receives.is_some(),
+            native_dead_letter: self.topology.dead_letters.is_some(),
             uncharged_hand_back: false,
             groups: false,
             dedup: false,
@@ -448,7 +447,7 @@ impl Backend for RabbitMq {
             Ok(session) => session,
             Err(error) => return refuse_all(batch, error),
         };
-        let queue = self.queue().queue.clone();
+        let queue = self.topology.queue.clone();
         let mut results = Vec::with_capacity(batch.len());
         let mut entries = batch.into_iter().peekable();
         while entries.peek().is_some() {
@@ -500,7 +499,7 @@ impl Backend for RabbitMq {
             return Ok(0);
         }
         let session = self.link.session(&self.topology)?;
-        let queue = self.queue();
+        let queue = &self.topology;
         let consumer = self.link.block_on(session.consumer.get_or_try_init(|| {
             Consumer::start(&session.connection, &queue.queue, queue.prefetch)
         }))?;
@@ -555,7 +554,7 @@ impl Backend for RabbitMq {
     /// `basic.nack` without requeue: the broker moves the message to `{queue}.dlq`. RabbitMQ
     /// keeps no free-text reason (its `x-death` header says `rejected`): `reason` is lost.
     fn dead_letter(&self, receipt: &Handle, _reason: &str) -> Result<(), BackendError> {
-        if self.queue().dead_letters.is_none() {
+        if self.topology.dead_letters.is_none() {
             return Err(BackendError::Unsupported(Feature::DeadLetter));
         }
         self.settle(receipt, |acker| async move {
@@ -571,21 +570,28 @@ impl Backend for RabbitMq {
     /// `{queue}.dlq` as a backend of its own (sharing this handle's runtime, with its own
     /// connection, opened by its first call).
     fn dead_letter_queue(&self) -> Option<Arc<dyn Backend<Body = Vec<u8>>>> {
-        let names = self.queue().dead_letters.as_ref()?;
+        let names = self.topology.dead_letters.as_ref()?;
         let dlq = self.dead_letter_queue.get_or_init(|| {
-            let builder =
-                RabbitMq::builder(&self.link.url, &names.queue).prefetch(self.queue().prefetch);
-            Arc::new(
-                builder
-                    .handle(Arc::clone(&self.link.runtime))
-                    .expect("the dead-letter queue's name was checked with the queue's"),
-            )
+            let topology = QueueTopology {
+                queue: names.queue.clone(),
+                dead_letters: None,
+                prefetch: self.topology.prefetch,
+                fanout: None,
+            };
+            Arc::new(RabbitMq::new(
+                Arc::clone(&self.link.runtime),
+                self.link.url.clone(),
+                topology,
+            ))
         });
         Some(Arc::clone(dlq) as Arc<dyn Backend<Body = Vec<u8>>>)
     }
 
     fn dead_letter_limit(&self) -> Option<u32> {
-        self.queue().max_receives
+        self.topology
+            .dead_letters
+            .as_ref()
+            .map(|dead_letters| dead_letters.max_receives)
     }
 }
 
@@ -593,7 +599,7 @@ impl Backend for RabbitMq {
 /// to it. Made by [`RabbitMq::topic`].
 pub struct RabbitMqTopic {
     link: Link,
-    topology: Topology,
+    topology: FanoutExchange,
     ids: IdSource,
 }
 
@@ -654,98 +660,101 @@ impl RabbitMqTopic {
     }
 
     fn exchange(&self) -> &str {
-        match &self.topology {
-            Topology::Fanout(exchange) => exchange,
-            Topology::Queue(_) => unreachable!("a RabbitMqTopic always names an exchange"),
-        }
+        &self.topology.0
     }
 }
 
-/// What a handle declares on every new connection.
-enum Topology {
-    Queue(QueueTopology),
-    Fanout(String),
+/// What a handle declares on every new connection (idempotently).
+trait Topology {
+    async fn declare(&self, channel: &Channel) -> Result<(), BackendError>;
 }
 
+/// A queue: its name and what is declared with it.
 struct QueueTopology {
     queue: String,
-    max_receives: Option<u32>,
-    dead_letters: Option<DeadLetterNames>,
+    dead_letters: Option<DeadLetters>,
     prefetch: u16,
     fanout: Option<String>,
 }
 
-struct DeadLetterNames {
+/// Where a queue with a receive limit sends what comes back once too often.
+struct DeadLetters {
+    max_receives: u32,
     exchange: String,
     queue: String,
 }
 
-fn dead_letter_names(queue: &str) -> DeadLetterNames {
-    DeadLetterNames {
-        exchange: format!("{queue}.dlx"),
-        queue: format!("{queue}.dlq"),
+impl DeadLetters {
+    fn of(queue: &str, max_receives: u32) -> Self {
+        Self {
+            max_receives,
+            exchange: format!("{queue}.dlx"),
+            queue: format!("{queue}.dlq"),
+        }
     }
 }
 
-impl Topology {
-    /// Declares it on `channel` (idempotent).
+/// A durable fanout exchange, by name.
+struct FanoutExchange(String);
+
+impl Topology for FanoutExchange {
     async fn declare(&self, channel: &Channel) -> Result<(), BackendError> {
-        match self {
-            Topology::Fanout(exchange) => declare_fanout(channel, exchange).await,
-            Topology::Queue(queue) => {
-                let mut arguments = quorum();
-                if let (Some(names), Some(max_receives)) = (&queue.dead_letters, queue.max_receives)
-                {
-                    channel
-                        .exchange_declare(
-                            short(&names.exchange)?,
-                            ExchangeKind::Fanout,
-                            durable_exchange(),
-                            FieldTable::default(),
-                        )
-                        .await
-                        .map_err(broker_error)?;
-                    channel
-                        .queue_declare(short(&names.queue)?, durable_queue(), quorum())
-                        .await
-                        .map_err(broker_error)?;
-                    channel
-                        .queue_bind(
-                            short(&names.queue)?,
-                            short(&names.exchange)?,
-                            "".into(),
-                            QueueBindOptions::default(),
-                            FieldTable::default(),
-                        )
-                        .await
-                        .map_err(broker_error)?;
-                    arguments.insert("x-dead-letter-exchange".into(), string(&names.exchange));
-                    // A quorum queue's limit N allows N + 1 deliveries.
-                    arguments.insert(
-                        "x-delivery-limit".into(),
-                        long_int(u64::from(max_receives - 1)),
-                    );
-                }
-                channel
-                    .queue_declare(short(&queue.queue)?, durable_queue(), arguments)
-                    .await
-                    .map_err(broker_error)?;
-                if let Some(exchange) = &queue.fanout {
-                    declare_fanout(channel, exchange).await?;
-                    channel
-                        .queue_bind(
-                            short(&queue.queue)?,
-                            short(exchange)?,
-                            "".into(),
-                            QueueBindOptions::default(),
-                            FieldTable::default(),
-                        )
-                        .await
-                        .map_err(broker_error)?;
-                }
-                Ok(())
-            }
+        declare_fanout(channel, &self.0).await
+    }
+}
+
+impl Topology for QueueTopology {
+    async fn declare(&self, channel: &Channel) -> Result<(), BackendError> {
+        let mut arguments = quorum();
+        if let Some(names) = &self.dead_letters {
+            channel
+                .exchange_declare(
+                    short(&names.exchange)?,
+                    ExchangeKind::Fanout,
+                    durable_exchange(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(broker_error)?;
+            channel
+                .queue_declare(short(&names.queue)?, durable_queue(), quorum())
+                .await
+                .map_err(broker_error)?;
+            channel
+                .queue_bind(
+                    short(&names.queue)?,
+                    short(&names.exchange)?,
+                    "".into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(broker_error)?;
+            arguments.insert("x-dead-letter-exchange".into(), string(&names.exchange));
+            // A quorum queue's limit N allows N + 1 deliveries.
+            arguments.insert(
+                "x-delivery-limit".into(),
+                long_int(u64::from(names.max_receives - 1)),
+            );
         }
+        channel
+            .queue_declare(short(&self.queue)?, durable_queue(), arguments)
+            .await
+            .map_err(broker_error)?;
+        if let Some(exchange) = &self.fanout {
+            declare_fanout(channel, exchange).await?;
+            channel
+                .queue_bind(
+                    short(&self.queue)?,
+                    short(exchange)?,
+                    "".into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(broker_error)?;
+        }
+        Ok(())
     }
 }
 
@@ -820,7 +829,7 @@ impl Link {
 
     /// A healthy session: the current one, or a new connection with `topology` declared on
     /// it. The lost one is closed; its receipts are stale from now on.
-    fn session(&self, topology: &Topology) -> Result<Arc<Session>, BackendError> {
+    fn session(&self, topology: &impl Topology) -> Result<Arc<Session>, BackendError> {
         let mut slot = lock(&self.session);
         if let Some(session) = slot.as_ref().filter(|session| session.healthy()) {
             return Ok(Arc::clone(session));
@@ -838,7 +847,7 @@ impl Link {
         Ok(session)
     }
 
-    async fn connect(&self, topology: &Topology) -> Result<Session, BackendError> {
+    async fn connect(&self, topology: &impl Topology) -> Result<Session, BackendError> {
         let connection = tokio::time::timeout(
             CONNECT_TIMEOUT,
             Connection::connect(
