@@ -15,7 +15,7 @@ use lapin::options::{
     ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
     QueueDeclareOptions, QueueDeleteOptions, QueuePurgeOptions,
 };
-use lapin::protocol::{AMQPErrorKind, AMQPHardError};
+use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{
     Acker, BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ErrorKind,
@@ -310,13 +310,14 @@ impl RabbitMq {
                     .queue_purge(short(&queue)?, QueuePurgeOptions::default())
                     .await;
                 let _ = channel.close(REPLY_SUCCESS, "purged".into()).await;
-                purged.map(|_| ()).map_err(broker_error)
+                match purged {
+                    // A delay queue that has expired has nothing to purge. (The broker closes
+                    // the channel for it: each purge gets its own.)
+                    Err(error) if is_not_found(&error) => Ok(()),
+                    other => other.map(drop).map_err(broker_error),
+                }
             });
-            match purged {
-                // A delay queue that has expired has nothing to purge.
-                Err(BackendError::Fatal(message)) if message.contains("NOT_FOUND") => {}
-                other => other?,
-            }
+            purged?;
         }
         Ok(())
     }
@@ -1269,6 +1270,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Whether the broker answered that the queue or exchange does not exist.
+fn is_not_found(error: &lapin::Error) -> bool {
+    matches!(error.kind(), ErrorKind::ProtocolError(refusal)
+        if *refusal.kind() == AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND))
 }
 
 /// What the broker refused is fatal for the call; a connection the broker closed (a restart, an
