@@ -678,3 +678,39 @@ fn concurrent_receivers_on_two_connections_get_every_message_exactly_once() {
     assert_eq!(taken, (0..MESSAGES).collect::<Vec<_>>());
     nothing(&*first);
 }
+
+#[test]
+fn a_broker_that_blocks_publishers_makes_sends_transient_after_the_confirm_timeout() {
+    let Some(url) = broker_url() else { return };
+    let _alone = NODE
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let timeout = Duration::from_millis(500);
+    let queue = Fresh::new(RabbitMq::builder(&url, &fresh("alarm")).confirm_timeout(timeout));
+    // A memory alarm: the broker stops reading from publishing connections.
+    ctl(&["set_vm_memory_high_watermark", "0.000001"]);
+    let start = Instant::now();
+    let blocked = queue.send(Outgoing::new(b"held up".to_vec()));
+    let took = start.elapsed();
+    ctl(&["set_vm_memory_high_watermark", "0.4"]);
+    let refused = blocked.expect_err("no confirm while the alarm is on");
+    assert!(refused.error.is_transient(), "{:?}", refused.error);
+    assert_eq!(refused.body, b"held up");
+    assert!(
+        took >= timeout && took < timeout * 10,
+        "gave up after {took:?}"
+    );
+    // Once the alarm clears the held-up publish may still arrive, as the error says.
+    let mut got = Vec::new();
+    queue
+        .receive(&mut got, 1, Duration::from_secs(2), None)
+        .unwrap();
+    for message in &got {
+        assert_eq!(body(message), "held up");
+        queue.delete(&message.handle).unwrap();
+    }
+    send(&queue, "after the alarm");
+    let after = one(&*queue);
+    assert_eq!(body(&after), "after the alarm");
+    queue.delete(&after.handle).unwrap();
+}

@@ -39,8 +39,9 @@ const MAX_BODY_BYTES: usize = 128 << 20;
 const DEFAULT_PREFETCH: u16 = 32;
 /// How long a connection attempt may take before the call fails as transient.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a publish waits for the broker's confirm before the entry fails as transient.
-const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a send waits for the broker's confirms unless
+/// [`RabbitMqBuilder::confirm_timeout`] says otherwise.
+const DEFAULT_CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an unused delay queue outlives its TTL before the broker deletes it.
 const DELAY_QUEUE_IDLE: Duration = Duration::from_secs(60);
 /// The header in which a quorum queue counts earlier deliveries.
@@ -62,6 +63,7 @@ pub struct RabbitMqBuilder {
     max_receives: Option<u32>,
     prefetch: u16,
     fanout: Option<String>,
+    confirm_timeout: Duration,
 }
 
 impl RabbitMqBuilder {
@@ -77,6 +79,15 @@ impl RabbitMqBuilder {
     /// 32 by default. Zero (AMQP's "unlimited") is refused by `build`.
     pub fn prefetch(mut self, prefetch: u16) -> Self {
         self.prefetch = prefetch;
+        self
+    }
+
+    /// How long a send waits for the broker to take its messages (30 s by default): past it,
+    /// the entries not yet confirmed are [`BackendError::Transient`] (they may still arrive).
+    /// A broker under a memory or disk alarm blocks publishers until the alarm clears. Zero is
+    /// refused by `build`.
+    pub fn confirm_timeout(mut self, timeout: Duration) -> Self {
+        self.confirm_timeout = timeout;
         self
     }
 
@@ -100,7 +111,13 @@ impl RabbitMqBuilder {
             prefetch: self.prefetch,
             fanout: self.fanout,
         };
-        let rabbit = RabbitMq::new(Arc::new(runtime()?), self.url, topology);
+        let link = Link::new(
+            Arc::new(runtime()?),
+            self.url,
+            format!("visq queue {}", topology.queue),
+            self.confirm_timeout,
+        );
+        let rabbit = RabbitMq::new(link, topology);
         rabbit.link.session(&rabbit.topology)?;
         Ok(rabbit)
     }
@@ -109,6 +126,11 @@ impl RabbitMqBuilder {
         if self.max_receives == Some(0) {
             return Err(BackendError::Fatal(
                 "max_receives must be at least 1".into(),
+            ));
+        }
+        if self.confirm_timeout.is_zero() {
+            return Err(BackendError::Fatal(
+                "confirm_timeout must be above zero".into(),
             ));
         }
         if self.prefetch == 0 {
@@ -198,7 +220,8 @@ impl RabbitMqBuilder {
 /// settle fails because the connection is gone is [`BackendError::Stale`] (the broker requeues
 /// what a lost connection held), and nothing is sent for it: an unknown tag would make the
 /// broker close the channel. A broker that cannot be reached is [`BackendError::Transient`];
-/// so is a publish the broker nacks or does not confirm within 30 seconds (it may
+/// so is a publish the broker nacks or does not confirm within
+/// [`RabbitMqBuilder::confirm_timeout`] (it may
 /// then still arrive). What the broker refuses (a queue declared with other arguments, a
 /// deleted queue) is [`BackendError::Fatal`] with its message.
 ///
@@ -245,11 +268,10 @@ impl std::fmt::Debug for RabbitMq {
 }
 
 impl RabbitMq {
-    /// A handle on `topology`, not yet connected.
-    fn new(runtime: Arc<Runtime>, url: String, topology: QueueTopology) -> Self {
-        let name = format!("visq queue {}", topology.queue);
+    /// A handle on `topology` through `link`, not yet connected.
+    fn new(link: Link, topology: QueueTopology) -> Self {
         Self {
-            link: Link::new(runtime, url, name),
+            link,
             topology,
             ids: IdSource::new(),
             delays: Mutex::new(BTreeSet::new()),
@@ -266,6 +288,7 @@ impl RabbitMq {
             max_receives: None,
             prefetch: DEFAULT_PREFETCH,
             fanout: None,
+            confirm_timeout: DEFAULT_CONFIRM_TIMEOUT,
         }
     }
 
@@ -282,6 +305,7 @@ impl RabbitMq {
                 Arc::new(runtime()?),
                 url.to_owned(),
                 format!("visq topic {exchange}"),
+                DEFAULT_CONFIRM_TIMEOUT,
             ),
             topology: FanoutExchange(exchange.to_owned()),
             ids: IdSource::new(),
@@ -579,11 +603,13 @@ impl Backend for RabbitMq {
                 prefetch: self.topology.prefetch,
                 fanout: None,
             };
-            Arc::new(RabbitMq::new(
+            let link = Link::new(
                 Arc::clone(&self.link.runtime),
                 self.link.url.clone(),
-                topology,
-            ))
+                format!("visq queue {}", topology.queue),
+                self.link.confirm_timeout,
+            );
+            Arc::new(RabbitMq::new(link, topology))
         });
         Some(Arc::clone(dlq) as Arc<dyn Backend<Body = Vec<u8>>>)
     }
@@ -788,6 +814,7 @@ struct Link {
     url: String,
     /// The connection's name on the broker (`rabbitmqctl list_connections client_properties`).
     name: String,
+    confirm_timeout: Duration,
     session: Mutex<Option<Arc<Session>>>,
 }
 
@@ -809,11 +836,12 @@ impl Session {
 }
 
 impl Link {
-    fn new(runtime: Arc<Runtime>, url: String, name: String) -> Self {
+    fn new(runtime: Arc<Runtime>, url: String, name: String, confirm_timeout: Duration) -> Self {
         Self {
             runtime,
             url,
             name,
+            confirm_timeout,
             session: Mutex::new(None),
         }
     }
@@ -887,7 +915,8 @@ impl Link {
     }
 
     /// Publishes each routed entry to `exchange`, then awaits every confirm; one result per
-    /// entry, in order.
+    /// entry, in order. The whole call has `confirm_timeout`: a broker that blocks
+    /// publishers (a memory or disk alarm) or does not confirm makes the rest transient.
     fn publish(
         &self,
         session: &Session,
@@ -896,20 +925,23 @@ impl Link {
         ids: &IdSource,
     ) -> Vec<Result<Accepted, Refused<Vec<u8>>>> {
         self.block_on(async {
+            let deadline = tokio::time::Instant::now() + self.confirm_timeout;
             let mut pending = Vec::with_capacity(entries.len());
             for (entry, route) in entries {
                 let id = ids.next();
                 let sent = match route {
                     Err(error) => Err(error),
                     Ok(route) => {
-                        publish_one(
+                        let publish = publish_one(
                             &session.publisher,
                             exchange,
                             &route.routing_key,
                             &entry.body,
                             route.properties.with_message_id(id.clone().into()),
-                        )
-                        .await
+                        );
+                        tokio::time::timeout_at(deadline, publish)
+                            .await
+                            .unwrap_or_else(|_| Err(unconfirmed(self.confirm_timeout)))
                     }
                 };
                 pending.push((entry.body, id, sent));
@@ -917,7 +949,9 @@ impl Link {
             let mut results = Vec::with_capacity(pending.len());
             for (body, id, sent) in pending {
                 let confirmed = match sent {
-                    Ok(confirm) => await_confirm(confirm).await,
+                    Ok(confirm) => tokio::time::timeout_at(deadline, await_confirm(confirm))
+                        .await
+                        .unwrap_or_else(|_| Err(unconfirmed(self.confirm_timeout))),
                     Err(error) => Err(error),
                 };
                 results.push(match confirmed {
@@ -969,14 +1003,15 @@ async fn publish_one(
     Ok(confirm)
 }
 
+fn unconfirmed(timeout: Duration) -> BackendError {
+    BackendError::Transient(format!(
+        "no publisher confirm within {timeout:?}; the message may still arrive"
+    ))
+}
+
 async fn await_confirm(confirm: lapin::PublisherConfirm) -> Result<(), BackendError> {
-    let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
+    let confirmation = confirm
         .await
-        .map_err(|_| {
-            BackendError::Transient(format!(
-                "no publisher confirm within {CONFIRM_TIMEOUT:?}; the message may still arrive"
-            ))
-        })?
         .map_err(|error| BackendError::Transient(format!("publish not confirmed: {error}")))?;
     match confirmation {
         Confirmation::Ack(None) => Ok(()),
