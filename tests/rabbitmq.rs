@@ -714,3 +714,37 @@ fn a_broker_that_blocks_publishers_makes_sends_transient_after_the_confirm_timeo
     assert_eq!(body(&after), "after the alarm");
     queue.delete(&after.handle).unwrap();
 }
+
+#[test]
+fn deliveries_pushed_but_not_taken_come_back_counted_when_the_handle_goes() {
+    let Some(url) = url() else { return };
+    let name = fresh("prefetched");
+    let keeper = Fresh::new(RabbitMq::builder(&url, &name));
+    for body in ["taken", "pushed"] {
+        send(&keeper, body);
+    }
+    {
+        let early = RabbitMq::builder(&url, &name).prefetch(2).build().unwrap();
+        let taken = one(&early);
+        assert_eq!(body(&taken), "taken");
+        // Wait (real time) until the broker has pushed the second one to this handle too.
+        nothing(&*keeper);
+        // Dropped with one lease unsettled and one delivery never handed out.
+    }
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        assert!(keeper.receive(&mut got, 2, PATIENT, None).unwrap() > 0);
+    }
+    let counts: Vec<_> = got.iter().map(|m| (body(m), m.receive_count)).collect();
+    // RabbitMQ 3.x counts every return to a quorum queue, a pushed one no receive took too.
+    assert_eq!(
+        counts,
+        [
+            ("taken", ReceiveCount::Exact(2)),
+            ("pushed", ReceiveCount::Exact(2))
+        ]
+    );
+    for message in &got {
+        keeper.delete(&message.handle).unwrap();
+    }
+}

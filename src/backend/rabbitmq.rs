@@ -183,7 +183,9 @@ impl RabbitMqBuilder {
 /// * **Prefetch bounds what is in flight.** Once a receive has started the consumer, the broker
 ///   pushes up to `prefetch` unsettled deliveries to this connection; those not yet handed out
 ///   by a receive wait in the adapter and are invisible to other consumers until this handle is
-///   dropped or its connection closes. A handle that only sends never consumes.
+///   dropped or its connection closes; RabbitMQ 3.x then counts them as delivered (every
+///   return to a quorum queue counts), so keep `prefetch` near the batch a receive takes. A
+///   handle that only sends never consumes.
 /// * **Receive counts are exact.** The queue is a quorum queue: `x-delivery-count` counts the
 ///   earlier deliveries that came back (absent on the first), so a delivery carries
 ///   [`ReceiveCount::Exact`]`(x-delivery-count + 1)`. Every return counts: a release, a
