@@ -36,7 +36,7 @@ const MAX_BATCH: usize = 256;
 /// RabbitMQ's default `max_message_size` (3.8 to 3.13: 128 MiB).
 const MAX_BODY_BYTES: usize = 128 << 20;
 /// Unsettled deliveries per consumer unless [`RabbitMqBuilder::prefetch`] says otherwise.
-const DEFAULT_PREFETCH: u16 = 32;
+const DEFAULT_PREFETCH: u16 = 10;
 /// How long a connection attempt may take before the call fails as transient.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a send waits for the broker's confirms unless
@@ -76,7 +76,9 @@ impl RabbitMqBuilder {
     }
 
     /// How many unsettled deliveries the broker pushes to this handle at most (`basic.qos`),
-    /// 32 by default. Zero (AMQP's "unlimited") is refused by `build`.
+    /// 10 by default (the most one SQS receive returns). What the broker has pushed and no
+    /// receive has taken yet counts as delivered if the handle goes (see [`RabbitMq`]). Zero
+    /// (AMQP's "unlimited") is refused by `build`.
     pub fn prefetch(mut self, prefetch: u16) -> Self {
         self.prefetch = prefetch;
         self
