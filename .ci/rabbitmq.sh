@@ -46,6 +46,11 @@ install_if_missing() {
     say "rabbitmq-server is not installed: installing it with apt-get"
     apt-get update >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y rabbitmq-server >&2
+    # Where no policy-rc.d holds it back, the package starts the system's own node on the
+    # same port; this script runs its own.
+    if command -v invoke-rc.d > /dev/null; then
+        invoke-rc.d rabbitmq-server stop >&2 || true
+    fi
 }
 
 start() {
