@@ -1330,3 +1330,85 @@ fn broker_error(error: lapin::Error) -> BackendError {
         _ => BackendError::Transient(error.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivered(headers: Option<FieldTable>) -> Incoming<Vec<u8>> {
+        let mut delivery = Delivery::mock(7, "".into(), "q".into(), false, b"body".to_vec());
+        if let Some(headers) = headers {
+            delivery.properties = delivery.properties.with_headers(headers);
+        }
+        incoming(3, delivery)
+    }
+
+    #[test]
+    fn a_delay_rounds_up_to_whole_milliseconds() {
+        assert_eq!(delay_millis(Duration::from_millis(300)), 300);
+        assert_eq!(delay_millis(Duration::from_micros(300_001)), 301);
+        assert_eq!(delay_millis(Duration::from_nanos(1)), 1);
+        assert_eq!(
+            delay_queue_name("jobs", Duration::from_micros(1500)),
+            "jobs.delay.2"
+        );
+    }
+
+    #[test]
+    fn the_receive_count_is_one_more_than_x_delivery_count() {
+        assert_eq!(delivered(None).receive_count, ReceiveCount::Exact(1));
+        for value in [
+            AMQPValue::LongLongInt(2),
+            AMQPValue::LongInt(2),
+            AMQPValue::ShortUInt(2),
+        ] {
+            let mut headers = FieldTable::default();
+            headers.insert(DELIVERY_COUNT.into(), value);
+            assert_eq!(
+                delivered(Some(headers)).receive_count,
+                ReceiveCount::Exact(3)
+            );
+        }
+    }
+
+    #[test]
+    fn attributes_are_the_string_headers_not_rabbitmqs_own() {
+        let mut headers = FieldTable::default();
+        headers.insert("tenant".into(), string("acme"));
+        headers.insert("x-death".into(), string("rabbit's"));
+        headers.insert("x-delivery-count".into(), AMQPValue::LongLongInt(1));
+        headers.insert("flag".into(), AMQPValue::Boolean(true));
+        let message = delivered(Some(headers));
+        assert_eq!(
+            message.attributes,
+            [("tenant".to_owned(), "acme".to_owned())]
+        );
+        assert_eq!(message.handle, Handle::tag(3, 7));
+        // No message id from the publisher: one made from the connection and the tag.
+        assert_eq!(message.id.to_string(), "3.7");
+    }
+
+    #[test]
+    fn entries_rabbitmq_cannot_carry_are_refused_before_publishing() {
+        let entry = |f: fn(Outgoing<Vec<u8>>) -> Outgoing<Vec<u8>>| {
+            check_entry(&f(Outgoing::new(b"b".to_vec()))).map(drop)
+        };
+        assert_eq!(
+            entry(|e| e.group("g")),
+            Err(BackendError::Unsupported(Feature::Groups))
+        );
+        assert_eq!(
+            entry(|e| e.dedup_id("d")),
+            Err(BackendError::Unsupported(Feature::Dedup))
+        );
+        assert!(matches!(
+            entry(|e| e.attribute("x-mine", "v")),
+            Err(BackendError::Fatal(_))
+        ));
+        assert!(matches!(
+            entry(|e| e.attribute("n".repeat(256), "v")),
+            Err(BackendError::Fatal(_))
+        ));
+        assert_eq!(entry(|e| e.attribute("tenant", "acme")), Ok(()));
+    }
+}
