@@ -409,6 +409,7 @@ fn delays_never_fire_early_and_a_short_one_does_not_wait_behind_a_long_one() {
         Outgoing::new(b"long".to_vec()).delay(Duration::from_millis(1200)),
         Outgoing::new(b"short".to_vec()).delay(Duration::from_millis(300)),
         Outgoing::new(b"now".to_vec()),
+        Outgoing::new(b"short too".to_vec()).delay(Duration::from_millis(300)),
     ]);
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     let now = one(&*queue);
@@ -424,6 +425,8 @@ fn delays_never_fire_early_and_a_short_one_does_not_wait_behind_a_long_one() {
         short_at < Duration::from_millis(1200),
         "waited behind the long one: {short_at:?}"
     );
+    let short_too = one(&*queue);
+    assert_eq!(body(&short_too), "short too");
     let long = one(&*queue);
     let long_at = start.elapsed();
     assert_eq!(body(&long), "long");
@@ -432,7 +435,7 @@ fn delays_never_fire_early_and_a_short_one_does_not_wait_behind_a_long_one() {
         "came out early: {long_at:?}"
     );
     assert_eq!(long.receive_count, ReceiveCount::Exact(1));
-    for message in [now, short, long] {
+    for message in [now, short, short_too, long] {
         queue.delete(&message.handle).unwrap();
     }
 }

@@ -477,29 +477,35 @@ impl Backend for RabbitMq {
             Err(error) => return refuse_all(batch, error),
         };
         let queue = self.topology.queue.clone();
+        // Each delay queue is declared once per call.
+        let mut delay_queues = HashMap::new();
         let mut results = Vec::with_capacity(batch.len());
         let mut entries = batch.into_iter().peekable();
         while entries.peek().is_some() {
-            let chunk: Vec<_> = entries
-                .by_ref()
-                .take(MAX_BATCH)
-                .map(|entry| {
-                    // Checked before a delay queue is declared for it.
-                    let route = check_entry(&entry).and_then(|properties| {
-                        let routing_key = if entry.delay.is_zero() {
-                            queue.clone()
-                        } else {
-                            check_delay(entry.delay)?;
-                            self.declare_delay(&session, entry.delay)?
-                        };
-                        Ok(Route {
-                            routing_key,
-                            properties,
-                        })
-                    });
-                    (entry, route)
-                })
-                .collect();
+            let mut chunk = Vec::with_capacity(MAX_BATCH);
+            for entry in entries.by_ref().take(MAX_BATCH) {
+                // Checked before a delay queue is declared for it.
+                let route = check_entry(&entry).and_then(|properties| {
+                    let routing_key = if entry.delay.is_zero() {
+                        queue.clone()
+                    } else {
+                        check_delay(entry.delay)?;
+                        match delay_queues.get(&entry.delay) {
+                            Some(name) => String::clone(name),
+                            None => {
+                                let name = self.declare_delay(&session, entry.delay)?;
+                                delay_queues.insert(entry.delay, name.clone());
+                                name
+                            }
+                        }
+                    };
+                    Ok(Route {
+                        routing_key,
+                        properties,
+                    })
+                });
+                chunk.push((entry, route));
+            }
             results.extend(self.link.publish(&session, "", chunk, &self.ids));
         }
         results
