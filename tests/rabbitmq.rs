@@ -589,14 +589,20 @@ fn receive_checks_its_arguments() {
             ..
         })
     ));
-    // A visibility is accepted (and cannot be honoured: the lease does not expire).
+    assert!(matches!(
+        queue.receive(&mut got, 1, MAX_TIMEOUT * 2, None),
+        Err(BackendError::Limit {
+            limit: Limit::WaitMillis,
+            ..
+        })
+    ));
+    // A visibility is accepted and cannot be honoured: the lease does not expire.
     send(&queue, "held");
-    let message = {
-        queue
-            .receive(&mut got, 1, PATIENT, Some(Duration::from_millis(1)))
-            .unwrap();
-        got.pop().unwrap()
-    };
+    queue
+        .receive(&mut got, 1, PATIENT, Some(Duration::from_millis(1)))
+        .unwrap();
+    let message = got.pop().expect("the message");
+    // Its 1 ms visibility passes during this 300 ms wait (real time): still held.
     nothing(&*queue);
     queue.delete(&message.handle).unwrap();
 }
