@@ -159,8 +159,9 @@ impl RabbitMqBuilder {
 /// to over AMQP 0.9.1 with the `lapin` client, behind the blocking trait.
 ///
 /// The adapter owns a tokio runtime with one worker thread: lapin runs its socket, heartbeats
-/// and consumer on it; each trait call blocks the caller on it (so do not call the adapter from
-/// inside an async runtime). It holds one connection, opened by [`RabbitMqBuilder::build`] and
+/// and consumer on it; each trait call blocks the caller on it (a call from inside an async
+/// runtime, where blocking would stall it, is refused with [`BackendError::Fatal`]: use
+/// `spawn_blocking`). It holds one connection, opened by [`RabbitMqBuilder::build`] and
 /// opened again by the next call after it is lost (a broker restart, a dropped connection).
 ///
 /// | trait | AMQP |
@@ -328,7 +329,7 @@ impl RabbitMq {
     pub fn purge(&self) -> Result<(), BackendError> {
         let session = self.link.session(&self.topology)?;
         for queue in self.own_queues() {
-            let purged = self.link.block_on(async {
+            self.link.run(async {
                 let channel = session
                     .connection
                     .create_channel()
@@ -344,8 +345,7 @@ impl RabbitMq {
                     Err(error) if is_not_found(&error) => Ok(()),
                     other => other.map(drop).map_err(broker_error),
                 }
-            });
-            purged?;
+            })?;
         }
         Ok(())
     }
@@ -362,7 +362,7 @@ impl RabbitMq {
             .dead_letters
             .as_ref()
             .map(|names| names.exchange.clone());
-        self.link.block_on(async {
+        self.link.run(async {
             let channel = session
                 .connection
                 .create_channel()
@@ -406,6 +406,8 @@ impl RabbitMq {
         Fut: Future<Output = lapin::Result<bool>>,
     {
         let (connection, tag) = receipt.as_tag().ok_or(BackendError::Stale)?;
+        // Before the acker is taken: a refused call leaves the lease as it was.
+        refuse_inside_async()?;
         let session = self.link.current().ok_or(BackendError::Stale)?;
         let consumer = session.consumer.get().ok_or(BackendError::Stale)?;
         if session.number != connection {
@@ -414,11 +416,13 @@ impl RabbitMq {
         let acker = lock(&consumer.leases)
             .remove(&tag)
             .ok_or(BackendError::Stale)?;
-        match self.link.block_on(settle(acker)) {
-            Ok(true) => Ok(()),
-            // Already used, or its channel is gone (the broker requeues what it held).
-            Ok(false) | Err(_) => Err(BackendError::Stale),
-        }
+        self.link.run(async move {
+            match settle(acker).await {
+                Ok(true) => Ok(()),
+                // Already used, or its channel is gone (the broker requeues what it held).
+                Ok(false) | Err(_) => Err(BackendError::Stale),
+            }
+        })
     }
 
     /// The routing key for a delay, after declaring its delay queue.
@@ -434,13 +438,12 @@ impl RabbitMq {
         );
         arguments.insert("x-dead-letter-exchange".into(), string(""));
         arguments.insert("x-dead-letter-routing-key".into(), string(queue));
-        self.link.block_on(async {
+        self.link.run(async {
             session
                 .publisher
                 .queue_declare(short(&name)?, durable_queue(), arguments)
                 .await
-                .map_err(broker_error)?;
-            Ok::<_, BackendError>(())
+                .map_err(broker_error)
         })?;
         lock(&self.delays).insert(ttl);
         Ok(name)
@@ -535,10 +538,12 @@ impl Backend for RabbitMq {
         }
         let session = self.link.session(&self.topology)?;
         let queue = &self.topology;
-        let consumer = self.link.block_on(session.consumer.get_or_try_init(|| {
+        let consumer = self.link.run(session.consumer.get_or_try_init(|| {
             Consumer::start(&session.connection, &queue.queue, queue.prefetch)
         }))?;
-        let (deliveries, ended) = self.link.block_on(consumer.take(max, wait));
+        let (deliveries, ended) = self
+            .link
+            .run(async { Ok(consumer.take(max, wait).await) })?;
         let mut leases = lock(&consumer.leases);
         for delivery in &deliveries {
             leases.insert(delivery.delivery_tag, delivery.acker.clone());
@@ -614,7 +619,7 @@ impl Backend for RabbitMq {
                 fanout: None,
             };
             let link = Link::new(
-                Arc::clone(&self.link.runtime),
+                Arc::clone(self.link.runtime()),
                 self.link.url.clone(),
                 format!("visq queue {}", topology.queue),
                 self.link.confirm_timeout,
@@ -686,7 +691,7 @@ impl RabbitMqTopic {
     /// Deletes the exchange (bound queues stay, unbound).
     pub fn delete(&self) -> Result<(), BackendError> {
         let session = self.link.session(&self.topology)?;
-        self.link.block_on(async {
+        self.link.run(async {
             session
                 .publisher
                 .exchange_delete(short(self.exchange())?, ExchangeDeleteOptions::default())
@@ -820,7 +825,8 @@ type Routed = (Outgoing<Vec<u8>>, Result<Route, BackendError>);
 /// One handle's connection: the runtime it runs on, and the current session, replaced when
 /// it is lost.
 struct Link {
-    runtime: Arc<Runtime>,
+    /// Shared with the dead-letter queue's handle; `None` only while dropping.
+    runtime: Option<Arc<Runtime>>,
     url: String,
     /// The connection's name on the broker (`rabbitmqctl list_connections client_properties`).
     name: String,
@@ -848,7 +854,7 @@ impl Session {
 impl Link {
     fn new(runtime: Arc<Runtime>, url: String, name: String, confirm_timeout: Duration) -> Self {
         Self {
-            runtime,
+            runtime: Some(runtime),
             url,
             name,
             confirm_timeout,
@@ -856,8 +862,19 @@ impl Link {
         }
     }
 
-    fn block_on<F: Future>(&self, future: F) -> F::Output {
-        self.runtime.block_on(future)
+    fn runtime(&self) -> &Arc<Runtime> {
+        self.runtime
+            .as_ref()
+            .expect("only the drop takes the runtime")
+    }
+
+    /// Runs `future` to its end, blocking this thread; refused inside an async runtime.
+    fn run<T>(
+        &self,
+        future: impl Future<Output = Result<T, BackendError>>,
+    ) -> Result<T, BackendError> {
+        refuse_inside_async()?;
+        self.runtime().block_on(future)
     }
 
     /// The current session, if there is one (healthy or not): what receipts are checked
@@ -874,14 +891,14 @@ impl Link {
             return Ok(Arc::clone(session));
         }
         if let Some(lost) = slot.take() {
-            self.runtime.spawn(async move {
+            self.runtime().spawn(async move {
                 let _ = lost
                     .connection
                     .close(REPLY_SUCCESS, "reconnecting".into())
                     .await;
             });
         }
-        let session = Arc::new(self.block_on(self.connect(topology))?);
+        let session = Arc::new(self.run(self.connect(topology))?);
         *slot = Some(Arc::clone(&session));
         Ok(session)
     }
@@ -934,7 +951,11 @@ impl Link {
         entries: Vec<Routed>,
         ids: &IdSource,
     ) -> Vec<Result<Accepted, Refused<Vec<u8>>>> {
-        self.block_on(async {
+        if let Err(error) = refuse_inside_async() {
+            let bodies = entries.into_iter().map(|(entry, _)| entry);
+            return refuse_all(bodies.collect(), error);
+        }
+        self.runtime().block_on(async {
             let deadline = tokio::time::Instant::now() + self.confirm_timeout;
             let mut pending = Vec::with_capacity(entries.len());
             for (entry, route) in entries {
@@ -977,16 +998,40 @@ impl Link {
 }
 
 impl Drop for Link {
+    /// Closes the connection (the broker requeues what it held), waiting a second at most;
+    /// inside an async runtime, where it must not block, the broker sees the socket close
+    /// instead. The runtime, with its last handle, stops without blocking either way.
     fn drop(&mut self) {
+        let Some(runtime) = self.runtime.take() else {
+            return;
+        };
         if let Some(session) = lock(&self.session).take() {
-            let _ = self.runtime.block_on(async {
-                tokio::time::timeout(
-                    Duration::from_secs(1),
-                    session.connection.close(REPLY_SUCCESS, "bye".into()),
-                )
-                .await
-            });
+            if refuse_inside_async().is_ok() {
+                let _ = runtime.block_on(async {
+                    tokio::time::timeout(
+                        Duration::from_secs(1),
+                        session.connection.close(REPLY_SUCCESS, "bye".into()),
+                    )
+                    .await
+                });
+            }
         }
+        if let Ok(runtime) = Arc::try_unwrap(runtime) {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// A blocking call from inside an async runtime would stall it (and tokio panics on it).
+fn refuse_inside_async() -> Result<(), BackendError> {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        Err(BackendError::Fatal(
+            "the RabbitMQ backend blocks: call it from a plain thread \
+             (tokio::task::spawn_blocking), not from inside an async runtime"
+                .into(),
+        ))
+    } else {
+        Ok(())
     }
 }
 
@@ -1347,6 +1392,51 @@ mod tests {
             delivery.properties = delivery.properties.with_headers(headers);
         }
         incoming(3, delivery)
+    }
+
+    #[test]
+    fn blocking_calls_inside_an_async_runtime_are_refused_not_a_panic() {
+        let topology = QueueTopology {
+            queue: "q".into(),
+            dead_letters: None,
+            prefetch: DEFAULT_PREFETCH,
+            fanout: None,
+        };
+        // Nothing listens on port 1: nothing here may get as far as connecting.
+        let link = Link::new(
+            Arc::new(runtime().unwrap()),
+            "amqp://127.0.0.1:1/%2f".into(),
+            "test".into(),
+            DEFAULT_CONFIRM_TIMEOUT,
+        );
+        let rabbit = RabbitMq::new(link, topology);
+        let outer = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        outer.block_on(async move {
+            let refused = rabbit.send(Outgoing::new(b"kept".to_vec())).unwrap_err();
+            assert!(
+                matches!(refused.error, BackendError::Fatal(_)),
+                "{refused:?}"
+            );
+            assert_eq!(refused.body, b"kept");
+            let mut out = Vec::new();
+            let received = rabbit.receive(&mut out, 1, Duration::ZERO, None);
+            assert!(matches!(received, Err(BackendError::Fatal(_))));
+            assert!(matches!(
+                rabbit.delete(&Handle::tag(1, 1)),
+                Err(BackendError::Fatal(_))
+            ));
+            assert!(matches!(rabbit.purge(), Err(BackendError::Fatal(_))));
+            // Dropped here, inside the runtime: no blocking close, no panic.
+            drop(rabbit);
+        });
+        let built = outer.block_on(async {
+            RabbitMq::builder("amqp://127.0.0.1:1/%2f", "q")
+                .build()
+                .map(drop)
+        });
+        assert!(matches!(built, Err(BackendError::Fatal(_))), "{built:?}");
     }
 
     #[test]
