@@ -7,6 +7,7 @@
 //! milliseconds at most, and says so. Each test uses fresh queue names and deletes them.
 #![cfg(feature = "rabbitmq")]
 
+use std::io::Write;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{RwLock, RwLockReadGuard};
@@ -53,7 +54,9 @@ fn broker_url() -> Option<String> {
             if std::env::var("VISQ_REQUIRE_BROKERS").as_deref() == Ok("1") {
                 panic!("VISQ_REQUIRE_BROKERS=1 but VISQ_RABBITMQ_URL is not set");
             }
-            eprintln!(
+            // Straight to stderr, past libtest's capture, so the skip shows in a plain run.
+            let _ = writeln!(
+                std::io::stderr(),
                 "SKIPPED: VISQ_RABBITMQ_URL is not set; start a broker with \
                  `eval \"$(.ci/rabbitmq.sh start)\"` to run this test"
             );
