@@ -1,6 +1,6 @@
 //! The benchmark report: a shorter run of every benchmark in `benches/` (throughput, latency,
 //! timing wheel, memory), visq beside its baselines in the same run, written to
-//! `results/README.md` with SVG plots.
+//! `results/README.md` with SVG plots, and the same workload on each backend (`backends.rs`).
 //!
 //! ```sh
 //! cargo run --release --example report              # a few minutes on 2 cores
@@ -13,7 +13,11 @@
 //! to back, so they compare like with like even when the machine's speed drifts. Every run is
 //! bounded in time.
 //! The baselines and workloads are the benches' own (`benches/common`), included here by path.
+// backends.rs measures the brokers behind the adapters' features, which are declared on their
+// branches; until the merge, cargo does not know the names.
+#![allow(unexpected_cfgs)]
 
+mod backends;
 #[path = "../../benches/common/mod.rs"]
 mod common;
 mod svg;
@@ -270,6 +274,8 @@ fn main() {
     progress("memory", started);
     let memory = measure_memory();
     let parts = memory::visq_parts();
+    progress("backends", started);
+    let backends = backends::measure(plan.quick, plan.reps);
     let results = Results {
         uncontended,
         histogram_cost,
@@ -282,7 +288,9 @@ fn main() {
         elapsed: started.elapsed(),
     };
     progress("writing", started);
-    match write::write(&out, &machine, &plan, &results) {
+    match write::write(&out, &machine, &plan, &results)
+        .and_then(|readme| backends.add_to(&readme).map(|()| readme))
+    {
         Ok(readme) => eprintln!(
             "wrote {} (and its plots) in {:.0} s",
             readme.display(),
