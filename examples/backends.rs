@@ -16,9 +16,6 @@
 //!
 //! The pool is [`visq::Consumer`] built over the backend (`Consumer::backend_builder`): the
 //! worker pool the in-process queue uses, with its retries, dead-lettering and graceful stop.
-// The adapters' features are declared on their branches; until they are merged here, cargo does
-// not know the names.
-#![allow(unexpected_cfgs)]
 
 use std::error::Error;
 use std::sync::{Arc, Mutex};

@@ -70,6 +70,8 @@ pub use crate::backend::contract::{
     Accepted, Backend, BackendError, Capabilities, CountKind, Feature, Handle, Incoming, Limit,
     MessageKey, Outgoing, ReceiveCount, Refused,
 };
+#[cfg(feature = "rabbitmq")]
+pub use crate::backend::rabbitmq::{RabbitMq, RabbitMqBuilder, RabbitMqTopic};
 #[cfg(feature = "sqs")]
 pub use crate::backend::sqs::{Sqs, SqsBuilder};
 #[cfg(feature = "json")]

@@ -6,9 +6,6 @@
 //! Time passes by waiting on the broker's clock: the cases use 2 s leases and delays, and
 //! believe "nothing there" after a 1 s wait. Each case declares its own queues (a fresh name
 //! with the process id and a counter) and deletes them at the end.
-// The feature is declared by the RabbitMQ adapter's branch; until it is merged here, cargo does
-// not know the name.
-#![allow(unexpected_cfgs)]
 #![cfg(feature = "rabbitmq")]
 
 mod conformance;

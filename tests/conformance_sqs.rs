@@ -12,9 +12,6 @@
 //! still settle a message (AWS: "the request succeeds, but the message might not be deleted";
 //! moto deletes it), so stale receipts are checked as `Ok` or `Stale` with nothing lost or
 //! duplicated; a receipt that was never issued is still `Stale`.
-// The feature is declared by the SQS adapter's branch; until it is merged here, cargo does not
-// know the name.
-#![allow(unexpected_cfgs)]
 #![cfg(feature = "sqs")]
 
 mod conformance;

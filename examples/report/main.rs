@@ -13,9 +13,6 @@
 //! to back, so they compare like with like even when the machine's speed drifts. Every run is
 //! bounded in time.
 //! The baselines and workloads are the benches' own (`benches/common`), included here by path.
-// backends.rs measures the brokers behind the adapters' features, which are declared on their
-// branches; until the merge, cargo does not know the names.
-#![allow(unexpected_cfgs)]
 
 mod async_front;
 mod backends;

@@ -8,6 +8,7 @@
 //! |---|---|
 //! | `contract` | the [`Backend`](crate::Backend) trait and the types it speaks: messages out and in, receipts ([`Handle`](crate::Handle)), [`Capabilities`](crate::Capabilities), [`BackendError`](crate::BackendError) |
 //! | `in_process` | the in-process [`Queue`](crate::Queue) as a backend |
+//! | `rabbitmq` | `RabbitMq`, `RabbitMqTopic` (feature `rabbitmq`): RabbitMQ quorum queues and a fanout exchange over lapin, behind the blocking trait |
 //! | `sqs` | `Sqs` (feature `sqs`): Amazon SQS over aws-sdk-sqs, behind the blocking trait |
 //! | `typed` | [`Typed`](crate::Typed): a backend of values over a backend of bytes, with a [`Codec`](crate::Codec) |
 //!
@@ -16,6 +17,8 @@
 
 pub(crate) mod contract;
 pub(crate) mod in_process;
+#[cfg(feature = "rabbitmq")]
+pub(crate) mod rabbitmq;
 #[cfg(feature = "sqs")]
 pub(crate) mod sqs;
 pub(crate) mod typed;
