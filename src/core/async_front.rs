@@ -82,7 +82,7 @@ const LOOKS_PER_POLL: u32 = 8;
 /// (at most a few microseconds of executor time per wait). Measured (1P1C lifecycle, tokio,
 /// 2 workers, 2-core VM under load, noisy): 4.0-4.4 M msgs/s with none, 4.8-5.0 with 64.
 /// None under loom, where a yield is only a scheduling point.
-const YIELDS_BEFORE_WAITING: u32 = if cfg!(loom) { 0 } else { 64 };
+const YIELDS_BEFORE_WAITING: u32 = 64;
 /// How much earlier a new nap must end than the one in progress for the timer to be asked
 /// again: the two are the same deadline read through two clocks a few microseconds apart
 /// (and runtime timers are millisecond-grained), so a re-poll keeps its sleep.
@@ -513,7 +513,7 @@ impl<A: Attempt, Tm: Timer> Waited<A, Tm> {
                 (*nap_ends_at, *ends_at, *yields) = (None, None, 0);
                 return Poll::Ready(op.give_up());
             }
-            if !*registered && *yields < YIELDS_BEFORE_WAITING {
+            if !*registered && !cfg!(loom) && *yields < YIELDS_BEFORE_WAITING {
                 *yields += 1;
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
