@@ -1,4 +1,4 @@
-//! The queue: a slab of slots, a ready ring, the free slots and a timing wheel.
+//! The queue: a slab of slots, a ready ring, a free stack and a timing wheel.
 //!
 //! # Lifecycle
 //!
@@ -12,11 +12,10 @@
 //!  Ready ──▶ Free: redrive (the body moves to another queue)
 //! ```
 //!
-//! A slot's index moves between the *free slots* (`Free` slots, in per-thread magazines and a
-//! shared depot; LIFO, so a send reuses the slot its thread freed last, still in the caches)
-//! and the *ready ring* (`Ready` slots); `InFlight` and `Delayed` slots are in neither but may
-//! have a wheel entry. See [`super::slot`] for the lifecycle word and body ownership,
-//! [`super::free`] for the free slots, [`super::ring`] for the ring,
+//! A slot's index moves between the *free stack* (`Free` slots; LIFO, so a send reuses the
+//! slot freed last, still in the caches) and the *ready ring* (`Ready` slots); `InFlight` and
+//! `Delayed` slots are in neither but may have a wheel entry. See [`super::slot`] for the
+//! lifecycle word and body ownership, [`super::free`] for the stack, [`super::ring`] for the ring,
 //! [`super::wheel`] for deadlines and [`super::waiters`] for blocking.
 //!
 //! # Races, and why each ends with exactly one winner
@@ -36,14 +35,9 @@
 //!   receipt can reach the slot during the clone.
 //! * **ABA on slot reuse**: each lease bumps the epoch, so a receipt from an earlier lease of a
 //!   reused slot fails validation (up to the 36-bit wrap documented on [`crate::Receipt`]).
-//! * **Two senders taking the same free slot**: a magazine is popped only by the thread that
-//!   owns it (its busy bit); the depot's head carries a tag that every push and pop moves, so
-//!   a pop that read a stale chain header fails its CAS (see [`super::free`]; loom models
-//!   `aba_on_the_free_stack`, `depot_exchange_aba`).
-//! * **A send refused while a slot is free**: slots parked in other threads' magazines are
-//!   free, and a send that finds its own magazine and the depot empty looks there; it reports
-//!   `Full` only after two identical readings of everything (see [`super::free`], "Full is
-//!   exact"; loom model `full_is_exact_with_slots_in_magazines`).
+//! * **Two senders popping the same free slot (ABA on the free stack)**: the stack's head
+//!   carries a tag that every push and pop moves, so a pop that read a stale link fails its
+//!   CAS (see [`super::free`]; loom model `aba_on_the_free_stack`).
 //! * **Receipts of another queue**: each queue counts its slots' epochs from its own origin, so
 //!   queues used in lockstep issue different receipts (see [`super::slot`], "Receipts of other
 //!   queues", for the bound on the rest).
@@ -82,9 +76,9 @@
 //!   wakes one sleeper: a publish, and also a message given back because its clone panicked
 //!   (`GiveBackOnUnwind`), which a parked receiver would otherwise see only when its nap ends.
 //! * **A blocked send**: [`Queue::send_timeout`] on a full queue parks among the queue's
-//!   second `Waiters`, the senders'. Every freeing of a slot goes through `free_slot`,
+//!   second `Waiters`, the senders'. Every push to the free stack goes through `free_slot`,
 //!   which wakes one of them (delete, a move to the dead-letter queue, a redrive out of this
-//!   queue); a parked sender re-checks, after registering, whether the free slots have one
+//!   queue); a parked sender re-checks, after registering, whether the free stack has a slot
 //!   or the queue closed, so a slot freed between its failed send and its registration is not
 //!   slept through (the argument of [`super::waiters`]; loom model 8g). `close` wakes every
 //!   sender.
@@ -92,7 +86,7 @@
 use crate::core::clock::{ManualClock, Ticks};
 use crate::core::deaths::{Death, DeathCause, DeathRecords, Nack, QueueId};
 use crate::core::error::{try_boxed_slice, BuildError, OutOfMemory, ReceiptError, SendError};
-use crate::core::free::FreeSlots;
+use crate::core::free::FreeStack;
 use crate::core::message::{Delivery, MessageId, Receipt};
 use crate::core::metrics::{Latencies, LatencyRecorder};
 use crate::core::ring::IndexRing;
@@ -114,7 +108,7 @@ const LONGEST_NAP: Duration = Duration::from_secs(3600);
 /// A lock-free MPMC message queue with visibility timeouts. See the [crate docs](crate).
 pub struct Queue<T> {
     pub(crate) slots: Box<[Slot<T>]>,
-    pub(crate) free: FreeSlots,
+    pub(crate) free: FreeStack,
     pub(crate) ready: IndexRing,
     wheel: Wheel,
     pub(crate) waiters: Waiters,
@@ -168,7 +162,11 @@ impl<T> Queue<T> {
         let id = QueueId::next();
         let origin = epoch_origin(id.serial());
         let slots = try_boxed_slice(capacity, |_| Slot::new(origin)).map_err(too_large)?;
-        let free = FreeSlots::new(&slots).map_err(too_large)?;
+        let free = FreeStack::new();
+        // Slot 0 on top: a new queue fills its slots in index order.
+        for index in (0..capacity as u32).rev() {
+            free.push(index, &slots[index as usize].next_free);
+        }
         let ready = IndexRing::with_capacity(capacity).map_err(too_large)?;
         let time = Ticks::new(settings.clock, settings.tick);
         let levels = Wheel::levels_for(time.ticks_in(MAX_TIMEOUT));
@@ -312,12 +310,11 @@ impl<T> Queue<T> {
         }
     }
 
-    /// Frees the owned slot `index` (its body moved out, its word `Free`): puts it in this
-    /// thread's magazine (see [`super::free`]) and wakes a blocked sender, if any, for it.
-    /// Every freeing goes through here.
+    /// Frees the owned slot `index` (its body moved out, its word `Free`): puts it on the free
+    /// stack and wakes a blocked sender, if any, for it. Every freeing goes through here.
     #[inline]
     pub(crate) fn free_slot(&self, index: u32) {
-        self.free.put(index, &self.slots);
+        self.free.push(index, &self.slots[index as usize].next_free);
         self.senders.notify_one_after_rmw();
     }
 
@@ -381,7 +378,7 @@ impl<T> Queue<T> {
             self.time.now_nanos()
         };
         self.run_wheel_if_due(now);
-        let Some(index) = self.free.take(&self.slots) else {
+        let Some(index) = self.free.pop(|index| &self.slots[index as usize].next_free) else {
             return Err(SendError::Full(body));
         };
         let slot = &self.slots[index as usize];
@@ -397,7 +394,7 @@ impl<T> Queue<T> {
         } else {
             now
         };
-        // SAFETY: `index` came from the free slots, so this thread owns the `Free` slot and its
+        // SAFETY: `index` came off the free stack, so this thread owns the `Free` slot and its
         // body is empty.
         unsafe { slot.write_body(body) };
         slot.id.store(id, Ordering::Relaxed);
@@ -1091,7 +1088,6 @@ impl<T> Queue<T> {
         Memory {
             slots: std::mem::size_of_val(&*self.slots),
             rings: self.ready.heap_bytes(),
-            free_slots: self.free.heap_bytes(),
             wheel: self.wheel.heap_bytes(),
             death_records: self.deaths.get().map_or(0, DeathRecords::heap_bytes),
             latency: self.latency.as_ref().map_or(0, LatencyRecorder::heap_bytes),

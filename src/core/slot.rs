@@ -10,7 +10,7 @@
 //!
 //! | state      | body     | who owns the slot                                                    |
 //! |------------|----------|----------------------------------------------------------------------|
-//! | `Free`     | empty    | the free slots (a magazine or the depot), or the thread that took it from there |
+//! | `Free`     | empty    | the free stack, or the thread that popped it from there              |
 //! | `Ready`    | written  | the ready ring, or the thread that popped it, or the thread that made it ready and has not pushed it yet |
 //! | `InFlight` | written  | nobody: any thread may try a CAS out of it (delete, release, hand_back, change_visibility with the receipt; expiry from the wheel) |
 //! | `Delayed`  | written  | nobody: only the wheel's CAS to `Ready` leaves it                      |
@@ -56,7 +56,7 @@
 //! # Who may touch the body
 //!
 //! Only the slot's owner (per the table): the sender writes it while it holds a `Free` slot
-//! taken from the free slots; a receiver clones it while it holds a `Ready` slot popped from the
+//! popped from the free stack; a receiver clones it while it holds a `Ready` slot popped from the
 //! ready ring, *before* publishing `InFlight`; the winner of a CAS out of `InFlight` drops or
 //! moves it. No thread ever reads the body of an `InFlight` slot, so a forged receipt racing a
 //! receiver, or a receipt racing expiry, cannot free a body someone is reading.
@@ -103,7 +103,7 @@ pub(crate) const EPOCH_MASK: u64 = (1 << EPOCH_BITS) - 1;
 /// Tag of a non-`InFlight` slot whose last lease ended by expiry.
 pub(crate) const ENDED_BY_EXPIRY: u32 = 1;
 
-/// Tag of a `Free` slot that a sender has taken from the free slots and not yet published:
+/// Tag of a `Free` slot that a sender has popped from the free stack and not yet published:
 /// its message is counted in `Stats::sent` already, so `Queue::stats` counts it as held (see
 /// `super::stats`, "How the totals are read"). Every other `Free` slot has tag 0.
 pub(crate) const FILLING: u32 = 2;
@@ -172,8 +172,7 @@ pub(crate) struct Slot<T> {
     word: AtomicU64,
     /// Tick at which the lease (`InFlight`) or the delay (`Delayed`) ends.
     pub(crate) deadline: AtomicU64,
-    /// The message id (written by the sender). While the slot is free and tops a chain in
-    /// the free slots' depot, that chain's header instead ([`Slot::chain_header`]).
+    /// The message id (written by the sender).
     pub(crate) id: AtomicU64,
     /// While `Ready`: nanoseconds (queue time) since which the message has been receivable, for
     /// `Stats::oldest_ready_age`, and the earliest time its next lease may start: the start of
@@ -183,7 +182,7 @@ pub(crate) struct Slot<T> {
     pub(crate) visible_since: AtomicU64,
     /// Deliveries so far (written by the owner; a hand-back takes its delivery off again).
     pub(crate) receive_count: AtomicU32,
-    /// While the slot is free: the next slot of its chain (see [`super::free`]).
+    /// While the slot is on the free stack: the slot below it (see [`super::free`]).
     pub(crate) next_free: AtomicU32,
     body: UnsafeCell<MaybeUninit<T>>,
 }
@@ -200,14 +199,6 @@ impl<T> Slot<T> {
             next_free: AtomicU32::new(0),
             body: UnsafeCell::new(MaybeUninit::uninit()),
         }
-    }
-
-    /// The word that holds a free chain's header while this slot tops the chain in the free
-    /// slots' depot (see [`super::free`]): the message id's word, which nobody reads while the
-    /// slot is free (a sender writes the id after taking the slot).
-    #[inline]
-    pub(crate) fn chain_header(&self) -> &AtomicU64 {
-        &self.id
     }
 
     /// Sets the deadline of a slot the caller owns (before publishing the state that makes it

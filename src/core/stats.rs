@@ -28,8 +28,8 @@
 //! S1 (`loom-tests/tests/stats.rs`) checks this with a move and a redrive that sends into the
 //! queue whose stats are read.
 //!
-//! The free slots (`super::free`) have no positions to count, so `sent` and `deleted` are not
-//! read from a ring's positions as they were before the free stack.
+//! The free slots are a stack (`super::free`), whose one head has no positions to count, so
+//! `sent` and `deleted` are no longer read from a ring's positions as they were before.
 
 use crate::core::sync::{AtomicU64, Ordering};
 use crossbeam_utils::CachePadded;
@@ -43,16 +43,13 @@ use std::time::Duration;
 pub struct Memory {
     /// The slab: one slot per message of capacity, the body's storage included. Beside the
     /// body a slot holds its lifecycle word, its deadline, the message id and the time since
-    /// which it is visible (or leased), 8 bytes each, and its receive count and free-slot
+    /// which it is visible (or leased), 8 bytes each, and its receive count and free-stack
     /// link, 4 bytes each: 40 bytes, plus the body's alignment padding (none for an 8-byte
     /// body: a `Queue<u64>` slot is 48 bytes).
     pub slots: usize,
-    /// The ready ring (slot indices).
+    /// The ready ring (slot indices). The free slots are a stack linked through the slots, so
+    /// they cost nothing beyond [`Memory::slots`].
     pub rings: usize,
-    /// The free slots' magazines, one cache line each, a few per core whatever the capacity.
-    /// The free slots themselves are chains linked through the slots, so they cost nothing
-    /// beyond [`Memory::slots`].
-    pub free_slots: usize,
     /// The timing wheel: its per-slot links, its levels and its inbox ring.
     pub wheel: usize,
     /// Death records, one per slot, for a queue that has a dead-letter queue or is one.
@@ -66,7 +63,7 @@ pub struct Memory {
 impl Memory {
     /// All the parts together.
     pub fn total(&self) -> usize {
-        self.slots + self.rings + self.free_slots + self.wheel + self.death_records + self.latency
+        self.slots + self.rings + self.wheel + self.death_records + self.latency
     }
 
     /// [`Memory::total`] per slot.
