@@ -19,11 +19,10 @@
 //!   running finish and are settled, then the pool's future resolves to its totals. Nothing
 //!   is received that is not started, so nothing is handed back.
 //!
-//! [`Backoff::jitter`] is not applied: the wait is [`Backoff::delay`] exactly.
-//!
 //! The handlers run on the thread that polls the pool's future: concurrency, not parallelism
 //! (run one pool per core for that). A handler that blocks the thread blocks the pool.
 
+use super::consumer::XorShift;
 use super::{lock, Clock};
 use crate::{
     Backoff, ConsumerStats, Delivery, ManualClock, Nack, Queue, Receipt, Timer, MAX_TIMEOUT,
@@ -165,6 +164,7 @@ impl<T> AsyncConsumer<T> {
         let clock = Clock::new(self.clock.clone());
         let beat = self.visibility_timeout.mul_f64(self.heartbeat);
         let mut stats = ConsumerStats::default();
+        let mut random = XorShift::seeded(0);
         let mut stream = pin!(Some(queue.delivery_stream(timer.clone())));
         let mut heartbeat = pin!(None::<Tm::Sleep>);
         let slots: Vec<Option<Running<Fut>>> = (0..self.concurrency).map(|_| None).collect();
@@ -188,7 +188,7 @@ impl<T> AsyncConsumer<T> {
                     };
                     let (receipt, receive_count) = (task.receipt, task.receive_count);
                     *slot = None;
-                    self.settle(receipt, receive_count, outcome, &mut stats);
+                    self.settle(receipt, receive_count, outcome, &mut stats, &mut random);
                     progressed = true;
                 }
                 let stopping = self.stop.stopping.load(Ordering::SeqCst);
@@ -213,7 +213,13 @@ impl<T> AsyncConsumer<T> {
                                     }
                                     Err(_) => {
                                         let failed = Err(("the handler panicked".into(), true));
-                                        self.settle(receipt, receive_count, failed, &mut stats);
+                                        self.settle(
+                                            receipt,
+                                            receive_count,
+                                            failed,
+                                            &mut stats,
+                                            &mut random,
+                                        );
                                     }
                                 }
                                 progressed = true;
@@ -254,6 +260,7 @@ impl<T> AsyncConsumer<T> {
         receive_count: u32,
         outcome: Result<(), (String, bool)>,
         stats: &mut ConsumerStats,
+        random: &mut XorShift,
     ) {
         let queue = &*self.queue;
         let settled = match outcome {
@@ -270,7 +277,8 @@ impl<T> AsyncConsumer<T> {
                     queue.nack(receipt, Nack::now().reason(reason))
                 } else {
                     stats.retried += 1;
-                    queue.nack(receipt, Nack::after(self.backoff.delay(receive_count)))
+                    let delay = self.backoff.jittered(receive_count, random.unit());
+                    queue.nack(receipt, Nack::after(delay))
                 }
             }
         };

@@ -130,7 +130,7 @@ impl Backoff {
     }
 
     /// [`Backoff::delay`] with jitter, `unit` being a uniform pick from `0.0..1.0`.
-    fn jittered(&self, failures: u32, unit: f64) -> Duration {
+    pub(crate) fn jittered(&self, failures: u32, unit: f64) -> Duration {
         let jitter = if self.jitter.is_nan() {
             0.0
         } else {
@@ -1358,17 +1358,17 @@ impl Counters {
 }
 
 /// A small PRNG for jitter (xorshift64*), seeded per worker from std's random hasher keys.
-struct XorShift(u64);
+pub(crate) struct XorShift(u64);
 
 impl XorShift {
-    fn seeded(index: usize) -> Self {
+    pub(crate) fn seeded(index: usize) -> Self {
         let mut hasher = RandomState::new().build_hasher();
         hasher.write_usize(index);
         Self(hasher.finish() | 1)
     }
 
     /// A uniform pick from `0.0..1.0`.
-    fn unit(&mut self) -> f64 {
+    pub(crate) fn unit(&mut self) -> f64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
