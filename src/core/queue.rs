@@ -9,7 +9,8 @@
 //!    └──────▶ Delayed ────┘  └────────────────────┘  └──▶ InFlight
 //!              (wheel) ▲     (or to the dead-letter queue → Free)
 //!                      └──── InFlight: nack after a delay (or to the dead-letter queue → Free)
-//!  Ready ──▶ Free: redrive (the body moves to another queue)
+//!  Ready ──▶ Free: redrive (the body moves to another queue), or take (at-most-once: the
+//!                 body moves to the taker)
 //! ```
 //!
 //! A slot's index moves between the *free stack* (`Free` slots; LIFO, so a send reuses the
@@ -71,6 +72,13 @@
 //!   descheduled holder prolongs it: here, and only here, the crate blocks rather than being
 //!   lock-free. A parked receiver that finds the due tick passed (the wheel held) sleeps until
 //!   woken, never for a nap of zero (a spin).
+//! * **A take racing receivers, the wheel, senders**: [`Queue::try_take`] pops the ready
+//!   ring like a receive, so the pop alone decides who gets a message; a `Ready` slot has no
+//!   lease, receipt or wheel entry, so nothing else can reach the popped slot, which goes
+//!   straight to `Free` (a plain store) once its body is moved out, and only then onto the
+//!   free stack for a sender (loom model T1, `take_races_receive_and_send`). An empty pop
+//!   waits for a due wheel as a receive's does, through the same `try_pop` (model T2,
+//!   `take_races_delay_ending`). A close only stops sends: takes drain what is held.
 //! * **Lost wake-ups and close**: see [`super::waiters`]; `close` sets the flag and wakes every
 //!   sleeper, and a sleeper checks the flag after registering. Sleepers are threads and
 //!   futures alike ([`super::async_front`]: a future registers a waker node by the same steps

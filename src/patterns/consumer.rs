@@ -782,6 +782,9 @@ where
 ///   fraction of the visibility timeout, so a slow handler keeps its message;
 /// * [`Consumer::stop`] stops receiving, lets running handlers finish within a deadline and
 ///   gives back whatever was received but not started, uncharged ([`Queue::hand_back`]).
+/// * with [`ConsumerBuilder::exactly_once`], a message whose handler already succeeded
+///   within the window (its delete lost to expiry) is deleted when delivered again, without
+///   running the handler ([`ConsumerStats::duplicates_skipped`]).
 ///
 /// The pool takes the queue's visibility timeout and dead-letter limit from the queue (and
 /// refuses a dead-letter limit of its own that differs); a test
