@@ -83,7 +83,7 @@ pub use crate::core::clock::ManualClock;
 pub use crate::core::dead_letters::{DeadLetter, Redriven};
 pub use crate::core::deaths::{DeathCause, Nack, QueueId};
 pub use crate::core::error::{BuildError, ReceiptError, SendError};
-pub use crate::core::message::{Delivery, MessageId, Receipt};
+pub use crate::core::message::{Delivery, MessageId, Receipt, Taken};
 pub use crate::core::metrics::{Latencies, Latency};
 pub use crate::core::queue::Queue;
 pub use crate::core::stats::{Memory, Rates, Stats};

@@ -127,3 +127,36 @@ mod tests {
         assert!(MessageId(1) < MessageId(2));
     }
 }
+
+/// A message removed from its queue as it was handed over, by
+/// [`Queue::try_take`](crate::Queue::try_take) or [`Queue::take`](crate::Queue::take): an
+/// at-most-once receive. It has no receipt: there is nothing left to settle.
+#[derive(Debug)]
+pub struct Taken<T> {
+    pub(crate) id: MessageId,
+    pub(crate) receive_count: u32,
+    pub(crate) body: T,
+}
+
+impl<T> Taken<T> {
+    /// The message's id.
+    pub fn id(&self) -> MessageId {
+        self.id
+    }
+
+    /// How many times the message was handed out, this time included: 1 unless earlier
+    /// leases of it (by a receive) ended without a delete.
+    pub fn receive_count(&self) -> u32 {
+        self.receive_count
+    }
+
+    /// The body.
+    pub fn body(&self) -> &T {
+        &self.body
+    }
+
+    /// The body, moved out.
+    pub fn into_body(self) -> T {
+        self.body
+    }
+}

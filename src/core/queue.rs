@@ -9,7 +9,8 @@
 //!    └──────▶ Delayed ────┘  └────────────────────┘  └──▶ InFlight
 //!              (wheel) ▲     (or to the dead-letter queue → Free)
 //!                      └──── InFlight: nack after a delay (or to the dead-letter queue → Free)
-//!  Ready ──▶ Free: redrive (the body moves to another queue)
+//!  Ready ──▶ Free: redrive (the body moves to another queue), or take (at-most-once: the
+//!                 body moves to the taker)
 //! ```
 //!
 //! A slot's index moves between the *free stack* (`Free` slots; LIFO, so a send reuses the
@@ -71,6 +72,13 @@
 //!   descheduled holder prolongs it: here, and only here, the crate blocks rather than being
 //!   lock-free. A parked receiver that finds the due tick passed (the wheel held) sleeps until
 //!   woken, never for a nap of zero (a spin).
+//! * **A take racing receivers, the wheel, senders**: [`Queue::try_take`] pops the ready
+//!   ring like a receive, so the pop alone decides who gets a message; a `Ready` slot has no
+//!   lease, receipt or wheel entry, so nothing else can reach the popped slot, which goes
+//!   straight to `Free` (a plain store) once its body is moved out, and only then onto the
+//!   free stack for a sender (loom model T1, `take_races_receive_and_send`). An empty pop
+//!   waits for a due wheel as a receive's does, through the same `try_pop` (model T2,
+//!   `take_races_delay_ending`). A close only stops sends: takes drain what is held.
 //! * **Lost wake-ups and close**: see [`super::waiters`]; `close` sets the flag and wakes every
 //!   sleeper, and a sleeper checks the flag after registering. Sleepers are threads and
 //!   futures alike ([`super::async_front`]: a future registers a waker node by the same steps
@@ -89,7 +97,7 @@ use crate::core::clock::{ManualClock, Ticks};
 use crate::core::deaths::{Death, DeathCause, DeathRecords, Nack, QueueId};
 use crate::core::error::{try_boxed_slice, BuildError, OutOfMemory, ReceiptError, SendError};
 use crate::core::free::FreeStack;
-use crate::core::message::{Delivery, MessageId, Receipt};
+use crate::core::message::{Delivery, MessageId, Receipt, Taken};
 use crate::core::metrics::{Latencies, LatencyRecorder};
 use crate::core::ring::IndexRing;
 use crate::core::slot::{epoch_origin, Slot, State, Word, ENDED_BY_EXPIRY, FILLING};
@@ -444,11 +452,61 @@ impl<T> Queue<T> {
     where
         T: Clone,
     {
+        self.try_pop(|| self.pop_and_lease())
+    }
+
+    /// Removes the next visible message and hands it over, without blocking: an at-most-once
+    /// receive (RabbitMQ's auto-ack). There is no lease and no receipt: the body is moved out,
+    /// not cloned (so `T` need not be `Clone`), and the slot is free again before this
+    /// returns. If the taker then fails to process it, the message is lost, never redelivered;
+    /// use [`Queue::try_receive`] and [`Queue::delete`] where doing work twice beats losing it.
+    ///
+    /// It costs less than a receive plus a delete: one pop of the ready ring, one move of the
+    /// body and one push of the free stack, with no clone, no clock reading for a lease, no
+    /// wheel entry and no compare-and-swap on the slot's word. [`Queue::stats`] counts it as
+    /// received and deleted. Takes no lock and allocates nothing.
+    ///
+    /// ```
+    /// let q: visq::Queue<String> = visq::Queue::builder().build().unwrap();
+    /// let id = q.send("once".to_string()).unwrap();
+    /// let taken = q.try_take().unwrap();
+    /// assert_eq!((taken.id(), taken.receive_count()), (id, 1));
+    /// assert_eq!(taken.into_body(), "once");
+    /// assert!(q.try_take().is_none()); // gone for good, not leased
+    /// let stats = q.stats();
+    /// assert_eq!((stats.received, stats.deleted, stats.in_flight), (1, 1, 0));
+    /// ```
+    #[inline]
+    pub fn try_take(&self) -> Option<Taken<T>> {
+        self.try_pop(|| self.pop_and_take())
+    }
+
+    /// Removes the next visible message and hands it over, waiting up to `wait` (wall-clock
+    /// time) for one: the blocking form of [`Queue::try_take`], which waits as
+    /// [`Queue::receive`] does (spins briefly, then parks). Returns `None` after `wait`, or at
+    /// once on a closed queue with nothing visible.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let q: visq::Queue<u32> = visq::Queue::builder().build().unwrap();
+    /// q.send(7).unwrap();
+    /// assert_eq!(q.take(Duration::from_millis(10)).unwrap().into_body(), 7);
+    /// assert!(q.take(Duration::from_millis(1)).is_none());
+    /// ```
+    pub fn take(&self, wait: Duration) -> Option<Taken<T>> {
+        self.wait_for(wait, || self.try_take())
+    }
+
+    /// The common path of [`Queue::try_receive`] and [`Queue::try_take`]: `pop` once, and if
+    /// it finds nothing while the wheel is due, make sure the due messages are visible and
+    /// `pop` once more.
+    #[inline(always)]
+    fn try_pop<R>(&self, pop: impl Fn() -> Option<R>) -> Option<R> {
         // Read before the pop: the holder of the wheel may make the message visible and
         // publish a later `next_due` between our empty pop and a look made after it.
         let next_due = self.wheel.next_due();
-        if let Some(delivery) = self.pop_and_lease() {
-            return Some(delivery);
+        if let Some(popped) = pop() {
+            return Some(popped);
         }
         // An empty poll reads the clock only if the wheel has something pending.
         if next_due == NEVER {
@@ -458,20 +516,58 @@ impl<T> Queue<T> {
         if self.time.tick_of(now) < next_due {
             return None;
         }
-        self.try_receive_after_wheel(now)
+        self.try_pop_after_wheel(now, pop)
     }
 
-    /// The rest of a [`Queue::try_receive`] that found nothing while the wheel was due at
+    /// The rest of a [`Queue::try_pop`] that found nothing while the wheel was due at
     /// `now`: another thread may hold the wheel (if this one did not run it) and be about to
     /// make a message visible that is due by now. Waits until the wheel has been run up to
     /// `now`'s tick, then tries once more.
     #[cold]
-    fn try_receive_after_wheel(&self, now: u64) -> Option<Delivery<T>>
-    where
-        T: Clone,
-    {
+    fn try_pop_after_wheel<R>(&self, now: u64, pop: impl Fn() -> Option<R>) -> Option<R> {
         self.wait_for_wheel(self.time.tick_of(now));
-        self.pop_and_lease()
+        pop()
+    }
+
+    /// Pops a visible message and frees its slot, moving the body out: the pop of a
+    /// [`Queue::try_take`].
+    ///
+    /// The pop alone makes this thread the slot's owner (a `Ready` slot has no lease, so no
+    /// receipt, expiry or wheel entry can reach it), so the slot goes straight from `Ready` to
+    /// `Free` with a plain store, as a redrive frees it. The stats need no counter: the pop
+    /// counts as a receive and the `Free` slot as a delete (see [`super::stats`]).
+    #[inline(always)]
+    fn pop_and_take(&self) -> Option<Taken<T>> {
+        let (_, index) = self.ready.pop()?;
+        let slot = &self.slots[index as usize];
+        let ready = slot.load();
+        debug_assert_eq!(ready.state(), State::Ready);
+        let receive_count = slot.receive_count.load(Ordering::Relaxed).saturating_add(1);
+        let id = slot.id.load(Ordering::Relaxed);
+        if let Some(latency) = self.latency.as_ref().filter(|l| l.samples(id)) {
+            let now = self.time.now_nanos();
+            if receive_count == 1 {
+                latency.first_received(index, now);
+            }
+            latency.deleted(index, now, now);
+        }
+        // SAFETY: `index` came out of the ready ring, so this thread owns the `Ready` slot and
+        // its body is written. We move the body out and treat the cell as empty from here on.
+        let body = unsafe { slot.take_body() };
+        if let Some(records) = self.deaths.get() {
+            // SAFETY: this thread owns the slot (above).
+            drop(unsafe { records.take(index) });
+        }
+        slot.store(ready.with(State::Free, 0));
+        self.free_slot(index);
+        // Nothing reads the clock for a take, so run the wheel here, as a send does, if a
+        // cheap reading finds it due.
+        self.run_wheel_if_due(self.time.recent_nanos());
+        Some(Taken {
+            id: MessageId(id),
+            receive_count,
+            body,
+        })
     }
 
     /// Waits until the wheel has been run up to `tick` (its next due tick is later): runs it
@@ -604,23 +700,29 @@ impl<T> Queue<T> {
     where
         T: Clone,
     {
-        match self.try_receive() {
-            Some(delivery) => Some(delivery),
+        self.wait_for(wait, || self.try_receive())
+    }
+
+    /// The common path of [`Queue::receive`] and [`Queue::take`]: one `attempt`, then, unless
+    /// `wait` is zero or the queue closed, [`Queue::receive_blocking`].
+    #[inline]
+    fn wait_for<R>(&self, wait: Duration, attempt: impl Fn() -> Option<R>) -> Option<R> {
+        match attempt() {
+            Some(received) => Some(received),
             None if wait.is_zero() || self.is_closed() => None,
-            None => self.receive_blocking(wait),
+            None => self.receive_blocking(wait, attempt),
         }
     }
 
+    /// Repeats `attempt` until it succeeds, the queue is closed with nothing visible, or
+    /// `wait` (counted from now) has passed, backing off and then parking among the receivers.
     #[cold]
-    fn receive_blocking(&self, wait: Duration) -> Option<Delivery<T>>
-    where
-        T: Clone,
-    {
+    fn receive_blocking<R>(&self, wait: Duration, attempt: impl Fn() -> Option<R>) -> Option<R> {
         let start = Instant::now();
         let mut backoff = Backoff::new(&self.waiters);
         loop {
-            if let Some(delivery) = self.try_receive() {
-                return Some(delivery);
+            if let Some(received) = attempt() {
+                return Some(received);
             }
             if self.is_closed() {
                 return None;

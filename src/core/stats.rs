@@ -91,9 +91,10 @@ pub struct Stats {
     /// Messages accepted by `send` / `send_delayed`, and dead letters moved in from queues
     /// that use this one as their dead-letter queue (total).
     pub sent: u64,
-    /// Deliveries handed out (total, redeliveries included).
+    /// Deliveries handed out (total, redeliveries included), at-most-once takes
+    /// ([`Queue::try_take`](crate::Queue::try_take)) included.
     pub received: u64,
-    /// Leases ended by `delete` (total).
+    /// Leases ended by `delete`, and messages removed by an at-most-once take (total).
     pub deleted: u64,
     /// Leases ended by `release`, `nack`, `change_visibility(.., 0)` or `hand_back` (total).
     pub released: u64,

@@ -52,16 +52,19 @@
 //! to). The heartbeat then runs until the last worker exits. After a `stop`, the drop does not
 //! wait again: the stop's deadline bounds the shutdown.
 
+use super::dedup::{Fnv, IdWindow, Recorded, DEFAULT_CONTENTION_WAIT};
 use super::lease::LeaseSource;
 use super::{lock, Clock};
 use crate::{
-    Backend, BackendError, Feature, Incoming, Lease, ManualClock, Nack, Queue, MAX_TIMEOUT,
+    Backend, BackendError, Delivery, Feature, Incoming, Lease, ManualClock, Nack, Queue,
+    MAX_TIMEOUT,
 };
 use std::any::Any;
 use std::borrow::Cow;
 use std::cell::Cell;
 use std::collections::hash_map::RandomState;
-use std::fmt;
+use std::convert::Infallible;
+use std::fmt::{self, Write as _};
 use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::marker::PhantomData;
@@ -180,6 +183,15 @@ pub struct ConsumerStats {
     /// backend that cannot delay a nack (then released; also counted in `retried`). Always 0
     /// on a [`Queue`].
     pub backoffs_waited: u64,
+    /// With [`ConsumerBuilder::exactly_once`]: deliveries of a message whose handler had
+    /// already succeeded within the window, settled (deleted) without running the handler.
+    /// Always 0 without it.
+    pub duplicates_skipped: u64,
+    /// With [`ConsumerBuilder::exactly_once`]: successes the window could not remember (its
+    /// table had no room for the id, or another worker's recording of the same id stayed in
+    /// flight past 10 ms). Such a message is deleted as usual, but should that delete lose
+    /// to expiry, its redelivery would run the handler again. Always 0 without it.
+    pub successes_unremembered: u64,
 }
 
 /// What a [`Consumer`] runs on: the in-process [`Queue<T>`] or `dyn Backend<Body = T>`
@@ -196,6 +208,9 @@ pub trait ConsumerSource<T>: LeaseSource<T> + Send + Sync {
         wait: Duration,
         visibility: Option<Duration>,
     ) -> Result<usize, BackendError>;
+    /// The delivery's message id as the exactly-once window remembers it.
+    #[doc(hidden)]
+    fn message_key(delivery: &Self::Delivery) -> u64;
     /// The longest wait one receive may make.
     #[doc(hidden)]
     fn max_wait(&self) -> Duration;
@@ -229,6 +244,10 @@ pub trait ConsumerSource<T>: LeaseSource<T> + Send + Sync {
 }
 
 impl<T: Clone + Send> ConsumerSource<T> for Queue<T> {
+    fn message_key(delivery: &Delivery<T>) -> u64 {
+        delivery.id().get()
+    }
+
     fn receive_into(
         &self,
         out: &mut Vec<Self::Delivery>,
@@ -286,6 +305,18 @@ impl<T: Clone + Send> ConsumerSource<T> for Queue<T> {
 }
 
 impl<T: Send + 'static> ConsumerSource<T> for dyn Backend<Body = T> {
+    /// An in-process id as is; a broker's id by its [`dedup_hash`](crate::dedup_hash), hashed
+    /// from its `Display` without allocating.
+    fn message_key(delivery: &Incoming<T>) -> u64 {
+        if let Some(id) = delivery.id.as_local() {
+            return id.get();
+        }
+        let mut hash = Fnv::default();
+        // Writing into `Fnv` cannot fail.
+        let _ = write!(hash, "{}", delivery.id);
+        hash.0
+    }
+
     fn receive_into(
         &self,
         out: &mut Vec<Incoming<T>>,
@@ -365,6 +396,8 @@ pub struct ConsumerBuilder<T, S: ?Sized + LeaseSource<T> = Queue<T>> {
     poll_wait: Duration,
     prefetch: usize,
     clock: Option<ManualClock>,
+    /// [`ConsumerBuilder::exactly_once`]: how many ids, for how long.
+    exactly_once: Option<(usize, Duration)>,
 }
 
 impl<T, S: ?Sized + LeaseSource<T>> fmt::Debug for ConsumerBuilder<T, S> {
@@ -377,6 +410,7 @@ impl<T, S: ?Sized + LeaseSource<T>> fmt::Debug for ConsumerBuilder<T, S> {
             .field("heartbeat", &self.heartbeat)
             .field("poll_wait", &self.poll_wait)
             .field("prefetch", &self.prefetch)
+            .field("exactly_once", &self.exactly_once)
             .finish_non_exhaustive()
     }
 }
@@ -456,6 +490,57 @@ where
     /// The queue's [`ManualClock`], if it has one: the heartbeat measures lease ages on it.
     pub fn clock(mut self, clock: ManualClock) -> Self {
         self.clock = Some(clock);
+        self
+    }
+
+    /// Exactly-once processing (an idempotent consumer): the pool remembers, for `window`, the
+    /// id of each message whose handler succeeded, up to `capacity` ids at once, and settles a
+    /// later delivery of a remembered message (deletes it) without running the handler again,
+    /// counted in [`ConsumerStats::duplicates_skipped`].
+    ///
+    /// The case it covers: a handler succeeded, but its delete lost the race with the lease's
+    /// expiry (a slow handler, a paused process), so the queue delivers the message again.
+    /// The id is remembered *before* the delete, so such a redelivery, received at any time
+    /// within `window` of the success, is skipped. The guarantee, exactly: the handler runs at
+    /// most once for a message among the deliveries received within `window` after its first
+    /// success was remembered. Not covered, so the handler may still run twice: a redelivery
+    /// received while the first run is still going (its lease expired mid-run, with the
+    /// heartbeat off or late), one received after `window` has passed (documented: it runs
+    /// again, and a success is remembered anew), and a success the window could not remember
+    /// ([`ConsumerStats::successes_unremembered`]). A failed or panicking handler is not
+    /// remembered: the message is retried as usual.
+    ///
+    /// Ids are the messages' own: [`MessageId`](crate::MessageId) on a [`Queue`]; on a
+    /// backend the [`MessageKey`](crate::MessageKey), an in-process id as is, a broker's id
+    /// by its 64-bit [`dedup_hash`](crate::dedup_hash) (two ids colliding, about 2^-64 per
+    /// pair, would make the second look like a duplicate). A message *sent twice* is two
+    /// messages with two ids: pair this with [`DedupQueue`](crate::DedupQueue) for sends.
+    ///
+    /// Memory: the dedup table's, sized by `capacity` as
+    /// [`DedupBuilder::capacity`](crate::DedupBuilder::capacity) describes (4 buckets of 40
+    /// bytes per id, rounded up to a power of two), allocated by `start`; nothing is
+    /// allocated per message and no lock is taken. Time is the pool's clock
+    /// ([`ConsumerBuilder::clock`]). A zero `capacity` or `window`, or a capacity too large
+    /// to allocate, is refused by `start` with [`io::ErrorKind::InvalidInput`].
+    ///
+    /// ```
+    /// use std::{sync::Arc, time::Duration};
+    /// use visq::{Consumer, Queue};
+    ///
+    /// let q: Arc<Queue<u32>> = Arc::new(Queue::builder().build()?);
+    /// let consumer = Consumer::builder(q.clone())
+    ///     .exactly_once(1024, Duration::from_secs(600))
+    ///     .start(|_: &u32| Ok::<(), &str>(()))?;
+    /// q.send(1).unwrap();
+    /// while consumer.stats().processed < 1 {
+    ///     std::thread::sleep(Duration::from_millis(1));
+    /// }
+    /// consumer.stop(Duration::from_secs(5));
+    /// assert_eq!(consumer.stats().duplicates_skipped, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn exactly_once(mut self, capacity: usize, window: Duration) -> Self {
+        self.exactly_once = Some((capacity, window));
         self
     }
 
@@ -594,6 +679,20 @@ where
 
     fn spawn(self, fetch: Fetch, handler: Box<Handler<T, S>>) -> io::Result<Consumer<T, S>> {
         self.check()?;
+        let succeeded = self
+            .exactly_once
+            .map(|(capacity, window)| {
+                IdWindow::new(
+                    capacity,
+                    window,
+                    DEFAULT_CONTENTION_WAIT,
+                    self.clock.clone(),
+                )
+            })
+            .transpose()
+            .map_err(|e| {
+                io::Error::new(io::ErrorKind::InvalidInput, format!("exactly_once: {e}"))
+            })?;
         // The first lease is the queue's, every extension the pool's: keep up with the shorter.
         let lease = self
             .visibility_timeout
@@ -631,6 +730,7 @@ where
             max_receives: self.max_receives,
             backoff: self.backoff,
             clock: Clock::new(self.clock),
+            succeeded,
             stopping: AtomicBool::new(false),
             held: (0..self.workers).map(|_| Mutex::default()).collect(),
             counters: Counters::default(),
@@ -682,6 +782,9 @@ where
 ///   fraction of the visibility timeout, so a slow handler keeps its message;
 /// * [`Consumer::stop`] stops receiving, lets running handlers finish within a deadline and
 ///   gives back whatever was received but not started, uncharged ([`Queue::hand_back`]).
+/// * with [`ConsumerBuilder::exactly_once`], a message whose handler already succeeded
+///   within the window (its delete lost to expiry) is deleted when delivered again, without
+///   running the handler ([`ConsumerStats::duplicates_skipped`]).
 ///
 /// The pool takes the queue's visibility timeout and dead-letter limit from the queue (and
 /// refuses a dead-letter limit of its own that differs); a test
@@ -805,6 +908,7 @@ impl<T, S: ?Sized + ConsumerSource<T>> ConsumerBuilder<T, S> {
             poll_wait: Duration::from_millis(100),
             prefetch: 1,
             clock: None,
+            exactly_once: None,
         }
     }
 }
@@ -913,6 +1017,9 @@ struct Shared<T, S: ?Sized + LeaseSource<T>> {
     /// The visibility each receive asks for: the pool's, or none where leases do not expire.
     receive_visibility: Option<Duration>,
     clock: Clock,
+    /// With [`ConsumerBuilder::exactly_once`]: the ids of the messages whose handler
+    /// succeeded, for the window.
+    succeeded: Option<IdWindow>,
     stopping: AtomicBool,
     /// Per worker, the receipts it holds (received, not yet settled). A receipt leaves this
     /// set, under its lock, before it is settled, so the heartbeat never changes the
@@ -1038,6 +1145,10 @@ impl<T, S: ?Sized + ConsumerSource<T>> Shared<T, S> {
                 &mut random,
             );
             while !holding.leases.is_empty() && !self.stopping() {
+                self.skip_duplicates(&mut holding);
+                if holding.leases.is_empty() {
+                    break;
+                }
                 let chunk = self.fetch.chunk.min(holding.leases.len());
                 let panic = catch_unwind(AssertUnwindSafe(|| {
                     (self.handler)(&holding.leases[..chunk], &mut outcomes)
@@ -1172,16 +1283,64 @@ impl<T, S: ?Sized + ConsumerSource<T>> Shared<T, S> {
         let settled = match outcome {
             Ok(()) => {
                 bump(&counters.processed);
+                // Remembered before the delete, which may lose to expiry (see
+                // `ConsumerBuilder::exactly_once`).
+                self.remember_success(&lease);
                 lease.ack()
             }
             Err(reason) => self.fail(lease, reason, panicked, random),
         };
-        if let Err(error) = settled {
+        self.count_settle_error(settled.err());
+    }
+
+    /// Counts a settlement the source refused: the lease was gone, or another error.
+    fn count_settle_error(&self, error: Option<S::Error>) {
+        if let Some(error) = error {
             if S::lease_gone(&error) {
-                bump(&counters.lease_lost);
+                bump(&self.counters.lease_lost);
             } else {
-                bump(&counters.settle_errors);
+                bump(&self.counters.settle_errors);
             }
+        }
+    }
+
+    /// With [`ConsumerBuilder::exactly_once`], settles (deletes) each lease of the next chunk
+    /// whose message's handler already succeeded within the window, without running the
+    /// handler; the leases after it move up into the chunk and are looked at in turn. Each
+    /// lease is looked up just before its chunk runs, the latest moment.
+    fn skip_duplicates(&self, holding: &mut Holding<'_, T, S>) {
+        let Some(succeeded) = &self.succeeded else {
+            return;
+        };
+        let mut index = 0;
+        while index < self.fetch.chunk.min(holding.leases.len()) {
+            if succeeded
+                .lookup(S::message_key(&holding.leases[index]))
+                .is_none()
+            {
+                index += 1;
+                continue;
+            }
+            let duplicate = holding.remove(index);
+            bump(&self.counters.duplicates_skipped);
+            let settled = self.survive(|| duplicate.ack());
+            self.count_settle_error(settled.and_then(Result::err));
+        }
+    }
+
+    /// With [`ConsumerBuilder::exactly_once`], remembers that `lease`'s handler succeeded.
+    fn remember_success(&self, lease: &Lease<'_, T, S>) {
+        let Some(succeeded) = &self.succeeded else {
+            return;
+        };
+        let recorded = succeeded.record(S::message_key(lease), (), |()| Ok::<u64, Infallible>(0));
+        match recorded {
+            // Already remembered: a run that overlapped another's (see the option's docs).
+            Recorded::New(_) | Recorded::Duplicate(_) => {}
+            Recorded::TableFull(()) | Recorded::Contended(()) => {
+                bump(&self.counters.successes_unremembered);
+            }
+            Recorded::Failed(never) => match never {},
         }
     }
 
@@ -1282,6 +1441,13 @@ impl<'a, T, S: ?Sized + LeaseSource<T>> Holding<'a, T, S> {
         lock(&self.shared.held[self.index]).receipts.drain(..n);
         self.leases.drain(..n)
     }
+
+    /// The lease at `index`, to settle: out of the heartbeat's sight first, as for
+    /// [`Holding::take`].
+    fn remove(&mut self, index: usize) -> Lease<'a, T, S> {
+        lock(&self.shared.held[self.index]).receipts.remove(index);
+        self.leases.remove(index)
+    }
 }
 
 impl<T, S: ?Sized + LeaseSource<T>> Drop for Holding<'_, T, S> {
@@ -1331,6 +1497,8 @@ struct Counters {
     receive_errors: AtomicU64,
     settle_errors: AtomicU64,
     backoffs_waited: AtomicU64,
+    duplicates_skipped: AtomicU64,
+    successes_unremembered: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -1353,6 +1521,8 @@ impl Counters {
             receive_errors: read(&self.receive_errors),
             settle_errors: read(&self.settle_errors),
             backoffs_waited: read(&self.backoffs_waited),
+            duplicates_skipped: read(&self.duplicates_skipped),
+            successes_unremembered: read(&self.successes_unremembered),
         }
     }
 }

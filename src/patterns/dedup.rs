@@ -6,6 +6,11 @@
 //! Built on the public [`Queue`] API. The memory is one table of atomics allocated by
 //! [`DedupBuilder::build`]; a send allocates nothing and takes no lock.
 //!
+//! The table and its algorithm are `IdWindow`, which records any action under a `u64` id, not
+//! only a send: the worker pool's exactly-once option
+//! ([`ConsumerBuilder::exactly_once`](crate::ConsumerBuilder::exactly_once)) uses it to
+//! remember the messages whose handler succeeded.
+//!
 //! # The table
 //!
 //! Open addressing over `buckets` entries (four per id of [`DedupBuilder::capacity`], rounded up
@@ -15,7 +20,7 @@
 //!
 //! * `meta`: `gen` (37 bits) | `fp` (24 bits) | `state` (3 bits);
 //! * `key`: the dedup id (a full `u64`; the only thing compared to decide "same id");
-//! * `id`: the [`MessageId`] sent for it;
+//! * `id`: the [`MessageId`] sent for it (the value an `IdWindow` recording returned);
 //! * `expiry`: when the entry stops counting, in nanoseconds on the wrapper's clock.
 //!
 //! A dedup id `k` is mixed (the SplitMix64 finaliser, a bijection) into `h`; its *home* is
@@ -141,7 +146,7 @@ const BUCKETS_PER_ID: usize = 4;
 const DEFAULT_WINDOW: Duration = Duration::from_secs(5 * 60);
 
 /// The default bound on waiting for a racing send of the same id.
-const DEFAULT_CONTENTION_WAIT: Duration = Duration::from_millis(10);
+pub(crate) const DEFAULT_CONTENTION_WAIT: Duration = Duration::from_millis(10);
 
 /// Spinning rounds (1, 2, 4 ... 64 spin hints) before a waiter starts yielding.
 const SPIN_ROUNDS: u32 = 7;
@@ -216,11 +221,35 @@ fn mix(mut x: u64) -> u64 {
 /// assert_ne!(visq::dedup_hash(b"order-42"), visq::dedup_hash(b"order-43"));
 /// ```
 pub fn dedup_hash(key: &[u8]) -> u64 {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    key.iter().fold(OFFSET, |hash, &byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(PRIME)
-    })
+    let mut hash = Fnv::default();
+    hash.add(key);
+    hash.0
+}
+
+/// The 64-bit FNV-1a hash of [`dedup_hash`], fed piece by piece; as a [`fmt::Write`] it hashes
+/// what is formatted into it (a key's `Display`) without allocating.
+pub(crate) struct Fnv(pub(crate) u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn add(&mut self, bytes: &[u8]) {
+        const PRIME: u64 = 0x0000_0100_0000_01b3;
+        self.0 = bytes.iter().fold(self.0, |hash, &byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(PRIME)
+        });
+    }
+}
+
+impl fmt::Write for Fnv {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        self.add(text.as_bytes());
+        Ok(())
+    }
 }
 
 /// What a [`DedupQueue`] send did.
@@ -433,15 +462,63 @@ impl<T> DedupBuilder<T> {
 
     /// Allocates the table.
     pub fn build(self) -> Result<DedupQueue<T>, DedupBuildError> {
-        if self.capacity == 0 {
+        Ok(DedupQueue {
+            ids: IdWindow::new(self.capacity, self.window, self.contention_wait, self.clock)?,
+            counters: Counters::default(),
+            queue: self.queue,
+        })
+    }
+}
+
+/// A bounded, lock-free memory of which `u64` ids were recorded within a window: the table
+/// and algorithm of the module docs, with the action recorded (step 5) left to the caller.
+/// [`DedupQueue`] records sends under dedup ids; the worker pool's exactly-once option
+/// ([`ConsumerBuilder::exactly_once`](crate::ConsumerBuilder::exactly_once)) records the
+/// message ids whose handler succeeded.
+#[derive(Debug)]
+pub(crate) struct IdWindow {
+    table: Table,
+    /// The window in nanoseconds (saturated).
+    window: u64,
+    window_duration: Duration,
+    contention_wait: Duration,
+    clock: Clock,
+    capacity: usize,
+}
+
+/// What [`IdWindow::record`] did with an id.
+pub(crate) enum Recorded<B, E> {
+    /// The action ran and succeeded; its value is recorded for the window.
+    New(u64),
+    /// The id was live: the action did not run (the input is dropped); the recorded value.
+    Duplicate(u64),
+    /// The action ran and failed: nothing recorded.
+    Failed(E),
+    /// No room for the id (every bucket of its probe window live): the action did not run.
+    TableFull(B),
+    /// Another recording of the id stayed in flight past the contention wait: the action did
+    /// not run.
+    Contended(B),
+}
+
+impl IdWindow {
+    /// Allocates a table for `capacity` ids remembered for `window` (see
+    /// [`DedupBuilder::capacity`], [`DedupBuilder::window`],
+    /// [`DedupBuilder::contention_wait`], [`DedupBuilder::clock`]).
+    pub(crate) fn new(
+        capacity: usize,
+        window: Duration,
+        contention_wait: Duration,
+        clock: Option<ManualClock>,
+    ) -> Result<Self, DedupBuildError> {
+        if capacity == 0 {
             return Err(DedupBuildError::ZeroCapacity);
         }
-        if self.window.is_zero() {
+        if window.is_zero() {
             return Err(DedupBuildError::ZeroWindow);
         }
-        let too_large = DedupBuildError::CapacityTooLarge(self.capacity);
-        let buckets = self
-            .capacity
+        let too_large = DedupBuildError::CapacityTooLarge(capacity);
+        let buckets = capacity
             .checked_mul(BUCKETS_PER_ID)
             .and_then(usize::checked_next_power_of_two)
             .ok_or_else(|| too_large.clone())?;
@@ -453,21 +530,149 @@ impl<T> DedupBuilder<T> {
         }
         let meta = array(buckets, || AtomicU64::new(0)).ok_or_else(|| too_large.clone())?;
         let data = array(buckets, Data::default).ok_or(too_large)?;
-        Ok(DedupQueue {
+        Ok(Self {
             table: Table {
                 meta,
                 data,
                 mask: buckets - 1,
                 probe: PROBE.min(buckets),
             },
-            window: u64::try_from(self.window.as_nanos()).unwrap_or(u64::MAX),
-            window_duration: self.window,
-            contention_wait: self.contention_wait,
-            clock: Clock::new(self.clock),
-            capacity: self.capacity,
-            counters: Counters::default(),
-            queue: self.queue,
+            window: u64::try_from(window.as_nanos()).unwrap_or(u64::MAX),
+            window_duration: window,
+            contention_wait,
+            clock: Clock::new(clock),
+            capacity,
         })
+    }
+
+    /// How long an id is remembered.
+    pub(crate) fn window(&self) -> Duration {
+        self.window_duration
+    }
+
+    /// The number of ids the table was sized for.
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The value recorded for `key` if its entry is live now. A recording of `key` racing
+    /// this may or may not be seen.
+    pub(crate) fn lookup(&self, key: u64) -> Option<u64> {
+        let now = self.clock.nanos();
+        let (fp, home) = self.place(key);
+        (0..self.table.probe).find_map(|offset| {
+            let bucket = self.table.bucket(home, offset);
+            let meta = self.table.load(bucket);
+            if meta.state() != DONE || meta.fp() != fp {
+                return None;
+            }
+            self.table
+                .read(bucket, meta)
+                .filter(|entry| entry.key == key && entry.live(now))
+                .map(|entry| entry.id)
+        })
+    }
+
+    /// `key`'s fingerprint and home bucket.
+    fn place(&self, key: u64) -> (u64, usize) {
+        let hash = mix(key);
+        (hash >> (64 - FP_BITS), hash as usize & self.table.mask)
+    }
+
+    /// The algorithm of the module docs, with `act` as step 5: runs `act(input)` unless `key`
+    /// is live, at most once among racing recordings of `key`, and on success records the
+    /// value it returns for the window (counted from after `act` returned).
+    pub(crate) fn record<B, E>(
+        &self,
+        key: u64,
+        input: B,
+        act: impl FnOnce(B) -> Result<u64, E>,
+    ) -> Recorded<B, E> {
+        let table = &self.table;
+        let (fp, home) = self.place(key);
+        let mut patience = Patience::new(self.contention_wait);
+        loop {
+            let now = self.clock.nanos();
+            // 1. Look.
+            let (own, seen) = match table.look(key, fp, home, now) {
+                Look::Duplicate(value) => return Recorded::Duplicate(value),
+                Look::Busy(bucket, meta) => {
+                    if !patience.wait(table, bucket, meta) {
+                        break;
+                    }
+                    continue;
+                }
+                Look::Full(in_flight) => {
+                    // Room may come: wait for the recording in flight to finish.
+                    if in_flight.is_some_and(|(bucket, meta)| patience.wait(table, bucket, meta)) {
+                        continue;
+                    }
+                    return Recorded::TableFull(input);
+                }
+                Look::Reusable(bucket, meta) => (bucket, meta),
+            };
+            // 2. Claim. Losing the CAS means someone else's claim or release went through:
+            // look again at once.
+            let mine = seen.claimed(fp);
+            if table.cas(own, seen, mine).is_err() {
+                continue;
+            }
+            table.data[own].key.store(key, Ordering::Release);
+            // Orders the claim before the check's loads for every thread alike (the argument
+            // in the module docs needs a total order of claims and checks; on x86 the CAS
+            // already is a full barrier).
+            fence(Ordering::SeqCst);
+            // 3. Check.
+            match table.check(key, fp, home, own, now) {
+                Check::Clear => {}
+                Check::Duplicate(value) => {
+                    table.store(own, mine.freed());
+                    return Recorded::Duplicate(value);
+                }
+                Check::Busy(bucket, meta) => {
+                    table.store(own, mine.freed());
+                    if !patience.wait(table, bucket, meta) {
+                        break;
+                    }
+                    continue;
+                }
+            }
+            // 4. Commit.
+            let sending = mine.with_state(SENDING);
+            if table.cas(own, mine, sending).is_err() {
+                // COLLIDED by a claim in a lower bucket: only we write it now.
+                table.store(own, mine.freed());
+                if !patience.pause() {
+                    break;
+                }
+                continue;
+            }
+            // 5. Act. If `act` panics, the guard frees the bucket so the id is not stuck
+            // `SENDING`.
+            let leave = FreeOnDrop {
+                table,
+                bucket: own,
+                meta: sending,
+            };
+            return match act(input) {
+                Ok(value) => {
+                    std::mem::forget(leave);
+                    let data = &table.data[own];
+                    // The window counts from the action (see "Time" in the module docs).
+                    let done = self.clock.nanos().max(now);
+                    data.id.store(value, Ordering::Release);
+                    data.expiry
+                        .store(done.saturating_add(self.window), Ordering::Release);
+                    table.store(own, sending.with_state(DONE));
+                    Recorded::New(value)
+                }
+                Err(failed) => {
+                    drop(leave);
+                    Recorded::Failed(failed)
+                }
+            };
+        }
+        Recorded::Contended(input)
     }
 }
 
@@ -506,7 +711,8 @@ impl Entry {
 
 /// What step 1 (look) found.
 enum Look {
-    Duplicate(MessageId),
+    /// A live entry for the id, with its recorded value.
+    Duplicate(u64),
     /// Wait for bucket `.0` to move off `.1`, then start again.
     Busy(usize, Meta),
     /// Claim bucket `.0` from `.1`.
@@ -519,7 +725,8 @@ enum Look {
 /// What step 3 (check) found.
 enum Check {
     Clear,
-    Duplicate(MessageId),
+    /// A live entry for the id, with its recorded value.
+    Duplicate(u64),
     Busy(usize, Meta),
 }
 
@@ -578,7 +785,7 @@ impl Table {
                     }
                     Some(entry) if entry.live(now) => {
                         if entry.key == key {
-                            return Look::Duplicate(MessageId(entry.id));
+                            return Look::Duplicate(entry.id);
                         }
                     }
                     Some(_) => {
@@ -622,7 +829,7 @@ impl Table {
                     }
                     DONE => match self.read(bucket, meta) {
                         Some(entry) if entry.key == key && entry.live(now) => {
-                            return Check::Duplicate(MessageId(entry.id));
+                            return Check::Duplicate(entry.id);
                         }
                         Some(_) => {
                             settled = true;
@@ -763,13 +970,7 @@ impl Patience {
 /// ```
 pub struct DedupQueue<T> {
     queue: Arc<Queue<T>>,
-    table: Table,
-    /// The window in nanoseconds (saturated).
-    window: u64,
-    window_duration: Duration,
-    contention_wait: Duration,
-    clock: Clock,
-    capacity: usize,
+    ids: IdWindow,
     counters: Counters,
 }
 
@@ -841,19 +1042,7 @@ impl<T> DedupQueue<T> {
     /// The id of the message sent for `dedup_id` if its entry is live now; sends nothing. A
     /// send of `dedup_id` racing this may or may not be seen.
     pub fn lookup(&self, dedup_id: u64) -> Option<MessageId> {
-        let now = self.clock.nanos();
-        let (fp, home) = self.place(dedup_id);
-        (0..self.table.probe).find_map(|offset| {
-            let bucket = self.table.bucket(home, offset);
-            let meta = self.table.load(bucket);
-            if meta.state() != DONE || meta.fp() != fp {
-                return None;
-            }
-            self.table
-                .read(bucket, meta)
-                .filter(|entry| entry.key == dedup_id && entry.live(now))
-                .map(|entry| MessageId(entry.id))
-        })
+        self.ids.lookup(dedup_id).map(MessageId)
     }
 
     /// The queue this sends to: receive, delete and the rest go to it directly.
@@ -863,12 +1052,12 @@ impl<T> DedupQueue<T> {
 
     /// How long a dedup id is remembered.
     pub fn window(&self) -> Duration {
-        self.window_duration
+        self.ids.window()
     }
 
     /// The number of ids the table was sized for ([`DedupBuilder::capacity`]).
     pub fn capacity(&self) -> usize {
-        self.capacity
+        self.ids.capacity()
     }
 
     /// Counts of duplicates suppressed and sends refused.
@@ -882,116 +1071,40 @@ impl<T> DedupQueue<T> {
         }
     }
 
-    /// `dedup_id`'s fingerprint and home bucket.
-    fn place(&self, dedup_id: u64) -> (u64, usize) {
-        let hash = mix(dedup_id);
-        (hash >> (64 - FP_BITS), hash as usize & self.table.mask)
-    }
-
-    /// The algorithm of the module docs, with `send` as step 5.
+    /// [`IdWindow::record`] with `send` as the action, counted.
     fn send_with(
         &self,
         key: u64,
         body: T,
         send: impl FnOnce(&Queue<T>, T) -> Result<MessageId, SendError<T>>,
     ) -> Result<Sent, DedupSendError<T>> {
-        let table = &self.table;
-        let (fp, home) = self.place(key);
-        let mut patience = Patience::new(self.contention_wait);
-        loop {
-            let now = self.clock.nanos();
-            // 1. Look.
-            let (own, seen) = match table.look(key, fp, home, now) {
-                Look::Duplicate(id) => {
-                    bump(&self.counters.duplicates);
-                    return Ok(Sent::Duplicate(id));
-                }
-                Look::Busy(bucket, meta) => {
-                    if !patience.wait(table, bucket, meta) {
-                        break;
-                    }
-                    continue;
-                }
-                Look::Full(in_flight) => {
-                    // Room may come: wait for the send in flight to finish.
-                    if in_flight.is_some_and(|(bucket, meta)| patience.wait(table, bucket, meta)) {
-                        continue;
-                    }
-                    // A closed queue would refuse anyway: say so, it is the more useful answer.
-                    if self.queue.is_closed() {
-                        bump(&self.counters.refused);
-                        return Err(DedupSendError::Closed(body));
-                    }
-                    bump(&self.counters.table_full);
-                    return Err(DedupSendError::TableFull(body));
-                }
-                Look::Reusable(bucket, meta) => (bucket, meta),
-            };
-            // 2. Claim. Losing the CAS means someone else's claim or release went through:
-            // look again at once.
-            let mine = seen.claimed(fp);
-            if table.cas(own, seen, mine).is_err() {
-                continue;
+        let recorded = self
+            .ids
+            .record(key, body, |body| send(&self.queue, body).map(|id| id.0));
+        match recorded {
+            Recorded::New(id) => Ok(Sent::New(MessageId(id))),
+            Recorded::Duplicate(id) => {
+                bump(&self.counters.duplicates);
+                Ok(Sent::Duplicate(MessageId(id)))
             }
-            table.data[own].key.store(key, Ordering::Release);
-            // Orders the claim before the check's loads for every thread alike (the argument
-            // in the module docs needs a total order of claims and checks; on x86 the CAS
-            // already is a full barrier).
-            fence(Ordering::SeqCst);
-            // 3. Check.
-            match table.check(key, fp, home, own, now) {
-                Check::Clear => {}
-                Check::Duplicate(id) => {
-                    table.store(own, mine.freed());
-                    bump(&self.counters.duplicates);
-                    return Ok(Sent::Duplicate(id));
-                }
-                Check::Busy(bucket, meta) => {
-                    table.store(own, mine.freed());
-                    if !patience.wait(table, bucket, meta) {
-                        break;
-                    }
-                    continue;
-                }
+            Recorded::Failed(refused) => {
+                bump(&self.counters.refused);
+                Err(refused.into())
             }
-            // 4. Commit.
-            let sending = mine.with_state(SENDING);
-            if table.cas(own, mine, sending).is_err() {
-                // COLLIDED by a claim in a lower bucket: only we write it now.
-                table.store(own, mine.freed());
-                if !patience.pause() {
-                    break;
-                }
-                continue;
+            // A closed queue would refuse anyway: say so, it is the more useful answer.
+            Recorded::TableFull(body) if self.queue.is_closed() => {
+                bump(&self.counters.refused);
+                Err(DedupSendError::Closed(body))
             }
-            // 5. Send. `Queue::send` runs no caller code and should not panic, but if it did,
-            // the guard frees the bucket so the id is not stuck `SENDING`.
-            let leave = FreeOnDrop {
-                table,
-                bucket: own,
-                meta: sending,
-            };
-            return match send(&self.queue, body) {
-                Ok(id) => {
-                    std::mem::forget(leave);
-                    let data = &table.data[own];
-                    // The window counts from the send (see "Time" in the module docs).
-                    let sent = self.clock.nanos().max(now);
-                    data.id.store(id.0, Ordering::Release);
-                    data.expiry
-                        .store(sent.saturating_add(self.window), Ordering::Release);
-                    table.store(own, sending.with_state(DONE));
-                    Ok(Sent::New(id))
-                }
-                Err(refused) => {
-                    drop(leave);
-                    bump(&self.counters.refused);
-                    Err(refused.into())
-                }
-            };
+            Recorded::TableFull(body) => {
+                bump(&self.counters.table_full);
+                Err(DedupSendError::TableFull(body))
+            }
+            Recorded::Contended(body) => {
+                bump(&self.counters.contended);
+                Err(DedupSendError::Contended(body))
+            }
         }
-        bump(&self.counters.contended);
-        Err(DedupSendError::Contended(body))
     }
 }
 
@@ -999,9 +1112,9 @@ impl<T> fmt::Debug for DedupQueue<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DedupQueue")
             .field("queue", &self.queue)
-            .field("capacity", &self.capacity)
-            .field("buckets", &self.table.meta.len())
-            .field("window", &self.window_duration)
+            .field("capacity", &self.ids.capacity)
+            .field("buckets", &self.ids.table.meta.len())
+            .field("window", &self.ids.window_duration)
             .field("stats", &self.stats())
             .finish()
     }
@@ -1062,7 +1175,7 @@ mod tests {
 
     /// The bucket holding `key`'s entry, by scanning every bucket.
     fn bucket_of(dedup: &DedupQueue<u32>, key: u64) -> usize {
-        let table = &dedup.table;
+        let table = &dedup.ids.table;
         (0..table.meta.len())
             .find(|&b| {
                 table.load(b).state() != FREE && table.data[b].key.load(Ordering::SeqCst) == key
@@ -1094,9 +1207,9 @@ mod tests {
     #[test]
     fn table_sizes() {
         let (_, d) = dedup(1, Duration::ZERO);
-        assert_eq!((d.table.meta.len(), d.table.probe), (4, 4));
+        assert_eq!((d.ids.table.meta.len(), d.ids.table.probe), (4, 4));
         let (_, d) = dedup(100, Duration::ZERO);
-        assert_eq!((d.table.meta.len(), d.table.probe), (512, PROBE));
+        assert_eq!((d.ids.table.meta.len(), d.ids.table.probe), (512, PROBE));
     }
 
     /// A send that is stuck in flight (its bucket held `SENDING`): a second send of the same id
@@ -1106,14 +1219,14 @@ mod tests {
         let (_, d) = dedup(4, Duration::from_millis(5));
         let first = d.send(9, 1).unwrap().id();
         let bucket = bucket_of(&d, 9);
-        let done = d.table.load(bucket);
+        let done = d.ids.table.load(bucket);
         // Pretend the entry is being sent again right now.
         let sending = done.claimed(done.fp()).with_state(SENDING);
-        d.table.store(bucket, sending);
+        d.ids.table.store(bucket, sending);
         assert_eq!(d.send(9, 2), Err(DedupSendError::Contended(2)));
         assert_eq!(d.stats().contended, 1);
         // The stuck sender fails and frees its bucket: the id can be sent again.
-        d.table.store(bucket, sending.freed());
+        d.ids.table.store(bucket, sending.freed());
         let second = d.send(9, 3).unwrap();
         assert!(matches!(second, Sent::New(id) if id != first));
         assert_eq!(d.queue().stats().ready, 2);
@@ -1125,23 +1238,27 @@ mod tests {
     fn the_lower_claim_wins() {
         let (_, d) = dedup(1, Duration::ZERO);
         let key = 77;
-        let (fp, home) = d.place(key);
-        let low = d.table.bucket(home, 0);
-        let high = d.table.bucket(home, 1);
+        let (fp, home) = d.ids.place(key);
+        let low = d.ids.table.bucket(home, 0);
+        let high = d.ids.table.bucket(home, 1);
         let (low, high) = (low.min(high), low.max(high));
-        let claim_low = d.table.load(low).claimed(fp);
-        let claim_high = d.table.load(high).claimed(fp);
-        d.table.store(low, claim_low);
-        d.table.store(high, claim_high);
+        let claim_low = d.ids.table.load(low).claimed(fp);
+        let claim_high = d.ids.table.load(high).claimed(fp);
+        d.ids.table.store(low, claim_low);
+        d.ids.table.store(high, claim_high);
         // The higher claim sees the lower one and leaves.
         assert!(matches!(
-            d.table.check(key, fp, home, high, 0),
+            d.ids.table.check(key, fp, home, high, 0),
             Check::Busy(b, m) if b == low && m == claim_low
         ));
         // The lower claim kills the higher one and may commit.
-        assert!(matches!(d.table.check(key, fp, home, low, 0), Check::Clear));
-        assert_eq!(d.table.load(high), claim_high.with_state(COLLIDED));
+        assert!(matches!(
+            d.ids.table.check(key, fp, home, low, 0),
+            Check::Clear
+        ));
+        assert_eq!(d.ids.table.load(high), claim_high.with_state(COLLIDED));
         assert!(d
+            .ids
             .table
             .cas(high, claim_high, claim_high.with_state(SENDING))
             .is_err());
@@ -1153,21 +1270,23 @@ mod tests {
     #[test]
     fn a_send_in_flight_for_another_id_is_waited_for_not_table_full() {
         let (_, d) = dedup(1, Duration::from_secs(10));
-        assert_eq!(d.table.meta.len(), 4);
+        assert_eq!(d.ids.table.meta.len(), 4);
         for key in 1..=3 {
             d.send(key, key as u32).unwrap();
         }
-        let free = (0..4).find(|&b| d.table.load(b).state() == FREE).unwrap();
+        let free = (0..4)
+            .find(|&b| d.ids.table.load(b).state() == FREE)
+            .unwrap();
         // Another id's send is in flight in the last free bucket (a claim that will leave,
         // as a duplicate or a refused send does).
-        let (other_fp, _) = d.place(99);
-        let claim = d.table.load(free).claimed(other_fp).with_state(SENDING);
-        d.table.store(free, claim);
+        let (other_fp, _) = d.ids.place(99);
+        let claim = d.ids.table.load(free).claimed(other_fp).with_state(SENDING);
+        d.ids.table.store(free, claim);
         std::thread::scope(|scope| {
             scope.spawn(|| {
                 // Wall-clock time is the thing under test: the waiter must still be waiting.
                 std::thread::sleep(Duration::from_millis(20));
-                d.table.store(free, claim.freed());
+                d.ids.table.store(free, claim.freed());
             });
             assert!(matches!(d.send(4, 4), Ok(Sent::New(_))));
         });
@@ -1179,10 +1298,12 @@ mod tests {
         for key in 1..=3 {
             d.send(key, key as u32).unwrap();
         }
-        let free = (0..4).find(|&b| d.table.load(b).state() == FREE).unwrap();
-        d.table.store(
+        let free = (0..4)
+            .find(|&b| d.ids.table.load(b).state() == FREE)
+            .unwrap();
+        d.ids.table.store(
             free,
-            d.table.load(free).claimed(other_fp).with_state(SENDING),
+            d.ids.table.load(free).claimed(other_fp).with_state(SENDING),
         );
         assert_eq!(d.send(4, 4), Err(DedupSendError::TableFull(4)));
         assert_eq!(
@@ -1199,7 +1320,7 @@ mod tests {
         // Two ids that share home and fingerprint but differ: both are sent.
         let (_, d) = dedup(1, Duration::from_millis(5));
         let twin = unmix(mix(1) ^ (1 << 20));
-        assert_eq!(d.place(twin), d.place(1));
+        assert_eq!(d.ids.place(twin), d.ids.place(1));
         assert_ne!(twin, 1);
         let a = d.send(1, 10).unwrap();
         let b = d.send(twin, 20).unwrap();
