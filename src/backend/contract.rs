@@ -413,6 +413,26 @@ pub struct Capabilities {
 }
 
 impl Capabilities {
+    /// Checks a receive's arguments against these limits: a `visibility`, if given, must be
+    /// nonzero (a zero lease leases nothing: [`BackendError::Fatal`]) and at most
+    /// [`Capabilities::max_visibility`]; `wait` at most [`Capabilities::max_wait`]
+    /// ([`BackendError::Limit`]).
+    pub fn check_receive(
+        &self,
+        wait: Duration,
+        visibility: Option<Duration>,
+    ) -> Result<(), BackendError> {
+        if let Some(visibility) = visibility {
+            if visibility.is_zero() {
+                return Err(BackendError::Fatal(
+                    "a zero visibility timeout leases nothing".into(),
+                ));
+            }
+            BackendError::check_duration(Limit::VisibilityMillis, self.max_visibility, visibility)?;
+        }
+        BackendError::check_duration(Limit::WaitMillis, self.max_wait, wait)
+    }
+
     /// Whether `feature` is available.
     pub fn supports(&self, feature: Feature) -> bool {
         match feature {
@@ -509,6 +529,20 @@ impl BackendError {
             Ok(())
         }
     }
+
+    /// A [`BackendError::Limit`] in milliseconds if `got` is longer than `max`.
+    pub fn check_duration(limit: Limit, max: Duration, got: Duration) -> Result<(), Self> {
+        Self::check_limit(limit, millis(max), millis(got))
+    }
+
+    /// The [`BackendError::Limit`] in milliseconds of a duration `got` over `max`.
+    pub fn duration_over(limit: Limit, max: Duration, got: Duration) -> Self {
+        Self::Limit {
+            limit,
+            max: millis(max),
+            got: millis(got),
+        }
+    }
 }
 
 impl fmt::Display for BackendError {
@@ -528,3 +562,8 @@ impl fmt::Display for BackendError {
 }
 
 impl std::error::Error for BackendError {}
+
+/// `duration` in whole milliseconds, saturating.
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}

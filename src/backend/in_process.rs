@@ -64,15 +64,7 @@ impl<T: Clone + Send + Sync + 'static> Backend for Queue<T> {
         wait: Duration,
         visibility: Option<Duration>,
     ) -> Result<usize, BackendError> {
-        if let Some(visibility) = visibility {
-            if visibility.is_zero() {
-                return Err(BackendError::Fatal(
-                    "a zero visibility timeout leases nothing".into(),
-                ));
-            }
-            check_timeout(Limit::VisibilityMillis, visibility)?;
-        }
-        check_timeout(Limit::WaitMillis, wait)?;
+        Backend::capabilities(self).check_receive(wait, visibility)?;
         if max == 0 {
             return Ok(0);
         }
@@ -100,7 +92,7 @@ impl<T: Clone + Send + Sync + 'static> Backend for Queue<T> {
     }
 
     fn change_visibility(&self, receipt: &Handle, timeout: Duration) -> Result<(), BackendError> {
-        check_timeout(Limit::VisibilityMillis, timeout)?;
+        BackendError::check_duration(Limit::VisibilityMillis, MAX_TIMEOUT, timeout)?;
         let receipt = receipt.as_local().ok_or(BackendError::Stale)?;
         Queue::change_visibility(self, receipt, timeout).map_err(receipt_error)
     }
@@ -165,7 +157,9 @@ impl<T: Clone> Queue<T> {
             let error = match &refused {
                 SendError::Full(_) => BackendError::Full,
                 SendError::Closed(_) => BackendError::Closed,
-                SendError::DelayTooLong(_) => limit(Limit::DelayMillis, delay),
+                SendError::DelayTooLong(_) => {
+                    BackendError::duration_over(Limit::DelayMillis, MAX_TIMEOUT, delay)
+                }
             };
             Refused {
                 error,
@@ -202,20 +196,4 @@ fn receipt_error(error: ReceiptError) -> BackendError {
         ReceiptError::TimeoutTooLong => BackendError::Fatal(error.to_string()),
         ReceiptError::NoDeadLetterQueue => BackendError::Unsupported(Feature::DeadLetter),
     }
-}
-
-fn check_timeout(limit_kind: Limit, timeout: Duration) -> Result<(), BackendError> {
-    BackendError::check_limit(limit_kind, millis(MAX_TIMEOUT), millis(timeout))
-}
-
-fn limit(limit: Limit, got: Duration) -> BackendError {
-    BackendError::Limit {
-        limit,
-        max: millis(MAX_TIMEOUT),
-        got: millis(got),
-    }
-}
-
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }

@@ -524,15 +524,7 @@ impl Backend for RabbitMq {
         wait: Duration,
         visibility: Option<Duration>,
     ) -> Result<usize, BackendError> {
-        if let Some(visibility) = visibility {
-            if visibility.is_zero() {
-                return Err(BackendError::Fatal(
-                    "a zero visibility timeout leases nothing".into(),
-                ));
-            }
-            check_millis(Limit::VisibilityMillis, visibility)?;
-        }
-        check_millis(Limit::WaitMillis, wait)?;
+        self.capabilities().check_receive(wait, visibility)?;
         if max == 0 {
             return Ok(0);
         }
@@ -1219,15 +1211,7 @@ fn check_entry(entry: &Outgoing<Vec<u8>>) -> Result<BasicProperties, BackendErro
 }
 
 fn check_delay(delay: Duration) -> Result<(), BackendError> {
-    check_millis(Limit::DelayMillis, delay)
-}
-
-fn check_millis(limit: Limit, duration: Duration) -> Result<(), BackendError> {
-    BackendError::check_limit(
-        limit,
-        MAX_TIMEOUT.as_millis() as u64,
-        duration.as_millis().try_into().unwrap_or(u64::MAX),
-    )
+    BackendError::check_duration(Limit::DelayMillis, MAX_TIMEOUT, delay)
 }
 
 /// A delay in whole milliseconds, rounded up: a TTL never fires early.
