@@ -398,6 +398,19 @@ impl RabbitMq {
         names
     }
 
+    /// `basic.nack` of one lease: back to its queue with `requeue`, else to the dead-letter
+    /// exchange.
+    fn nack(&self, receipt: &Handle, requeue: bool) -> Result<(), BackendError> {
+        self.settle(receipt, |acker| async move {
+            acker
+                .nack(BasicNackOptions {
+                    multiple: false,
+                    requeue,
+                })
+                .await
+        })
+    }
+
     /// Settles one lease: takes its acker (so a second settle of the same receipt is stale
     /// without a word to the broker) and runs `settle` with it.
     fn settle<F, Fut>(&self, receipt: &Handle, settle: F) -> Result<(), BackendError>
@@ -573,14 +586,7 @@ impl Backend for RabbitMq {
     }
 
     fn release(&self, receipt: &Handle) -> Result<(), BackendError> {
-        self.settle(receipt, |acker| async move {
-            acker
-                .nack(BasicNackOptions {
-                    multiple: false,
-                    requeue: true,
-                })
-                .await
-        })
+        self.nack(receipt, true)
     }
 
     /// `basic.nack` without requeue: the broker moves the message to `{queue}.dlq`. RabbitMQ
@@ -589,14 +595,7 @@ impl Backend for RabbitMq {
         if self.topology.dead_letters.is_none() {
             return Err(BackendError::Unsupported(Feature::DeadLetter));
         }
-        self.settle(receipt, |acker| async move {
-            acker
-                .nack(BasicNackOptions {
-                    multiple: false,
-                    requeue: false,
-                })
-                .await
-        })
+        self.nack(receipt, false)
     }
 
     /// `{queue}.dlq` as a backend of its own (sharing this handle's runtime, with its own
