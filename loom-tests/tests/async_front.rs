@@ -5,8 +5,8 @@
 
 mod common;
 
-use common::{check, tiny_queue, Body};
-use loom::sync::atomic::{AtomicUsize, Ordering};
+use common::{check, drops_every_body, tiny_queue, Body};
+use loom::sync::atomic::AtomicUsize;
 use loom::sync::Arc;
 use loom::thread;
 use std::future::Future;
@@ -43,8 +43,7 @@ fn async_register_races_send() {
         q.send(Body::new(1, &live)).unwrap();
         assert_eq!(receiver.join().unwrap(), Some(1));
         assert_eq!(q.waiting_receivers(), 0);
-        drop(q);
-        assert_eq!(live.load(Ordering::SeqCst), 0);
+        drops_every_body(q, &live);
     });
 }
 
@@ -92,8 +91,7 @@ fn async_woken_future_dropped() {
             let d = q.try_receive().expect("the message is still there");
             assert_eq!((d.body().value, d.receive_count()), (1, 1));
         }
-        drop(q);
-        assert_eq!(live.load(Ordering::SeqCst), 0);
+        drops_every_body(q, &live);
     });
 }
 
@@ -113,8 +111,7 @@ fn async_wake_up_passed_on() {
         drop(first);
         assert_eq!(second.join().unwrap(), Some(1));
         assert_eq!(q.waiting_receivers(), 0);
-        drop(q);
-        assert_eq!(live.load(Ordering::SeqCst), 0);
+        drops_every_body(q, &live);
     });
 }
 
@@ -138,8 +135,7 @@ fn async_sender_registers_races_delete() {
         assert!(sender.join().unwrap(), "sent into the freed slot");
         assert_eq!(q.try_receive().map(|d| d.body().value), Some(2));
         assert_eq!(q.waiting_senders(), 0);
-        drop(q);
-        assert_eq!(live.load(Ordering::SeqCst), 0);
+        drops_every_body(q, &live);
     });
 }
 
@@ -179,8 +175,7 @@ fn async_and_parked_receivers_both_woken() {
         got.sort();
         assert_eq!(got, [Some(1), Some(2)]);
         drop(waiting);
-        drop(q);
-        assert_eq!(live.load(Ordering::SeqCst), 0);
+        drops_every_body(q, &live);
     });
 }
 

@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::{check, tiny_queue, Body};
-use loom::sync::atomic::{AtomicUsize, Ordering};
+use common::{check, drops_every_body, tiny_queue, Body};
+use loom::sync::atomic::AtomicUsize;
 use loom::sync::Arc;
 use loom::thread;
 use visq::{ManualClock, SendError};
@@ -70,7 +70,6 @@ fn aba_on_the_free_stack() {
         delivered.sort_unstable();
         accepted.sort_unstable();
         assert_eq!(delivered, accepted, "every held message is delivered once");
-        drop(q);
-        assert_eq!(live.load(Ordering::SeqCst), 0);
+        drops_every_body(q, &live);
     });
 }

@@ -4,8 +4,8 @@
 
 mod common;
 
-use common::{check, tiny_queue, Body, LEASE, TICK};
-use loom::sync::atomic::{AtomicUsize, Ordering};
+use common::{check, drops_every_body, tiny_queue, Body, LEASE, TICK};
+use loom::sync::atomic::AtomicUsize;
 use loom::sync::Arc;
 use loom::thread;
 use visq::{ManualClock, ReceiptError};
@@ -63,7 +63,6 @@ fn hand_back_races_expiry() {
         let stats = q.stats();
         assert_eq!((stats.ready, stats.in_flight, stats.delayed), (0, 0, 0));
         drop(d);
-        drop(q);
-        assert_eq!(live.load(Ordering::SeqCst), 0, "every body dropped once");
+        drops_every_body(q, &live);
     });
 }

@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::{check, tiny_queue, Body, LEASE, TICK};
-use loom::sync::atomic::{AtomicUsize, Ordering};
+use common::{check, drops_every_body, tiny_queue, Body, LEASE, TICK};
+use loom::sync::atomic::AtomicUsize;
 use loom::sync::Arc;
 use loom::thread;
 use visq::{ManualClock, Receipt, ReceiptError, SendError};
@@ -53,8 +53,7 @@ fn send_races_receive_when_nearly_full() {
             q.delete(d.receipt()).unwrap();
         }
         assert!(q.try_receive().is_none());
-        drop(q);
-        assert_eq!(live.load(Ordering::SeqCst), 0);
+        drops_every_body(q, &live);
     });
 }
 
@@ -90,8 +89,7 @@ fn forged_receipt_races_receiver_clone() {
         }
         assert_eq!(q.stats().deleted, 1);
         drop(delivery);
-        drop(q);
-        assert_eq!(live.load(Ordering::SeqCst), 0);
+        drops_every_body(q, &live);
     });
 }
 
@@ -134,8 +132,7 @@ fn two_threads_run_the_wheel() {
             (2, 0, 4),
             "a lease was lost"
         );
-        drop(q);
-        assert_eq!(live.load(Ordering::SeqCst), 0);
+        drops_every_body(q, &live);
     });
 }
 
@@ -176,7 +173,6 @@ fn lease_while_other_thread_holds_the_wheel() {
         let expired = q.stats().expired;
         assert_eq!(expired, if leased.is_some() { 2 } else { 1 });
         drop(d);
-        drop(q);
-        assert_eq!(live.load(Ordering::SeqCst), 0);
+        drops_every_body(q, &live);
     });
 }

@@ -5,8 +5,8 @@
 
 mod common;
 
-use common::{check, tiny_queue, Body, TICK};
-use loom::sync::atomic::{AtomicUsize, Ordering};
+use common::{check, drops_every_body, tiny_queue, Body, TICK};
+use loom::sync::atomic::AtomicUsize;
 use loom::sync::Arc;
 use loom::thread;
 use visq::ManualClock;
@@ -56,8 +56,7 @@ fn take_races_receive_and_send() {
         assert_eq!(stats.deleted, handed_out, "each taken or deleted, once");
         assert_eq!(stats.sent, 1 + u64::from(sent));
         assert_eq!(stats.ready as u64, stats.sent - handed_out);
-        drop(q);
-        assert_eq!(live.load(Ordering::SeqCst), 0, "every body dropped once");
+        drops_every_body(q, &live);
     });
 }
 
@@ -84,7 +83,6 @@ fn take_races_delay_ending() {
         assert_eq!((stats.ready, stats.delayed, stats.in_flight), (0, 0, 0));
         assert_eq!((stats.received, stats.deleted), (1, 1));
         q.send(Body::new(8, &live)).expect("the slot is free again");
-        drop(q);
-        assert_eq!(live.load(Ordering::SeqCst), 0, "every body dropped once");
+        drops_every_body(q, &live);
     });
 }

@@ -4,8 +4,8 @@
 
 mod common;
 
-use common::{check, check_bounded, tiny_queue, Body, LEASE, TICK};
-use loom::sync::atomic::{AtomicUsize, Ordering};
+use common::{check, check_bounded, drops_every_body, tiny_queue, Body, LEASE, TICK};
+use loom::sync::atomic::AtomicUsize;
 use loom::sync::Arc;
 use loom::thread;
 use std::time::Duration;
@@ -17,12 +17,6 @@ const FOREVER: Duration = Duration::from_secs(24 * 3600);
 fn parked_receiver(q: &Arc<Queue<Body>>) -> thread::JoinHandle<Option<u32>> {
     let q = q.clone();
     thread::spawn(move || q.receive(FOREVER).map(|d| d.receive_count()))
-}
-
-/// Drops the queue and checks that every body went with it.
-fn drops_every_body(q: Arc<Queue<Body>>, live: &AtomicUsize) {
-    drop(q);
-    assert_eq!(live.load(Ordering::SeqCst), 0);
 }
 
 /// 8a: a send wakes the parked receiver.

@@ -52,6 +52,12 @@ pub fn tiny_queue(capacity: usize, clock: &ManualClock) -> Queue<Body> {
         .expect("valid settings")
 }
 
+/// Drops the queue and checks that every body went with it, exactly once.
+pub fn drops_every_body(q: Arc<Queue<Body>>, live: &AtomicUsize) {
+    drop(q);
+    assert_eq!(live.load(Ordering::SeqCst), 0, "every body dropped once");
+}
+
 /// Runs `f` under `loom::model` and prints how many interleavings it explored and how long
 /// that took (shown with `--nocapture`).
 pub fn check(name: &str, f: impl Fn() + Sync + Send + 'static) {
