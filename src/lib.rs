@@ -82,10 +82,11 @@ pub use crate::core::builder::Builder;
 pub use crate::core::clock::ManualClock;
 pub use crate::core::dead_letters::{DeadLetter, Redriven};
 pub use crate::core::deaths::{DeathCause, Nack, QueueId};
-pub use crate::core::error::{BuildError, ReceiptError, SendError};
+pub use crate::core::error::{BuildError, InvalidSend, ReceiptError, SendError};
 pub use crate::core::message::{Delivery, MessageId, Receipt, Taken};
 pub use crate::core::metrics::{Latencies, Latency};
 pub use crate::core::queue::Queue;
+pub use crate::core::send_options::{GroupKey, SendOptions};
 pub use crate::core::stats::{Memory, Rates, Stats};
 pub use crate::patterns::async_consumer::{AsyncConsumer, AsyncStopper};
 pub use crate::patterns::consumer::{
@@ -108,6 +109,13 @@ use std::time::Duration;
 
 /// The longest visibility timeout, lease extension or send delay: 12 hours.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(12 * 60 * 60);
+
+/// The longest message time-to-live ([`Builder::message_ttl`], [`SendOptions::ttl`]): 14 days,
+/// SQS's longest retention period.
+pub const MAX_MESSAGE_TTL: Duration = Duration::from_secs(14 * 24 * 60 * 60);
+
+/// The most priority levels a queue can have ([`Builder::priorities`]).
+pub const MAX_PRIORITY_LEVELS: u8 = 16;
 
 /// The largest capacity a queue can be built with (2^28 messages): receipts name the slot in
 /// 28 bits.

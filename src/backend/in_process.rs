@@ -160,6 +160,7 @@ impl<T: Clone> Queue<T> {
                 SendError::DelayTooLong(_) => {
                     BackendError::duration_over(Limit::DelayMillis, MAX_TIMEOUT, delay)
                 }
+                SendError::Invalid(_, why) => BackendError::Fatal(why.to_string()),
             };
             Refused {
                 error,

@@ -3,7 +3,7 @@
 use crate::core::clock::ManualClock;
 use crate::core::error::BuildError;
 use crate::core::queue::{DeadLetterTarget, Queue, Settings};
-use crate::{MAX_CAPACITY, MAX_TIMEOUT};
+use crate::{MAX_CAPACITY, MAX_MESSAGE_TTL, MAX_PRIORITY_LEVELS, MAX_TIMEOUT};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +43,9 @@ impl<T> Default for Builder<T> {
             tick: Duration::from_millis(1),
             clock: None,
             latency_sample: 0,
+            priority_levels: 1,
+            group_lanes: None,
+            message_ttl: None,
         };
         Self { settings }
     }
@@ -109,6 +112,35 @@ impl<T> Builder<T> {
         self
     }
 
+    /// Delivers higher-priority visible messages first: priorities `0` (the default, lowest)
+    /// to `levels - 1` (highest), given per message with
+    /// [`SendOptions::priority`](crate::SendOptions::priority) (default 1 level: no priorities;
+    /// at most [`MAX_PRIORITY_LEVELS`]). Messages of one level are delivered in the order they
+    /// became visible; a message given back or expired keeps its priority.
+    pub fn priorities(mut self, levels: u8) -> Self {
+        self.settings.priority_levels = levels;
+        self
+    }
+
+    /// FIFO message groups, as SQS FIFO queues' `MessageGroupId`: the messages sent with one
+    /// [`SendOptions::group`](crate::SendOptions::group) are delivered in send order, at most
+    /// one of them leased at a time, over `lanes` lanes (rounded up to a power of two) that
+    /// groups are hashed to. See [`Queue::send_with`] for the exact guarantees.
+    pub fn message_groups(mut self, lanes: usize) -> Self {
+        self.settings.group_lanes = Some(lanes);
+        self
+    }
+
+    /// A time-to-live for every message (as RabbitMQ's `x-message-ttl` and SQS's retention
+    /// period): a message still waiting to be received `ttl` after it was sent goes to the
+    /// dead-letter queue (cause [`DeathCause::TimeToLive`](crate::DeathCause)), or, on a queue
+    /// without one, is dropped; counted in [`Stats::ttl_expired`](crate::Stats). At most
+    /// [`MAX_MESSAGE_TTL`]; [`SendOptions::ttl`](crate::SendOptions::ttl) sets one message's.
+    pub fn message_ttl(mut self, ttl: Duration) -> Self {
+        self.settings.message_ttl = Some(ttl);
+        self
+    }
+
     /// Checks the settings and allocates the queue: every allocation is made here and every
     /// one is fallible, so memory that cannot be had (the slots, the rings, the wheel, the
     /// latency recorder, the death records of this queue and of a dead-letter queue attached
@@ -139,6 +171,20 @@ impl<T> Builder<T> {
             })
         ) {
             return Err(BuildError::ZeroMaxReceives);
+        }
+        let levels = self.settings.priority_levels;
+        if levels == 0 || levels > MAX_PRIORITY_LEVELS {
+            return Err(BuildError::InvalidPriorityLevels(levels));
+        }
+        if let Some(lanes) = self.settings.group_lanes {
+            if lanes == 0 || lanes > MAX_CAPACITY {
+                return Err(BuildError::InvalidGroupLanes(lanes));
+            }
+        }
+        if let Some(ttl) = self.settings.message_ttl {
+            if ttl.is_zero() || ttl > MAX_MESSAGE_TTL {
+                return Err(BuildError::InvalidMessageTtl);
+            }
         }
         Queue::allocate(self.settings)
     }

@@ -39,6 +39,13 @@ pub enum BuildError {
     InvalidVisibilityTimeout,
     /// `dead_letter(_, 0)`.
     ZeroMaxReceives,
+    /// `priorities(levels)` with `levels` of 0 or over
+    /// [`MAX_PRIORITY_LEVELS`](crate::MAX_PRIORITY_LEVELS).
+    InvalidPriorityLevels(u8),
+    /// `message_groups(0)`, or more lanes than [`MAX_CAPACITY`](crate::MAX_CAPACITY).
+    InvalidGroupLanes(usize),
+    /// A message time-to-live of zero or over [`MAX_MESSAGE_TTL`](crate::MAX_MESSAGE_TTL).
+    InvalidMessageTtl,
 }
 
 impl fmt::Display for BuildError {
@@ -59,6 +66,22 @@ impl fmt::Display for BuildError {
                 )
             }
             Self::ZeroMaxReceives => write!(f, "dead-letter max_receives must be at least 1"),
+            Self::InvalidPriorityLevels(levels) => write!(
+                f,
+                "priority levels must be 1 to {}, not {levels}",
+                crate::MAX_PRIORITY_LEVELS
+            ),
+            Self::InvalidGroupLanes(lanes) => write!(
+                f,
+                "message group lanes must be 1 to {}, not {lanes}",
+                crate::MAX_CAPACITY
+            ),
+            Self::InvalidMessageTtl => {
+                write!(
+                    f,
+                    "message time-to-live must be longer than zero and at most MAX_MESSAGE_TTL"
+                )
+            }
         }
     }
 }
@@ -74,13 +97,65 @@ pub enum SendError<T> {
     Closed(T),
     /// The delay is longer than [`MAX_TIMEOUT`](crate::MAX_TIMEOUT).
     DelayTooLong(T),
+    /// A [`SendOptions`](crate::SendOptions) the queue cannot honour, and why.
+    Invalid(T, InvalidSend),
+}
+
+/// Why [`Queue::send_with`](crate::Queue::send_with) refused its options
+/// ([`SendError::Invalid`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InvalidSend {
+    /// The priority is not below the queue's
+    /// [`Builder::priorities`](crate::Builder::priorities) levels.
+    PriorityOutOfRange {
+        /// The priority asked for.
+        priority: u8,
+        /// The queue's levels (priorities `0..levels`).
+        levels: u8,
+    },
+    /// A group on a queue built without
+    /// [`Builder::message_groups`](crate::Builder::message_groups).
+    NoMessageGroups,
+    /// A delay on a grouped message: a group's messages are delivered in send order, so one
+    /// cannot wait behind its own delay (as SQS FIFO queues refuse per-message delays).
+    DelayedGroupMessage,
+    /// A time-to-live on a queue built without
+    /// [`Builder::message_ttl`](crate::Builder::message_ttl).
+    NoMessageTtl,
+    /// A time-to-live of zero or over [`MAX_MESSAGE_TTL`](crate::MAX_MESSAGE_TTL).
+    TtlOutOfRange,
+}
+
+impl fmt::Display for InvalidSend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::PriorityOutOfRange { priority, levels } => write!(
+                f,
+                "priority {priority} is out of range: the queue has levels 0 to {}",
+                levels - 1
+            ),
+            Self::NoMessageGroups => write!(f, "the queue was built without message groups"),
+            Self::DelayedGroupMessage => write!(f, "a grouped message cannot be delayed"),
+            Self::NoMessageTtl => write!(f, "the queue was built without a message time-to-live"),
+            Self::TtlOutOfRange => {
+                write!(
+                    f,
+                    "a time-to-live must be longer than zero and at most MAX_MESSAGE_TTL"
+                )
+            }
+        }
+    }
 }
 
 impl<T> SendError<T> {
     /// The body that was not queued.
     pub fn into_inner(self) -> T {
         match self {
-            Self::Full(body) | Self::Closed(body) | Self::DelayTooLong(body) => body,
+            Self::Full(body)
+            | Self::Closed(body)
+            | Self::DelayTooLong(body)
+            | Self::Invalid(body, _) => body,
         }
     }
 
@@ -96,6 +171,7 @@ impl<T> SendError<T> {
             Self::Full(body) => SendError::Full(f(body)),
             Self::Closed(body) => SendError::Closed(f(body)),
             Self::DelayTooLong(body) => SendError::DelayTooLong(f(body)),
+            Self::Invalid(body, why) => SendError::Invalid(f(body), why),
         }
     }
 }
@@ -106,6 +182,7 @@ impl<T> fmt::Debug for SendError<T> {
             Self::Full(_) => write!(f, "Full(..)"),
             Self::Closed(_) => write!(f, "Closed(..)"),
             Self::DelayTooLong(_) => write!(f, "DelayTooLong(..)"),
+            Self::Invalid(_, why) => write!(f, "Invalid(.., {why:?})"),
         }
     }
 }
@@ -116,6 +193,7 @@ impl<T> fmt::Display for SendError<T> {
             Self::Full(_) => write!(f, "the queue is full"),
             Self::Closed(_) => write!(f, "the queue is closed"),
             Self::DelayTooLong(_) => write!(f, "the delay is longer than MAX_TIMEOUT"),
+            Self::Invalid(_, why) => write!(f, "{why}"),
         }
     }
 }

@@ -10,6 +10,7 @@
 //! | `clock`, `error` | queue time (the monotonic clock or a [`ManualClock`](crate::ManualClock), in ticks); the error types and fallible allocation |
 //! | `slot` | one slab slot: its lifecycle word and the body it owns |
 //! | `message` | ids, receipts (slot and lease epoch), deliveries |
+//! | `send_options` | how one message is sent: delay, priority, message group, time-to-live |
 //! | `free` | the free slots: a LIFO stack (tagged head) linked through the slots, so a send reuses the slot freed last |
 //! | `ring` | the bounded MPMC rings of slot indices (ready messages, the wheel's inbox) |
 //! | `wheel` | the hierarchical timing wheel of deadlines (leases, delays, retries) |
@@ -31,6 +32,7 @@ pub(crate) mod error;
 pub(crate) mod slot;
 
 pub(crate) mod message;
+pub(crate) mod send_options;
 
 pub(crate) mod free;
 

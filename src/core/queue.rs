@@ -95,17 +95,20 @@
 
 use crate::core::clock::{ManualClock, Ticks};
 use crate::core::deaths::{Death, DeathCause, DeathRecords, Nack, QueueId};
-use crate::core::error::{try_boxed_slice, BuildError, OutOfMemory, ReceiptError, SendError};
+use crate::core::error::{
+    try_boxed_slice, BuildError, InvalidSend, OutOfMemory, ReceiptError, SendError,
+};
 use crate::core::free::FreeStack;
 use crate::core::message::{Delivery, MessageId, Receipt, Taken};
 use crate::core::metrics::{Latencies, LatencyRecorder};
 use crate::core::ring::IndexRing;
+use crate::core::send_options::SendOptions;
 use crate::core::slot::{epoch_origin, Slot, State, Word, ENDED_BY_EXPIRY, FILLING};
 use crate::core::stats::{bump, count_refusal, Counters, Memory, RateWindow, Stats};
 use crate::core::sync::{lock, AtomicBool, AtomicU64, Mutex, Ordering};
 use crate::core::waiters::{Backoff, Waiters};
 use crate::core::wheel::{Refile, Wheel, NEVER};
-use crate::MAX_TIMEOUT;
+use crate::{MAX_MESSAGE_TTL, MAX_TIMEOUT};
 use std::borrow::Cow;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -147,6 +150,9 @@ pub struct Queue<T> {
     pub(crate) deaths: OnceLock<DeathRecords>,
     latency: Option<LatencyRecorder>,
     rate_window: Mutex<RateWindow>,
+    priority_levels: u8,
+    group_lanes: Option<usize>,
+    message_ttl: Option<Duration>,
 }
 
 // SAFETY: the queue owns its bodies (`T: Send` lets them move to whichever thread drops, moves
@@ -165,6 +171,12 @@ pub(crate) struct Settings<T> {
     pub(crate) tick: Duration,
     pub(crate) clock: Option<ManualClock>,
     pub(crate) latency_sample: u32,
+    /// Priority levels (1: none).
+    pub(crate) priority_levels: u8,
+    /// Lanes of message groups, if the queue has groups.
+    pub(crate) group_lanes: Option<usize>,
+    /// The default message time-to-live, if messages have one.
+    pub(crate) message_ttl: Option<Duration>,
 }
 
 /// Where a queue sends messages that were received too often.
@@ -225,6 +237,9 @@ impl<T> Queue<T> {
             deaths,
             latency,
             rate_window: Mutex::new(RateWindow::default()),
+            priority_levels: settings.priority_levels,
+            group_lanes: settings.group_lanes,
+            message_ttl: settings.message_ttl,
         })
     }
 
@@ -361,6 +376,76 @@ impl<T> Queue<T> {
             self.enqueue(body, delay, |_| {})
         };
         count_refusal(&self.counters.refused_sends, sent)
+    }
+
+    /// Queues `body` as `options` say: after its delay, at its priority, in its message group,
+    /// with its time-to-live. Refused with [`SendError::Invalid`] (the body handed back) for
+    /// an option this queue was not built for: a priority not below
+    /// [`Builder::priorities`](crate::Builder::priorities), a group without
+    /// [`Builder::message_groups`](crate::Builder::message_groups) or with a delay, a
+    /// time-to-live without [`Builder::message_ttl`](crate::Builder::message_ttl) or out of
+    /// range; and as [`Queue::send_delayed`] otherwise.
+    ///
+    /// ```
+    /// use visq::{InvalidSend, Queue, SendError, SendOptions};
+    /// let q: Queue<&str> = Queue::builder().priorities(4).build().unwrap();
+    /// q.send_with("urgent", &SendOptions::new().priority(3)).unwrap();
+    /// let too_high = q.send_with("x", &SendOptions::new().priority(4));
+    /// let why = InvalidSend::PriorityOutOfRange { priority: 4, levels: 4 };
+    /// assert_eq!(too_high.unwrap_err(), SendError::Invalid("x", why));
+    /// ```
+    pub fn send_with(&self, body: T, options: &SendOptions) -> Result<MessageId, SendError<T>> {
+        let sent = match self.check_options(options) {
+            Err(why) => Err(SendError::Invalid(body, why)),
+            Ok(()) if options.delay > MAX_TIMEOUT => Err(SendError::DelayTooLong(body)),
+            Ok(()) => self.enqueue(body, options.delay, |_| {}),
+        };
+        count_refusal(&self.counters.refused_sends, sent)
+    }
+
+    /// Whether this queue can honour `options` (see [`Queue::send_with`]).
+    fn check_options(&self, options: &SendOptions) -> Result<(), InvalidSend> {
+        if options.priority >= self.priority_levels {
+            return Err(InvalidSend::PriorityOutOfRange {
+                priority: options.priority,
+                levels: self.priority_levels,
+            });
+        }
+        if options.group.is_some() {
+            if self.group_lanes.is_none() {
+                return Err(InvalidSend::NoMessageGroups);
+            }
+            if !options.delay.is_zero() {
+                return Err(InvalidSend::DelayedGroupMessage);
+            }
+        }
+        if let Some(ttl) = options.ttl {
+            if self.message_ttl.is_none() {
+                return Err(InvalidSend::NoMessageTtl);
+            }
+            if ttl.is_zero() || ttl > MAX_MESSAGE_TTL {
+                return Err(InvalidSend::TtlOutOfRange);
+            }
+        }
+        Ok(())
+    }
+
+    /// The priority levels the queue was built with
+    /// ([`Builder::priorities`](crate::Builder::priorities); 1 when it has none).
+    pub fn priority_levels(&self) -> u8 {
+        self.priority_levels
+    }
+
+    /// The lanes of message groups, if the queue was built with
+    /// [`Builder::message_groups`](crate::Builder::message_groups).
+    pub fn group_lanes(&self) -> Option<usize> {
+        self.group_lanes
+    }
+
+    /// The default message time-to-live, if the queue was built with
+    /// [`Builder::message_ttl`](crate::Builder::message_ttl).
+    pub fn message_ttl(&self) -> Option<Duration> {
+        self.message_ttl
     }
 
     /// Takes a message that died in another queue, with its death record (taken out of

@@ -129,7 +129,7 @@
 
 use super::Clock;
 use crate::core::sync::{fence, spin_loop, yield_now, AtomicU64, Ordering};
-use crate::{ManualClock, MessageId, Queue, SendError, MAX_TIMEOUT};
+use crate::{InvalidSend, ManualClock, MessageId, Queue, SendError, MAX_TIMEOUT};
 use crossbeam_utils::CachePadded;
 use std::fmt;
 use std::sync::Arc;
@@ -298,6 +298,8 @@ pub enum DedupSendError<T> {
     /// [`DedupBuilder::contention_wait`]. Nothing was sent by this call; a retry returns the
     /// other send's id if it went through, or sends.
     Contended(T),
+    /// Options the queue cannot honour ([`SendError::Invalid`]).
+    Invalid(T, InvalidSend),
 }
 
 impl<T> DedupSendError<T> {
@@ -308,7 +310,8 @@ impl<T> DedupSendError<T> {
             | Self::Closed(body)
             | Self::DelayTooLong(body)
             | Self::TableFull(body)
-            | Self::Contended(body) => body,
+            | Self::Contended(body)
+            | Self::Invalid(body, _) => body,
         }
     }
 }
@@ -319,6 +322,7 @@ impl<T> From<SendError<T>> for DedupSendError<T> {
             SendError::Full(body) => Self::Full(body),
             SendError::Closed(body) => Self::Closed(body),
             SendError::DelayTooLong(body) => Self::DelayTooLong(body),
+            SendError::Invalid(body, why) => Self::Invalid(body, why),
         }
     }
 }
@@ -331,6 +335,7 @@ impl<T> fmt::Debug for DedupSendError<T> {
             Self::DelayTooLong(_) => write!(f, "DelayTooLong(..)"),
             Self::TableFull(_) => write!(f, "TableFull(..)"),
             Self::Contended(_) => write!(f, "Contended(..)"),
+            Self::Invalid(_, why) => write!(f, "Invalid(.., {why:?})"),
         }
     }
 }
@@ -346,6 +351,7 @@ impl<T> fmt::Display for DedupSendError<T> {
                 f,
                 "another send of this deduplication id stayed in flight too long"
             ),
+            Self::Invalid(_, why) => write!(f, "{why}"),
         }
     }
 }
