@@ -181,6 +181,9 @@ impl<T> Builder<T> {
                 return Err(BuildError::InvalidGroupLanes(lanes));
             }
         }
+        if self.settings.message_ttl.is_some() && self.settings.group_lanes.is_some() {
+            return Err(BuildError::TtlWithGroups);
+        }
         if let Some(ttl) = self.settings.message_ttl {
             if ttl.is_zero() || ttl > MAX_MESSAGE_TTL {
                 return Err(BuildError::InvalidMessageTtl);

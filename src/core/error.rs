@@ -46,6 +46,10 @@ pub enum BuildError {
     InvalidGroupLanes(usize),
     /// A message time-to-live of zero or over [`MAX_MESSAGE_TTL`](crate::MAX_MESSAGE_TTL).
     InvalidMessageTtl,
+    /// `message_ttl` together with `message_groups`: a message waiting behind its group's
+    /// head cannot be expired on time without breaking the group's order, so the two are not
+    /// offered together.
+    TtlWithGroups,
 }
 
 impl fmt::Display for BuildError {
@@ -76,6 +80,9 @@ impl fmt::Display for BuildError {
                 "message group lanes must be 1 to {}, not {lanes}",
                 crate::MAX_CAPACITY
             ),
+            Self::TtlWithGroups => {
+                write!(f, "message_ttl and message_groups cannot be used together")
+            }
             Self::InvalidMessageTtl => {
                 write!(
                     f,
