@@ -59,6 +59,7 @@
 
 use crate::core::message::{Delivery, MessageId};
 use crate::core::queue::{Nap, Queue};
+use crate::core::send_options::SendOptions;
 use crate::core::stats::count_refusal;
 use crate::core::sync::yield_now;
 use crate::core::waiters::{WaitNode, Waiters};
@@ -396,7 +397,7 @@ impl<T> Attempt for Sending<'_, T> {
 
     fn attempt(&mut self) -> Option<Self::Output> {
         let body = self.body.take().expect("polled after it resolved");
-        match self.queue.enqueue(body, Duration::ZERO, |_| {}) {
+        match self.queue.enqueue(body, &SendOptions::PLAIN, |_| {}) {
             Err(SendError::Full(body)) => {
                 self.body = Some(body);
                 None

@@ -280,7 +280,7 @@ impl<T> Queue<T> {
     /// ```
     #[inline]
     pub fn send(&self, body: T) -> Result<MessageId, SendError<T>> {
-        let sent = self.enqueue(body, Duration::ZERO, |_| {});
+        let sent = self.enqueue(body, &SendOptions::PLAIN, |_| {});
         count_refusal(&self.counters.refused_sends, sent)
     }
 
@@ -311,7 +311,7 @@ impl<T> Queue<T> {
     /// consumer.join().unwrap().unwrap();
     /// ```
     pub fn send_timeout(&self, body: T, wait: Duration) -> Result<MessageId, SendError<T>> {
-        let sent = match self.enqueue(body, Duration::ZERO, |_| {}) {
+        let sent = match self.enqueue(body, &SendOptions::PLAIN, |_| {}) {
             Err(SendError::Full(body)) if !wait.is_zero() => self.send_blocking(body, wait),
             sent => sent,
         };
@@ -339,7 +339,7 @@ impl<T> Queue<T> {
                     self.free.has_free_acquired() || self.is_closed()
                 });
             }
-            match self.enqueue(body, Duration::ZERO, |_| {}) {
+            match self.enqueue(body, &SendOptions::PLAIN, |_| {}) {
                 Err(SendError::Full(refused)) => body = refused,
                 sent => return sent,
             }
@@ -373,7 +373,7 @@ impl<T> Queue<T> {
         let sent = if delay > MAX_TIMEOUT {
             Err(SendError::DelayTooLong(body))
         } else {
-            self.enqueue(body, delay, |_| {})
+            self.enqueue(body, &SendOptions::PLAIN.delay(delay), |_| {})
         };
         count_refusal(&self.counters.refused_sends, sent)
     }
@@ -398,7 +398,7 @@ impl<T> Queue<T> {
         let sent = match self.check_options(options) {
             Err(why) => Err(SendError::Invalid(body, why)),
             Ok(()) if options.delay > MAX_TIMEOUT => Err(SendError::DelayTooLong(body)),
-            Ok(()) => self.enqueue(body, options.delay, |_| {}),
+            Ok(()) => self.enqueue(body, options, |_| {}),
         };
         count_refusal(&self.counters.refused_sends, sent)
     }
@@ -451,7 +451,7 @@ impl<T> Queue<T> {
     /// Takes a message that died in another queue, with its death record (taken out of
     /// `death` only if the message is accepted).
     fn accept_dead_letter(&self, body: T, death: &mut Option<Death>) -> Result<(), SendError<T>> {
-        self.enqueue(body, Duration::ZERO, |index| {
+        self.enqueue(body, &SendOptions::PLAIN, |index| {
             let records = self
                 .deaths
                 .get()
@@ -465,15 +465,16 @@ impl<T> Queue<T> {
         .map(drop)
     }
 
-    /// Queues `body` after `delay`; `before_publish` runs with the slot index while this
+    /// Queues `body` as `options` say (checked by the caller); `before_publish` runs with the slot index while this
     /// thread still owns the slot, and only if the message is accepted.
     #[inline]
     pub(crate) fn enqueue(
         &self,
         body: T,
-        delay: Duration,
+        options: &SendOptions,
         before_publish: impl FnOnce(u32),
     ) -> Result<MessageId, SendError<T>> {
+        let delay = options.delay;
         if self.is_closed() {
             return Err(SendError::Closed(body));
         }

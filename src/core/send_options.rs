@@ -30,6 +30,14 @@ pub struct SendOptions {
 }
 
 impl SendOptions {
+    /// A plain send's options, as a constant (the hot path builds none).
+    pub(crate) const PLAIN: SendOptions = SendOptions {
+        delay: Duration::ZERO,
+        priority: 0,
+        group: None,
+        ttl: None,
+    };
+
     /// A plain send's options (the [`Default`]).
     pub fn new() -> Self {
         Self::default()
@@ -37,7 +45,7 @@ impl SendOptions {
 
     /// Invisible until `delay` has passed on the queue's clock (at most
     /// [`MAX_TIMEOUT`](crate::MAX_TIMEOUT)), as [`Queue::send_delayed`](crate::Queue::send_delayed).
-    pub fn delay(mut self, delay: Duration) -> Self {
+    pub const fn delay(mut self, delay: Duration) -> Self {
         self.delay = delay;
         self
     }
