@@ -56,7 +56,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use visq::{
-    InvalidSend, ManualClock, MessageId, Nack, Queue, Receipt, ReceiptError, SendError,
+    DeathCause, InvalidSend, ManualClock, MessageId, Nack, Queue, Receipt, ReceiptError, SendError,
     SendOptions, MAX_MESSAGE_TTL, MAX_TIMEOUT,
 };
 
@@ -76,27 +76,37 @@ const STALE_OR_EXPIRED: &[ReceiptError] = &[ReceiptError::Stale, ReceiptError::E
 /// stood in for here. Switching a feature on is its constant plus, for groups and TTL, the
 /// one line marked in the stand-in below it.
 mod landed {
-    use visq::{Queue, Stats};
+    use visq::{DeathCause, Queue, Stats};
 
     pub const PRIORITIES: bool = false;
     pub const GROUPS: bool = false;
     pub const TTL: bool = false;
 
-    /// The lane of group `key`. With h-groups: `q.group_lane(key).expect("a grouped queue")`.
-    /// Until then a stand-in of the same shape (a fixed function of key and lane count), used
-    /// only if `GROUPS` is switched on without the queue's own.
+    /// The lane of group `key`: `Queue::group_lane` (h-groups), one line to switch.
     pub fn group_lane(q: &Queue<u32>, key: u64) -> usize {
-        let lanes = q
-            .group_lanes()
-            .expect("a grouped queue")
-            .next_power_of_two();
-        (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize & (lanes - 1)
+        stand_in_lane(q, key) // q.group_lane(key).expect("a grouped queue")
     }
 
-    /// `Stats::ttl_expired`. With h-ttl: `stats.ttl_expired`. Until then no TTL configuration
-    /// is generated, and nothing expires by TTL.
+    /// `Stats::ttl_expired` (h-ttl), one line to switch.
     pub fn ttl_expired(stats: &Stats) -> u64 {
-        let _ = stats;
+        stand_in_zero(stats) // stats.ttl_expired
+    }
+
+    /// Whether a dead letter died of its TTL: `DeathCause::TimeToLive` (h-ttl), one line to
+    /// switch.
+    pub fn died_of_ttl(cause: &DeathCause) -> bool {
+        stand_in_zero(cause) == 1 // matches!(cause, DeathCause::TimeToLive)
+    }
+
+    /// A fixed function of key and lane count, of the same shape as `Queue::group_lane`; used
+    /// only if `GROUPS` is switched on before the queue has its own.
+    fn stand_in_lane(q: &Queue<u32>, key: u64) -> usize {
+        let lanes = q.group_lanes().expect("a grouped queue");
+        (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize & (lanes.next_power_of_two() - 1)
+    }
+
+    /// Nothing expires by TTL until `TTL` is switched on (no TTL configuration is generated).
+    fn stand_in_zero<T: ?Sized>(_: &T) -> u64 {
         0
     }
 }
@@ -251,6 +261,8 @@ struct MMsg {
     leases: u32,
     state: MState,
     last_end: End,
+    /// Why it went to the dead-letter queue.
+    death: Option<Death>,
     /// Received from the dead-letter queue.
     drained: bool,
 }
@@ -264,6 +276,17 @@ struct Counts {
     expired: u64,
     dead_lettered: u64,
     ttl_expired: u64,
+}
+
+/// Why a message went to the dead-letter queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Death {
+    /// Its TTL passed.
+    Ttl,
+    /// Its receive limit, as its last lease ended (`Expired` or `Released`).
+    Limit(End),
+    /// Both at once: either cause may be recorded.
+    TtlOrLimit(End),
 }
 
 /// What became of a message whose lease ended.
@@ -413,6 +436,7 @@ impl Model {
             leases: 0,
             state: MState::Queued,
             last_end: End::NoLease,
+            death: None,
             drained: false,
         });
         self.counts.sent += 1;
@@ -486,7 +510,8 @@ impl Model {
         Some(next)
     }
 
-    fn move_to_dead_letters(&mut self, i: usize) -> Option<usize> {
+    fn move_to_dead_letters(&mut self, i: usize, death: Death) -> Option<usize> {
+        self.msgs[i].death = Some(death);
         self.counts.dead_lettered += 1;
         self.dead_letter_held += 1;
         self.retire(i, Gone::DeadLettered)
@@ -497,7 +522,7 @@ impl Model {
     fn ttl_death(&mut self, i: usize) -> Option<usize> {
         self.counts.ttl_expired += 1;
         if self.max_receives.is_some() {
-            self.move_to_dead_letters(i)
+            self.move_to_dead_letters(i, Death::Ttl)
         } else {
             self.retire(i, Gone::Dropped)
         }
@@ -511,13 +536,14 @@ impl Model {
             && self
                 .max_receives
                 .is_some_and(|max| self.msgs[i].receive_count >= max);
+        let end = self.msgs[i].last_end;
         match (ttl, limit) {
             (true, true) => {
                 self.ttl_slack += 1;
-                AfterLease::Died(self.move_to_dead_letters(i))
+                AfterLease::Died(self.move_to_dead_letters(i, Death::TtlOrLimit(end)))
             }
             (true, false) => AfterLease::Died(self.ttl_death(i)),
-            (false, true) => AfterLease::Died(self.move_to_dead_letters(i)),
+            (false, true) => AfterLease::Died(self.move_to_dead_letters(i, Death::Limit(end))),
             (false, false) => AfterLease::Stays,
         }
     }
@@ -1118,10 +1144,70 @@ impl Harness {
         Ok(())
     }
 
+    /// Looks at every dead letter (each one's death record against the model), then
+    /// receives and deletes the first.
     fn drain_dead_letters(&mut self, ctx: &str) -> Result<(), TestCaseError> {
         let Some(dlq) = &self.dlq else { return Ok(()) };
+        let letters = dlq.dead_letters(DEAD_LETTER_CAPACITY);
+        prop_assert_eq!(
+            letters.len(),
+            self.m.dead_letter_held,
+            "dead letters {}",
+            ctx
+        );
+        for letter in &letters {
+            let Some(&i) = self.by_body.get(&letter.body) else {
+                return Err(TestCaseError::fail(format!(
+                    "unknown dead letter {} {ctx}",
+                    letter.body
+                )));
+            };
+            let msg = &self.m.msgs[i];
+            prop_assert!(
+                msg.state == MState::Gone(Gone::DeadLettered) && !msg.drained,
+                "message {} in the dead-letter queue: {:?} {}",
+                i,
+                msg,
+                ctx
+            );
+            prop_assert_eq!(
+                self.ids.get(&letter.id),
+                Some(&i),
+                "dead letter's id {}",
+                ctx
+            );
+            prop_assert_eq!(
+                letter.receive_count,
+                msg.receive_count,
+                "dead letter {}'s receive count {}",
+                i,
+                ctx
+            );
+            let ttl = landed::died_of_ttl(&letter.cause);
+            let limit = |end: End| {
+                matches!(
+                    (&letter.cause, end),
+                    (DeathCause::Expired, End::Expired)
+                        | (DeathCause::Released { .. }, End::Released)
+                )
+            };
+            let fits = match msg.death {
+                Some(Death::Ttl) => ttl,
+                Some(Death::Limit(end)) => limit(end),
+                Some(Death::TtlOrLimit(end)) => ttl || limit(end),
+                None => false,
+            };
+            prop_assert!(
+                fits,
+                "dead letter {} recorded {:?}, model: {:?} {}",
+                i,
+                letter.cause,
+                msg.death,
+                ctx
+            );
+        }
         let Some(delivery) = dlq.try_receive() else {
-            prop_assert_eq!(self.m.dead_letter_held, 0, "dead letters missing {}", ctx);
+            prop_assert!(letters.is_empty(), "dead letters not received {}", ctx);
             return Ok(());
         };
         let Some(&i) = self.by_body.get(delivery.body()) else {
@@ -1130,15 +1216,8 @@ impl Harness {
                 delivery.body()
             )));
         };
-        let msg = &mut self.m.msgs[i];
-        prop_assert!(
-            msg.state == MState::Gone(Gone::DeadLettered) && !msg.drained,
-            "message {} in the dead-letter queue: {:?} {}",
-            i,
-            msg,
-            ctx
-        );
-        msg.drained = true;
+        prop_assert!(!self.m.msgs[i].drained, "dead letter {} twice {}", i, ctx);
+        self.m.msgs[i].drained = true;
         prop_assert_eq!(delivery.receive_count(), 1, "{}", ctx);
         prop_assert_eq!(dlq.delete(delivery.receipt()), Ok(()), "{}", ctx);
         self.m.dead_letter_held -= 1;
