@@ -790,12 +790,17 @@ impl<T> Queue<T> {
     }
 
     /// The common path of [`Queue::receive`] and [`Queue::take`]: one `attempt`, then, unless
-    /// `wait` is zero or the queue closed, [`Queue::receive_blocking`].
+    /// `wait` is zero or the queue was closed before the attempt, [`Queue::receive_blocking`].
+    ///
+    /// "Closed with nothing visible" is judged by a close seen *before* an attempt that found
+    /// nothing: a close seen only after it may have followed a send the attempt missed, and
+    /// returning then would leave that message behind (loom model T3).
     #[inline]
     fn wait_for<R>(&self, wait: Duration, attempt: impl Fn() -> Option<R>) -> Option<R> {
+        let closed = self.is_closed();
         match attempt() {
             Some(received) => Some(received),
-            None if wait.is_zero() || self.is_closed() => None,
+            None if wait.is_zero() || closed => None,
             None => self.receive_blocking(wait, attempt),
         }
     }
@@ -807,10 +812,12 @@ impl<T> Queue<T> {
         let start = Instant::now();
         let mut backoff = Backoff::new(&self.waiters);
         loop {
+            // Read before the attempt: see `Queue::wait_for`.
+            let closed = self.is_closed();
             if let Some(received) = attempt() {
                 return Some(received);
             }
-            if self.is_closed() {
+            if closed {
                 return None;
             }
             let left = wait
