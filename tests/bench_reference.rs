@@ -4,7 +4,6 @@
 //! one ready or leased at a time, a released head delivered again first, groups round-robin.
 
 #[path = "../benches/common/mod.rs"]
-#[allow(unused_imports)]
 mod common;
 
 use common::lockref::{LockRef, Tag};
@@ -55,4 +54,27 @@ fn groups_one_at_a_time_in_send_order_round_robin() {
     let order: Vec<u32> = std::iter::from_fn(|| q.try_take()).collect();
     assert_eq!(order, [11, 21, 12]);
     assert!(q.is_empty());
+}
+
+#[test]
+fn an_expired_group_head_is_delivered_again_before_its_group() {
+    let clock = visq::ManualClock::new();
+    let q: LockRef<u32, Groups> = LockRef::with_order(16, LEASE, Some(clock.clone()));
+    for body in [10, 11] {
+        q.send_tagged(body, tag(0, Some(1))).unwrap();
+    }
+    q.send_tagged(20, tag(0, Some(2))).unwrap();
+    let head = q.try_receive().unwrap();
+    assert_eq!(head.body, 10);
+    clock.advance(LEASE + Duration::from_millis(1));
+    // Group 2 was ready first; then group 1's expired head, not its next message.
+    assert_eq!(q.try_take(), Some(20));
+    let again = q.try_receive().unwrap();
+    assert_eq!((again.body, again.receive_count), (10, 2));
+    assert!(
+        q.try_receive().is_none(),
+        "one message of a group at a time"
+    );
+    q.delete(again.receipt).unwrap();
+    assert_eq!(q.try_take(), Some(11));
 }
