@@ -99,10 +99,11 @@ use crate::core::error::{
     try_boxed_slice, BuildError, InvalidSend, OutOfMemory, ReceiptError, SendError,
 };
 use crate::core::free::FreeStack;
+use crate::core::groups::Lanes;
 use crate::core::message::{Delivery, MessageId, Receipt, Taken};
 use crate::core::metrics::{Latencies, LatencyRecorder};
 use crate::core::ring::IndexRing;
-use crate::core::send_options::SendOptions;
+use crate::core::send_options::{GroupKey, SendOptions};
 use crate::core::slot::{epoch_origin, Slot, State, Word, ENDED_BY_EXPIRY, FILLING};
 use crate::core::stats::{bump, count_refusal, Counters, Memory, RateWindow, Stats};
 use crate::core::sync::{lock, AtomicBool, AtomicU64, Mutex, Ordering};
@@ -151,7 +152,8 @@ pub struct Queue<T> {
     latency: Option<LatencyRecorder>,
     rate_window: Mutex<RateWindow>,
     priority_levels: u8,
-    group_lanes: Option<usize>,
+    /// The lanes of message groups, for a queue built with them; see [`super::groups`].
+    groups: Option<Lanes>,
     message_ttl: Option<Duration>,
 }
 
@@ -208,6 +210,11 @@ impl<T> Queue<T> {
             .then(|| LatencyRecorder::new(capacity, settings.latency_sample))
             .transpose()
             .map_err(too_large)?;
+        let groups = settings
+            .group_lanes
+            .map(|lanes| Lanes::new(capacity, lanes))
+            .transpose()
+            .map_err(too_large)?;
         let deaths = OnceLock::new();
         if let Some(dead_letter) = &settings.dead_letter {
             let _ = deaths.set(DeathRecords::new(capacity).map_err(too_large)?);
@@ -238,7 +245,7 @@ impl<T> Queue<T> {
             latency,
             rate_window: Mutex::new(RateWindow::default()),
             priority_levels: settings.priority_levels,
-            group_lanes: settings.group_lanes,
+            groups,
             message_ttl: settings.message_ttl,
         })
     }
@@ -350,8 +357,13 @@ impl<T> Queue<T> {
     /// stack and wakes a blocked sender, if any, for it. Every freeing goes through here.
     #[inline]
     pub(crate) fn free_slot(&self, index: u32) {
+        // Before the push: a sender reusing the slot would overwrite the link naming its lane.
+        let next_of_group = self.groups.as_ref().and_then(|groups| groups.leave(index));
         self.free.push(index, &self.slots[index as usize].next_free);
         self.senders.notify_one_after_rmw();
+        if let Some(next) = next_of_group {
+            self.publish_head(next);
+        }
     }
 
     /// Queues `body`, invisible until `delay` has passed on the queue's clock (at most
@@ -412,7 +424,7 @@ impl<T> Queue<T> {
             });
         }
         if options.group.is_some() {
-            if self.group_lanes.is_none() {
+            if self.groups.is_none() {
                 return Err(InvalidSend::NoMessageGroups);
             }
             if !options.delay.is_zero() {
@@ -437,9 +449,28 @@ impl<T> Queue<T> {
     }
 
     /// The lanes of message groups, if the queue was built with
-    /// [`Builder::message_groups`](crate::Builder::message_groups).
+    /// [`Builder::message_groups`](crate::Builder::message_groups): the number asked for,
+    /// rounded up to a power of two.
     pub fn group_lanes(&self) -> Option<usize> {
-        self.group_lanes
+        self.groups.as_ref().map(Lanes::count)
+    }
+
+    /// The lane that message group `group` maps to (`None` on a queue without groups): a fixed
+    /// function of the key and the number of lanes, the same in every process and run. Groups
+    /// on one lane are delivered as one ordered sequence (see
+    /// [`Builder::message_groups`](crate::Builder::message_groups)).
+    ///
+    /// ```
+    /// let q: visq::Queue<u8> = visq::Queue::builder().message_groups(16).build().unwrap();
+    /// let lane = q.group_lane("customer-42").unwrap();
+    /// assert!(lane < 16);
+    /// assert_eq!(q.group_lane("customer-42"), Some(lane));
+    /// let plain: visq::Queue<u8> = visq::Queue::builder().build().unwrap();
+    /// assert_eq!(plain.group_lane("customer-42"), None);
+    /// ```
+    pub fn group_lane(&self, group: impl Into<GroupKey>) -> Option<usize> {
+        let groups = self.groups.as_ref()?;
+        Some(groups.lane_of(group.into()) as usize)
     }
 
     /// The default message time-to-live, if the queue was built with
@@ -510,7 +541,15 @@ impl<T> Queue<T> {
             latency.sent(index, now);
         }
         before_publish(index);
-        if delay.is_zero() {
+        if let (Some(group), Some(groups)) = (options.group, &self.groups) {
+            // Waiting in its lane: `Ready` (counted as ready) but in no ring, so nothing else
+            // reaches the slot until the lane publishes it (see `super::groups`).
+            slot.visible_since.store(now, Ordering::Relaxed);
+            slot.store(free.with(State::Ready, 0));
+            if let Some(head) = groups.enter(index, groups.lane_of(group)) {
+                self.publish_head(head);
+            }
+        } else if delay.is_zero() {
             self.publish_ready(index, free, now);
         } else {
             let deadline = self.time.deadline(now, delay);
@@ -1310,6 +1349,7 @@ impl<T> Queue<T> {
             wheel: self.wheel.heap_bytes(),
             death_records: self.deaths.get().map_or(0, DeathRecords::heap_bytes),
             latency: self.latency.as_ref().map_or(0, LatencyRecorder::heap_bytes),
+            groups: self.groups.as_ref().map_or(0, Lanes::heap_bytes),
             capacity: self.capacity(),
         }
     }
@@ -1473,6 +1513,14 @@ impl<T> Queue<T> {
             .push(index)
             .expect("the ready ring has room for every slot");
         self.waiters.notify_one_after_rmw();
+    }
+
+    /// Publishes `head`, a message that its lane has just let out (see [`super::groups`]), to
+    /// the back of the ready ring. Its slot is `Ready` and owned by this thread, which holds
+    /// the lane's token.
+    fn publish_head(&self, head: u32) {
+        let word = self.slots[head as usize].load();
+        self.publish_ready(head, word, self.time.recent_nanos());
     }
 
     /// Makes sure the wheel will look at slot `index` by tick `deadline`, which was just stored
