@@ -36,13 +36,18 @@
 //!
 //! A token holder that finds nothing to pop must give the token up, while a sender may be
 //! pushing: its message must not be stranded (nobody publishes it) nor published twice (two
-//! heads). The holder clears `scheduled` and *then re-checks the link it found missing*; the
-//! sender writes its link and *then* tries to take the token (`scheduled`: false to true). All
-//! four accesses are `SeqCst`, so they fall in one total order: either the sender's CAS comes
-//! after the holder's clear (the sender takes the token and pops), or the holder's re-check
-//! comes after the sender's link (the holder tries to take the token back and pops). If both
-//! happen, both try the CAS and one wins: at most one popper at a time, and at least one whenever
-//! a linked message waits. A re-check can look at a node that moved on meanwhile (popped,
+//! heads). The holder gives the token up (`scheduled.swap(false)`) and *then re-checks the link
+//! it found missing*; the sender writes its link and *then* tries to take the token
+//! (`scheduled.swap(true)`: it has it if the swap read `false`). Every write of the flag is a
+//! read-modify-write (`AcqRel`), so the writes fall in one modification order, each reading the
+//! one before it. Either the sender's swap comes after the holder's give-up: it reads `false`
+//! and the sender takes the token and pops. Or it comes before: then the holder's swap reads
+//! the sender's `true` (or a later swap's, which continues the sender's release sequence), so
+//! the holder's re-check happens after the sender's link and sees it, and the holder tries to
+//! take the token back and pops. If both happen, both swap and one reads `false`: at most one
+//! popper at a time, and at least one whenever a linked message waits. (A store and a load on
+//! each side would need `SeqCst` to exclude both missing each other, the store-buffer pattern;
+//! the swaps need only acquire and release, which is also what loom models exactly.) A re-check can look at a node that moved on meanwhile (popped,
 //! published, even freed and reused by another message); then it only takes the token when the
 //! lane is idle, and a pop under the token is always right, so a spurious retry costs a pop and
 //! nothing else. A half-done push whose sender is descheduled between its swap and its link
@@ -162,19 +167,18 @@ impl Lanes {
     fn push(&self, lane: u32, node: u32) {
         self.links[node as usize].store(NONE, Ordering::Relaxed);
         let prev = self.lanes[lane as usize].tail.swap(node, Ordering::AcqRel);
-        // Between the swap and this store the push is half done. `SeqCst`: the idle race (see
-        // the module docs) needs this store and the CAS in `take_token` after it in the one
-        // total order with the token holder's clear and re-check.
-        self.links[prev as usize].store(node, Ordering::SeqCst);
+        // Between the swap and this store the push is half done. The sender's `take_token`
+        // after it releases it to the holder's re-check (see the module docs, "The idle race").
+        self.links[prev as usize].store(node, Ordering::Release);
     }
 
-    /// Takes `lane`'s token if it is free.
+    /// Takes `lane`'s token if it is free. A swap even when it is not: the write that the
+    /// holder's give-up reads (see the module docs, "The idle race").
     fn take_token(&self, lane: u32) -> Option<()> {
-        self.lanes[lane as usize]
+        let held = self.lanes[lane as usize]
             .scheduled
-            .compare_exchange(false, true, Ordering::SeqCst, Ordering::Relaxed)
-            .ok()
-            .map(drop)
+            .swap(true, Ordering::AcqRel);
+        (!held).then_some(())
     }
 
     /// With `lane`'s token held: pops the lane's next head and marks it as the head (the token
@@ -190,8 +194,8 @@ impl Lanes {
                 Err(missing) => {
                     self.lanes[lane as usize]
                         .scheduled
-                        .store(false, Ordering::SeqCst);
-                    if self.links[missing as usize].load(Ordering::SeqCst) == NONE {
+                        .swap(false, Ordering::AcqRel);
+                    if self.links[missing as usize].load(Ordering::Acquire) == NONE {
                         return None;
                     }
                     // Linked meanwhile: its sender may have found the token still held.
@@ -207,7 +211,7 @@ impl Lanes {
     fn pop(&self, lane: u32) -> Result<u32, u32> {
         let state = &self.lanes[lane as usize];
         let stub = self.capacity + lane;
-        let link = |node: u32| self.links[node as usize].load(Ordering::SeqCst);
+        let link = |node: u32| self.links[node as usize].load(Ordering::Acquire);
         let mut first = state.first.load(Ordering::Relaxed);
         let mut next = link(first);
         if first == stub {
@@ -219,7 +223,7 @@ impl Lanes {
             next = link(first);
         }
         if next == NONE {
-            if state.tail.load(Ordering::SeqCst) != first {
+            if state.tail.load(Ordering::Acquire) != first {
                 // A push swapped the tail after `first` and has not linked it yet.
                 return Err(first);
             }
