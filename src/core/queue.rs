@@ -14,7 +14,9 @@
 //! ```
 //!
 //! A slot's index moves between the *free stack* (`Free` slots; LIFO, so a send reuses the
-//! slot freed last, still in the caches) and the *ready ring* (`Ready` slots); `InFlight` and
+//! slot freed last, still in the caches) and the *ready ring* (`Ready` slots; on a queue with
+//! message groups a grouped message waits, `Ready`, in its lane until it is let out to the
+//! ring, see [`super::groups`]); `InFlight` and
 //! `Delayed` slots are in neither but may have a wheel entry. See [`super::slot`] for the
 //! lifecycle word and body ownership, [`super::free`] for the stack, [`super::ring`] for the ring,
 //! [`super::wheel`] for deadlines and [`super::waiters`] for blocking.
@@ -79,6 +81,15 @@
 //!   free stack for a sender (loom model T1, `take_races_receive_and_send`). An empty pop
 //!   waits for a due wheel as a receive's does, through the same `try_pop` (model T2,
 //!   `take_races_delay_ending`). A close only stops sends: takes drain what is held.
+//! * **A send into a message group's lane racing the freeing of its head** (delete, a move to
+//!   the dead-letter queue, a take, a redrive): the lane's token decides who lets the next
+//!   message out. The head keeps the token while it lives (released, expired, handed back or
+//!   nacked, it stays the head); the thread that frees it inherits the token in
+//!   `free_slot`, reading the slot's lane before the slot goes back on the free stack. A
+//!   sender links its message and then swaps the token; a holder that finds nothing linked
+//!   swaps the token back and then re-checks the link: the swaps' order makes exactly one of
+//!   them publish (see [`super::groups`], "The idle race"; loom models G1 to G3). A message
+//!   waiting in a lane is `Ready` in its word but in no ring, so nothing else reaches it.
 //! * **Lost wake-ups and close**: see [`super::waiters`]; `close` sets the flag and wakes every
 //!   sleeper, and a sleeper checks the flag after registering. Sleepers are threads and
 //!   futures alike ([`super::async_front`]: a future registers a waker node by the same steps
@@ -397,6 +408,19 @@ impl<T> Queue<T> {
     /// [`Builder::message_groups`](crate::Builder::message_groups) or with a delay, a
     /// time-to-live without [`Builder::message_ttl`](crate::Builder::message_ttl) or out of
     /// range; and as [`Queue::send_delayed`] otherwise.
+    ///
+    /// **Message groups** ([`SendOptions::group`] on a queue built with
+    /// [`Builder::message_groups`](crate::Builder::message_groups); the full statement is
+    /// there): a group's messages are delivered in send order (one thread's sends in program
+    /// order, concurrent sends in the order they enter the lane), at most one of them ready or
+    /// leased at a time; the next becomes visible only when the current one is deleted, moved
+    /// to the dead-letter queue or taken, while a released, expired, handed-back or nacked one
+    /// stays first (a nack's delay holds the group). The guarantees hold per lane: groups
+    /// hashed to one lane ([`Queue::group_lane`]) are one ordered sequence, not parallel;
+    /// use lanes of at least 4 times the groups holding messages at once. Fairness: a lane has
+    /// at most one message in the ready ring and its next joins the back, so once a lane's
+    /// head is visible, at most (the other messages visible at that moment) deliveries happen
+    /// before it. A message without a group is a group of its own, ordered with nothing.
     ///
     /// ```
     /// use visq::{InvalidSend, Queue, SendError, SendOptions};
