@@ -368,13 +368,31 @@ impl<T> Queue<T> {
     /// stack and wakes a blocked sender, if any, for it. Every freeing goes through here.
     #[inline]
     pub(crate) fn free_slot(&self, index: u32) {
-        // Before the push: a sender reusing the slot would overwrite the link naming its lane.
-        let next_of_group = self.groups.as_ref().and_then(|groups| groups.leave(index));
+        if let Some(groups) = &self.groups {
+            return self.free_grouped_slot(groups, index);
+        }
+        self.push_free(index);
+    }
+
+    /// [`Queue::free_slot`] on a queue with message groups: if the slot was its lane's head,
+    /// this thread inherits the lane's token and lets the next message out (see
+    /// [`super::groups`]). The lane is read before the push: a sender reusing the slot would
+    /// overwrite the link that names it. Never inlined, so that the plain queue's delete and
+    /// take pay one test for groups.
+    #[inline(never)]
+    fn free_grouped_slot(&self, groups: &Lanes, index: u32) {
+        let next_of_group = groups.leave(index);
+        self.push_free(index);
+        if let Some(next) = next_of_group {
+            self.publish_head(next, self.time.recent_nanos());
+        }
+    }
+
+    /// Puts the owned, `Free` slot `index` on the free stack and wakes a blocked sender.
+    #[inline(always)]
+    fn push_free(&self, index: u32) {
         self.free.push(index, &self.slots[index as usize].next_free);
         self.senders.notify_one_after_rmw();
-        if let Some(next) = next_of_group {
-            self.publish_head(next);
-        }
     }
 
     /// Queues `body`, invisible until `delay` has passed on the queue's clock (at most
@@ -571,7 +589,7 @@ impl<T> Queue<T> {
             slot.visible_since.store(now, Ordering::Relaxed);
             slot.store(free.with(State::Ready, 0));
             if let Some(head) = groups.enter(index, groups.lane_of(group)) {
-                self.publish_head(head);
+                self.publish_head(head, now);
             }
         } else if delay.is_zero() {
             self.publish_ready(index, free, now);
@@ -1540,11 +1558,11 @@ impl<T> Queue<T> {
     }
 
     /// Publishes `head`, a message that its lane has just let out (see [`super::groups`]), to
-    /// the back of the ready ring. Its slot is `Ready` and owned by this thread, which holds
-    /// the lane's token.
-    fn publish_head(&self, head: u32) {
+    /// the back of the ready ring, receivable since `now`. Its slot is `Ready` and owned by this
+    /// thread, which holds the lane's token.
+    fn publish_head(&self, head: u32, now: u64) {
         let word = self.slots[head as usize].load();
-        self.publish_ready(head, word, self.time.recent_nanos());
+        self.publish_ready(head, word, now);
     }
 
     /// Makes sure the wheel will look at slot `index` by tick `deadline`, which was just stored
