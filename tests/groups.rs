@@ -276,7 +276,10 @@ fn a_hot_group_does_not_delay_another_groups_head_beyond_the_bound() {
     q.send_with(5000, &in_group(other)).unwrap();
     // Visible besides the new head: all ready but the new head and the hot group's waiting.
     let visible_before = q.stats().ready - 1 - (hot_left as usize - 1);
-    assert_eq!(visible_before, 2, "the hot group's head and one ungrouped message");
+    assert_eq!(
+        visible_before, 2,
+        "the hot group's head and one ungrouped message"
+    );
     let mut deliveries_before = 0;
     let mut hot_next = None;
     loop {
@@ -605,6 +608,39 @@ fn stress_order_and_one_lease_per_group_under_concurrency() {
     );
     let per_group: u64 = next_deleted.iter().map(|n| n.load(Ordering::SeqCst)).sum();
     assert_eq!(per_group, u64::from(MESSAGES));
+    drop(q);
+    assert_eq!(
+        counts.live(),
+        0,
+        "every body dropped once: {:?}",
+        counts.all()
+    );
+}
+
+/// A head whose clone panics goes back to the ring and stays the head; dropping a queue with
+/// messages waiting in lanes drops each body once.
+#[test]
+fn a_panicking_clone_keeps_the_head_and_a_drop_frees_the_waiting() {
+    let counts = Counts::new();
+    let q: Queue<Body> = Queue::builder()
+        .message_groups(4)
+        .clock(ManualClock::new())
+        .build()
+        .unwrap();
+    for n in 0..3 {
+        q.send_with(Body::new(&counts, n), &in_group(1)).unwrap();
+    }
+    counts.panic_on_clone.store(true, Ordering::SeqCst);
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| q.try_receive()));
+    assert!(panicked.is_err(), "the clone panicked");
+    let d = q.try_receive().expect("given back");
+    assert_eq!(
+        (d.body().value, d.receive_count()),
+        (0, 1),
+        "still the head"
+    );
+    assert!(q.try_receive().is_none());
+    drop(d);
     drop(q);
     assert_eq!(
         counts.live(),
