@@ -151,6 +151,8 @@ impl<T> Builder<T> {
     /// * **Ungrouped messages.** A message sent without a group on a grouped queue is a group
     ///   of its own: delivered as on a plain queue, ordered with nothing. A grouped message
     ///   with a delay is refused ([`InvalidSend::DelayedGroupMessage`](crate::InvalidSend)).
+    ///   The queue keeps a message's lane, not its key: a message moved to the dead-letter
+    ///   queue, or redriven, arrives there without a group.
     /// * **Priorities.** With [`Builder::priorities`], a lane's head joins the ring of its own
     ///   priority when it becomes visible; a group's order is send order whatever the
     ///   priorities.
