@@ -10,8 +10,8 @@
 //!   own threads; time from start to the last message deleted.
 //! * `lifecycle/1P1C batch 1/u64/{65536,1048576}/*`: the capacity sweep's 1P1C runs (visq,
 //!   crossbeam-channel and the lock-based reference built with that capacity).
-//! * `at_most_once/1024/{take,receive+delete}`: one thread, one message at a time on visq:
-//!   send and `try_take` (at-most-once) against send, `try_receive` and `delete`.
+//!
+//! At-most-once (`take`) against receive and delete is in `benches/features.rs`.
 //!
 //! Run: `cargo bench --bench lifecycle` (filter with `-- 1P1C`, `-- visq`, ...). The shorter
 //! version of everything, with tables and plots, is `cargo run --release --example report`.
@@ -132,40 +132,5 @@ fn sweep(c: &mut Criterion) {
     }
 }
 
-/// At-most-once against at-least-once on one thread: each iteration sends one message and
-/// hands it over, by `try_take` (the body moved out, the slot freed at once) or by
-/// `try_receive` and `delete` (a clone, a lease on the wheel, a settling CAS).
-fn at_most_once(c: &mut Criterion) {
-    let mut group = c.benchmark_group(format!("at_most_once/{CAPACITY}"));
-    group.throughput(Throughput::Elements(1));
-    let build = || -> visq::Queue<u64> {
-        visq::Queue::builder()
-            .capacity(CAPACITY)
-            .build()
-            .expect("valid settings")
-    };
-    group.bench_function("take", |b| {
-        let q = build();
-        let mut n = 0u64;
-        b.iter(|| {
-            q.send(n).expect("room");
-            n += 1;
-            q.try_take().expect("just sent").into_body()
-        });
-    });
-    group.bench_function("receive+delete", |b| {
-        let q = build();
-        let mut n = 0u64;
-        b.iter(|| {
-            q.send(n).expect("room");
-            n += 1;
-            let delivery = q.try_receive().expect("just sent");
-            q.delete(delivery.receipt()).expect("a fresh lease");
-            delivery.into_body()
-        });
-    });
-    group.finish();
-}
-
-criterion_group!(benches, uncontended, lifecycle, sweep, at_most_once);
+criterion_group!(benches, uncontended, lifecycle, sweep);
 criterion_main!(benches);

@@ -80,7 +80,7 @@ fn settles_by_outcome_retries_after_backoff_and_dead_letters_on_the_last_receive
     assert_eq!(letters.len(), 3);
     assert!(letters.iter().any(|l| l.cause
         == DeathCause::Released {
-            reason: Some("the handler panicked".into())
+            reason: Some("the handler panicked: 4 panics".into())
         }));
     assert!(letters.iter().any(|l| l.cause
         == DeathCause::Released {

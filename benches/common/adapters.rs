@@ -7,7 +7,7 @@
 //!
 //! [`Contender`] names them all for tables, plots and dispatch.
 
-use super::lockref::{LockDelivery, LockRef};
+use super::lockref::{LockDelivery, LockRef, Order};
 use super::tutorial::{Tutorial, TutorialDelivery, DEFAULT_POLL};
 use super::{Backoff, Payload};
 use std::time::{Duration, Instant};
@@ -24,6 +24,10 @@ pub struct Config {
     pub poll: Duration,
     /// visq's latency sampling: one message in this many (0: off; visq only).
     pub latency_sample: u32,
+    /// visq's priority levels (1: none; visq only, the reference's order decides its own).
+    pub priorities: u8,
+    /// visq's message-group lanes (`None`: an ungrouped queue; visq only).
+    pub group_lanes: Option<usize>,
 }
 
 impl Config {
@@ -35,7 +39,19 @@ impl Config {
             clock: None,
             poll: DEFAULT_POLL,
             latency_sample: 0,
+            priorities: 1,
+            group_lanes: None,
         }
+    }
+
+    pub fn priorities(mut self, levels: u8) -> Self {
+        self.priorities = levels;
+        self
+    }
+
+    pub fn group_lanes(mut self, lanes: usize) -> Self {
+        self.group_lanes = Some(lanes);
+        self
     }
 
     pub fn sample_latencies(mut self, one_in: u32) -> Self {
@@ -92,6 +108,12 @@ impl<T: Payload> Lease<T> for visq::Queue<T> {
         if let Some(clock) = &config.clock {
             builder = builder.clock(clock.clone());
         }
+        if config.priorities > 1 {
+            builder = builder.priorities(config.priorities);
+        }
+        if let Some(lanes) = config.group_lanes {
+            builder = builder.message_groups(lanes);
+        }
         builder.build().expect("valid settings")
     }
 
@@ -147,13 +169,13 @@ impl<T: Payload> Lease<T> for visq::Queue<T> {
     }
 }
 
-impl<T: Payload> Lease<T> for LockRef<T> {
+impl<T: Payload, R: Order> Lease<T> for LockRef<T, R> {
     type Delivery = LockDelivery<T>;
     type Receipt = u64;
     const NAME: &'static str = "lock-based ref";
 
     fn build(config: &Config) -> Self {
-        LockRef::new(
+        LockRef::with_order(
             config.capacity,
             config.visibility_timeout,
             config.clock.clone(),

@@ -3,7 +3,9 @@
 //! way a competent engineer would in an hour:
 //!
 //! * a `Vec` slab of slots with a lease generation each, allocated up front for `capacity`;
-//! * a `Vec` free list and a `VecDeque` ready list of slot indices;
+//! * a `Vec` free list and a ready list of slot indices in delivery order: a `VecDeque` here
+//!   ([`Fifo`]); the [`Order`] trait lets `lockref_features.rs` put priorities and message
+//!   groups in its place;
 //! * a `BinaryHeap` of `(deadline, slot, generation)` with lazy deletion: settling a lease
 //!   leaves its entry behind, and an entry whose generation or deadline no longer matches is
 //!   skipped when it reaches the top. The heap is compacted (stale entries dropped, O(n)) when
@@ -15,6 +17,7 @@
 //! * the clock is read before taking the lock, to keep the critical sections short.
 //!
 //! No delayed sends and no dead-letter queue: the benchmarks do not exercise them.
+//! At-most-once (`try_take`, `take`) frees the slot as it hands the body over.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -69,10 +72,10 @@ struct Slot<T> {
     id: u64,
 }
 
-struct Inner<T> {
+struct Inner<T, R> {
     slots: Vec<Slot<T>>,
     free: Vec<u32>,
-    ready: VecDeque<u32>,
+    ready: R,
     /// `(deadline, slot, generation)`, earliest first; may hold stale entries.
     deadlines: BinaryHeap<Reverse<(u64, u32, u32)>>,
     in_flight: usize,
@@ -97,9 +100,79 @@ pub enum LockReceiptError {
     Expired,
 }
 
-/// The lock-based reference queue; see the module docs.
-pub struct LockRef<T> {
-    inner: Mutex<Inner<T>>,
+/// What a message was sent with, for the orders that use it: its priority (higher first) and
+/// its message group.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tag {
+    pub priority: u8,
+    pub group: Option<u64>,
+}
+
+impl Tag {
+    /// A plain send's tag: priority 0, no group.
+    pub const PLAIN: Tag = Tag {
+        priority: 0,
+        group: None,
+    };
+}
+
+/// The order in which the reference delivers ready messages (slot indices), and what makes a
+/// message ready. Every call is made under the queue's lock.
+pub trait Order: Send + 'static {
+    /// An empty order for a queue of `capacity` slots, all memory allocated now where it can be.
+    fn new(capacity: usize) -> Self;
+    /// A message was sent into slot `index` with `tag`; true if it became ready (false: it
+    /// waits behind its group's head).
+    fn sent(&mut self, index: u32, tag: Tag) -> bool;
+    /// The lease on slot `index` ended without a delete (release or expiry): ready again.
+    fn requeue(&mut self, index: u32);
+    /// The message in slot `index` left the queue (deleted or taken); true if another
+    /// message became ready (the next of its group).
+    fn removed(&mut self, index: u32) -> bool;
+    /// The next message to deliver, no longer ready.
+    fn pop(&mut self) -> Option<u32>;
+    fn is_empty(&self) -> bool;
+}
+
+/// The plain reference's order: first ready, first delivered (tags ignored).
+pub struct Fifo(VecDeque<u32>);
+
+impl Order for Fifo {
+    fn new(capacity: usize) -> Self {
+        Fifo(VecDeque::with_capacity(capacity))
+    }
+
+    #[inline]
+    fn sent(&mut self, index: u32, _tag: Tag) -> bool {
+        self.0.push_back(index);
+        true
+    }
+
+    #[inline]
+    fn requeue(&mut self, index: u32) {
+        self.0.push_back(index);
+    }
+
+    #[inline]
+    fn removed(&mut self, _index: u32) -> bool {
+        false
+    }
+
+    #[inline]
+    fn pop(&mut self) -> Option<u32> {
+        self.0.pop_front()
+    }
+
+    #[inline]
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// The lock-based reference queue; see the module docs. `R` is its delivery order: [`Fifo`]
+/// unless a workload needs priorities or message groups.
+pub struct LockRef<T, R = Fifo> {
+    inner: Mutex<Inner<T, R>>,
     wake: Condvar,
     clock: Clock,
     visibility: u64,
@@ -112,6 +185,17 @@ fn receipt(slot: u32, generation: u32) -> u64 {
 impl<T: Clone> LockRef<T> {
     /// A queue for `capacity` messages, all memory allocated now.
     pub fn new(capacity: usize, visibility_timeout: Duration, clock: Option<ManualClock>) -> Self {
+        Self::with_order(capacity, visibility_timeout, clock)
+    }
+}
+
+impl<T: Clone, R: Order> LockRef<T, R> {
+    /// A queue for `capacity` messages delivered in the order `R`, all memory allocated now.
+    pub fn with_order(
+        capacity: usize,
+        visibility_timeout: Duration,
+        clock: Option<ManualClock>,
+    ) -> Self {
         let slots = (0..capacity)
             .map(|_| Slot {
                 body: None,
@@ -126,7 +210,7 @@ impl<T: Clone> LockRef<T> {
             inner: Mutex::new(Inner {
                 slots,
                 free: (0..capacity as u32).rev().collect(),
-                ready: VecDeque::with_capacity(capacity),
+                ready: R::new(capacity),
                 deadlines: BinaryHeap::with_capacity(capacity),
                 in_flight: 0,
                 sleepers: 0,
@@ -139,7 +223,7 @@ impl<T: Clone> LockRef<T> {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner<T>> {
+    fn lock(&self) -> MutexGuard<'_, Inner<T, R>> {
         self.inner
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -147,6 +231,12 @@ impl<T: Clone> LockRef<T> {
 
     /// Queues `body`; gives it back when full or closed.
     pub fn send(&self, body: T) -> Result<u64, T> {
+        self.send_tagged(body, Tag::PLAIN)
+    }
+
+    /// Queues `body` with `tag` (its priority and group, for the orders that use them); gives
+    /// it back when full or closed.
+    pub fn send_tagged(&self, body: T, tag: Tag) -> Result<u64, T> {
         let mut inner = self.lock();
         if inner.closed {
             return Err(body);
@@ -161,8 +251,7 @@ impl<T: Clone> LockRef<T> {
         slot.state = State::Ready;
         slot.receive_count = 0;
         slot.id = id;
-        inner.ready.push_back(index);
-        let wake = inner.sleepers > 0;
+        let wake = inner.ready.sent(index, tag) && inner.sleepers > 0;
         drop(inner);
         if wake {
             self.wake.notify_one();
@@ -222,9 +311,9 @@ impl<T: Clone> LockRef<T> {
     /// Sleeps until a message is ready (returning the guard) or `wait` passes (`None`).
     fn wait_for_ready<'a>(
         &'a self,
-        mut inner: MutexGuard<'a, Inner<T>>,
+        mut inner: MutexGuard<'a, Inner<T, R>>,
         wait: Duration,
-    ) -> Option<MutexGuard<'a, Inner<T>>> {
+    ) -> Option<MutexGuard<'a, Inner<T, R>>> {
         let end = Instant::now() + wait;
         loop {
             if !inner.ready.is_empty() {
@@ -257,7 +346,7 @@ impl<T: Clone> LockRef<T> {
     }
 
     /// Moves every lease whose deadline has come back to the ready list.
-    fn expire(&self, inner: &mut Inner<T>, now: u64) {
+    fn expire(&self, inner: &mut Inner<T, R>, now: u64) {
         let mut woken = 0;
         while let Some(&Reverse((deadline, index, generation))) = inner.deadlines.peek() {
             if deadline > now {
@@ -271,7 +360,7 @@ impl<T: Clone> LockRef<T> {
             {
                 slot.state = State::Ready;
                 inner.in_flight -= 1;
-                inner.ready.push_back(index);
+                inner.ready.requeue(index);
                 woken += 1;
             }
         }
@@ -280,8 +369,8 @@ impl<T: Clone> LockRef<T> {
         }
     }
 
-    fn lease(&self, inner: &mut Inner<T>, now: u64) -> Option<LockDelivery<T>> {
-        let index = inner.ready.pop_front()?;
+    fn lease(&self, inner: &mut Inner<T, R>, now: u64) -> Option<LockDelivery<T>> {
+        let index = inner.ready.pop()?;
         let deadline = now + self.visibility;
         let slot = &mut inner.slots[index as usize];
         slot.generation = slot.generation.wrapping_add(1);
@@ -300,7 +389,7 @@ impl<T: Clone> LockRef<T> {
         Some(delivery)
     }
 
-    fn file(inner: &mut Inner<T>, deadline: u64, index: u32, generation: u32) {
+    fn file(inner: &mut Inner<T, R>, deadline: u64, index: u32, generation: u32) {
         if inner.deadlines.len() > 2 * inner.in_flight + 1024 {
             let slots = &inner.slots;
             inner
@@ -316,7 +405,12 @@ impl<T: Clone> LockRef<T> {
     }
 
     /// The slot of `receipt` if it is the current, unexpired lease.
-    fn validate(&self, inner: &Inner<T>, receipt: u64, now: u64) -> Result<u32, LockReceiptError> {
+    fn validate(
+        &self,
+        inner: &Inner<T, R>,
+        receipt: u64,
+        now: u64,
+    ) -> Result<u32, LockReceiptError> {
         let index = receipt as u32;
         let generation = (receipt >> 32) as u32;
         let slot = inner
@@ -342,9 +436,48 @@ impl<T: Clone> LockRef<T> {
         slot.state = State::Free;
         inner.in_flight -= 1;
         inner.free.push(index);
+        let wake = inner.ready.removed(index) && inner.sleepers > 0;
         drop(inner);
         drop(body);
+        if wake {
+            self.wake.notify_one();
+        }
         Ok(())
+    }
+
+    /// At-most-once: removes the next visible message and hands its body over (no lease, no
+    /// receipt), without blocking.
+    pub fn try_take(&self) -> Option<T> {
+        let now = self.clock.now();
+        let mut inner = self.lock();
+        self.expire(&mut inner, now);
+        self.remove_next(inner)
+    }
+
+    /// [`LockRef::try_take`], waiting up to `wait` for a message.
+    pub fn take(&self, wait: Duration) -> Option<T> {
+        let now = self.clock.now();
+        let mut inner = self.lock();
+        self.expire(&mut inner, now);
+        if inner.ready.is_empty() {
+            inner = self.wait_for_ready(inner, wait)?;
+        }
+        self.remove_next(inner)
+    }
+
+    /// Frees the next ready message's slot and returns its body (dropping the lock first).
+    fn remove_next(&self, mut inner: MutexGuard<'_, Inner<T, R>>) -> Option<T> {
+        let index = inner.ready.pop()?;
+        let slot = &mut inner.slots[index as usize];
+        let body = slot.body.take();
+        slot.state = State::Free;
+        inner.free.push(index);
+        let wake = inner.ready.removed(index) && inner.sleepers > 0;
+        drop(inner);
+        if wake {
+            self.wake.notify_one();
+        }
+        body
     }
 
     /// Makes a delivery visible again at once.
@@ -354,7 +487,7 @@ impl<T: Clone> LockRef<T> {
         let index = self.validate(&inner, receipt, now)?;
         inner.slots[index as usize].state = State::Ready;
         inner.in_flight -= 1;
-        inner.ready.push_back(index);
+        inner.ready.requeue(index);
         let wake = inner.sleepers > 0;
         drop(inner);
         if wake {

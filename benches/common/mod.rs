@@ -3,13 +3,14 @@
 //! includes this module with `#[path]`, so there is one copy of every baseline and workload.
 //!
 //! * [`lockref`]: the lock-based reference with visq's semantics (what a competent engineer
-//!   writes in an hour).
+//!   writes in an hour); [`lockref_features`] extends it to priorities and message groups.
 //! * [`tutorial`]: a port of the classic tutorial design (one mutex, a `Vec`, a
 //!   `HashMap<String, _>`, a reaper thread, polling consumers).
 //! * [`adapters`]: the [`adapters::Lease`] trait (visq, lockref, tutorial) and the
 //!   [`adapters::Handoff`] trait (crossbeam-channel, crossbeam-queue's `ArrayQueue`).
 //! * [`throughput`], [`latency`], [`wheel`], [`memory`]: the workloads; [`async_front`]: the
-//!   async front's, against tokio's, async-channel's and flume's channels.
+//!   async front's, against tokio's, async-channel's and flume's channels; [`features`]:
+//!   message groups, priorities and at-most-once receive (issue 11).
 //!
 //! Every workload is bounded in time: a run that cannot finish by its deadline stops and says
 //! so instead of hanging.
@@ -17,8 +18,10 @@
 
 pub mod adapters;
 pub mod async_front;
+pub mod features;
 pub mod latency;
 pub mod lockref;
+pub mod lockref_features;
 pub mod memory;
 pub mod throughput;
 pub mod tutorial;

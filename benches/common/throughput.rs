@@ -25,7 +25,7 @@ pub const CAPACITY: usize = 1024;
 /// latency at each, every queue built with the same capacity.
 pub const SWEEP: [usize; 3] = [CAPACITY, 65_536, 1 << 20];
 /// How long a consumer's receive waits before it re-checks whether the run has failed.
-const WAIT: Duration = Duration::from_millis(20);
+pub const WAIT: Duration = Duration::from_millis(20);
 /// The tutorial design's poll interval in the throughput runs: 1 ms, a thousand times shorter
 /// than its default, so that its throughput shows its locking and allocation rather than its
 /// sleeping (a favour to the baseline, never a handicap).
@@ -98,6 +98,16 @@ pub fn lifecycle<P: Payload>(
 /// Sends `body`, backing off while the queue is full; false if the run failed meanwhile.
 pub fn send_until<Q: Lease<P>, P: Payload>(
     q: &Q,
+    body: P,
+    deadline: Instant,
+    failed: &AtomicBool,
+) -> bool {
+    send_until_with(|body| q.send(body), body, deadline, failed)
+}
+
+/// [`send_until`] with `send` as the send (one that gives the body back when full).
+pub fn send_until_with<P>(
+    send: impl Fn(P) -> Result<(), P>,
     mut body: P,
     deadline: Instant,
     failed: &AtomicBool,
@@ -105,7 +115,7 @@ pub fn send_until<Q: Lease<P>, P: Payload>(
     let mut backoff = Backoff::new();
     let mut tries = 0u32;
     loop {
-        match q.send(body) {
+        match send(body) {
             Ok(()) => return true,
             Err(refused) => body = refused,
         }
@@ -124,7 +134,7 @@ pub fn send_until<Q: Lease<P>, P: Payload>(
 /// `consume` (which returns when it got a STOP). The time is taken by the threads themselves:
 /// from the earliest producer start to the latest consumer stop, so a descheduled main thread
 /// cannot distort it.
-fn run_threads(
+pub fn run_threads(
     shape: Shape,
     messages: u64,
     produce: impl Fn(Range<u64>) + Sync,

@@ -1,11 +1,13 @@
 //! The benchmark report: a shorter run of every benchmark in `benches/` (throughput, latency,
-//! timing wheel, memory, the async front), visq beside its baselines in the same run, written to
-//! `results/README.md` with SVG plots, and the same workload on each backend (`backends.rs`).
+//! timing wheel, memory, the async front, message groups, priorities and at-most-once), visq
+//! beside its baselines in the same run, written to `results/README.md` with SVG plots, and the
+//! same workload on each backend (`backends.rs`).
 //!
 //! ```sh
 //! cargo run --release --example report              # a few minutes on 2 cores
 //! cargo run --release --example report -- --quick   # a smoke run (fewer, shorter repeats)
 //! cargo run --release --example report -- --reps 7 --out /tmp/results
+//! cargo run --release --example report -- --quick --features-only   # one section, to stdout
 //! ```
 //!
 //! Every cell is repeated (5 times by default, latency included; `--reps N` sets both) and
@@ -18,6 +20,7 @@ mod async_front;
 mod backends;
 #[path = "../../benches/common/mod.rs"]
 mod common;
+mod features;
 mod svg;
 mod write;
 
@@ -209,6 +212,8 @@ pub struct Results {
     pub memory: Vec<Memory>,
     /// The async front against the async channels (issue 12).
     pub async_front: Vec<async_front::AsyncRow>,
+    /// Message groups, priorities, at-most-once (issue 11).
+    pub features: Vec<features::FeatureCell>,
     pub elapsed: Duration,
 }
 
@@ -221,10 +226,12 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut plan = Plan::full();
     let mut out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("results");
+    let mut features_only = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--quick" => plan = Plan::quick(),
+            "--features-only" => features_only = true,
             "--reps" => {
                 plan.reps = it
                     .next()
@@ -235,11 +242,15 @@ fn main() {
             }
             "--out" => out = PathBuf::from(it.next().expect("--out DIR")),
             "--help" | "-h" => {
-                eprintln!("usage: cargo run --release --example report -- [--quick] [--reps N] [--out DIR]");
+                eprintln!("usage: cargo run --release --example report -- [--quick] [--reps N] [--out DIR] [--features-only]");
                 return;
             }
             other => panic!("unknown argument {other:?} (try --help)"),
         }
+    }
+    if features_only {
+        print!("{}", features::report(&plan));
+        return;
     }
     let command = std::iter::once("cargo run --release --example report".to_string())
         .chain((!args.is_empty()).then(|| format!("-- {}", args.join(" "))))
@@ -278,6 +289,8 @@ fn main() {
     let backends = backends::measure(plan.quick, plan.reps);
     progress("async front", started);
     let async_front = async_front::measure(&plan);
+    progress("message groups, priorities, at-most-once", started);
+    let features = features::measure(&plan);
     let results = Results {
         uncontended,
         histogram_cost,
@@ -288,6 +301,7 @@ fn main() {
         wheel,
         memory,
         async_front,
+        features,
         elapsed: started.elapsed(),
     };
     progress("writing", started);

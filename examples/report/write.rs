@@ -86,13 +86,13 @@ fn utc_now() -> String {
 // Numbers.
 
 /// Median, min and max of the finite values, or `None`.
-fn stats(values: &[f64]) -> Option<(f64, f64, f64)> {
+pub fn stats(values: &[f64]) -> Option<(f64, f64, f64)> {
     let finite: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
     (!finite.is_empty()).then(|| median_min_max(&finite))
 }
 
 /// Per-repeat ratios `f(a, b)` of two queues' runs, paired repeat by repeat.
-fn ratios(a: &[f64], b: &[f64], f: impl Fn(f64, f64) -> f64) -> Option<(f64, f64, f64)> {
+pub fn ratios(a: &[f64], b: &[f64], f: impl Fn(f64, f64) -> f64) -> Option<(f64, f64, f64)> {
     let paired: Vec<f64> = a
         .iter()
         .zip(b)
@@ -163,7 +163,7 @@ fn fmt_ratio(r: f64) -> String {
     }
 }
 
-fn fmt_rate(r: f64) -> String {
+pub fn fmt_rate(r: f64) -> String {
     if !r.is_finite() {
         "–".into()
     } else if r >= 10.0 {
@@ -175,7 +175,7 @@ fn fmt_rate(r: f64) -> String {
     }
 }
 
-fn fmt_ratio_stats(s: Option<(f64, f64, f64)>) -> String {
+pub fn fmt_ratio_stats(s: Option<(f64, f64, f64)>) -> String {
     match s {
         Some((m, lo, hi)) => format!("{} ({}–{})", fmt_ratio(m), fmt_ratio(lo), fmt_ratio(hi)),
         None => "–".into(),
@@ -762,6 +762,7 @@ pub fn write(out: &Path, machine: &Machine, plan: &Plan, results: &Results) -> i
     wheel_section(w, out, results)?;
     memory_section(w, results);
     crate::async_front::section(w, &results.async_front);
+    crate::features::section(w, &results.features);
 
     let _ = writeln!(
         w,
@@ -770,7 +771,8 @@ pub fn write(out: &Path, machine: &Machine, plan: &Plan, results: &Results) -> i
          cargo bench --bench latency      # latency at 10 k / 100 k / 1 M msgs/s, capacities 1024 and 2^20\n\
          cargo bench --bench wheel        # deadline bookkeeping at 1 k / 100 k / 1 M pending\n\
          cargo bench --bench memory       # bytes per slot by part, per held message, peak RSS, allocations\n\
-         cargo bench --bench async        # the async front against tokio mpsc, async-channel, flume\n```",
+         cargo bench --bench async        # the async front against tokio mpsc, async-channel, flume\n\
+         cargo bench --bench features     # message groups, priorities, at-most-once (issue 11)\n```",
         machine.command
     );
     let readme = out.join("README.md");

@@ -59,6 +59,22 @@ fn async_register_races_close() {
     });
 }
 
+/// A7: a send and then a close race a future that registers: it resolves to the message,
+/// never to `None` with the message still visible (the close drains), and leaves no waiter.
+#[test]
+fn async_register_races_send_and_close() {
+    check("async_register_races_send_and_close", || {
+        let live = Arc::new(AtomicUsize::new(0));
+        let q = Arc::new(tiny_queue(1, &ManualClock::new()));
+        let receiver = async_receiver(&q);
+        q.send(Body::new(1, &live)).unwrap();
+        q.close();
+        assert_eq!(receiver.join().unwrap(), Some(1), "the close drains");
+        assert_eq!(q.waiting_receivers(), 0);
+        drops_every_body(q, &live);
+    });
+}
+
 /// A3: a future that registered, may be woken by a racing send, and is then dropped without
 /// looking again: it leaves no waiter counted, and the message is still there, received once.
 #[test]

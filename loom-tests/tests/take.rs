@@ -1,6 +1,7 @@
 //! The at-most-once receive (`Queue::try_take`) racing a leasing receiver and a sender over
 //! the slot it frees (model T1), and racing the wheel run that makes a delayed message
-//! visible (model T2). See `src/core/queue.rs` (`Queue::pop_and_take`).
+//! visible (model T2), and a blocking take racing a send and a close (model T3). See
+//! `src/core/queue.rs` (`Queue::pop_and_take`).
 #![cfg(loom)]
 
 mod common;
@@ -9,7 +10,10 @@ use common::{check, drops_every_body, tiny_queue, Body, TICK};
 use loom::sync::atomic::AtomicUsize;
 use loom::sync::Arc;
 use loom::thread;
+use std::time::Duration;
 use visq::ManualClock;
+
+const FOREVER: Duration = Duration::from_secs(24 * 3600);
 
 /// Model T1: a take (main thread) races a receive that deletes what it gets and then sends
 /// into the one-slot queue (spawned). The ready-ring pop decides who gets the message: exactly
@@ -83,6 +87,37 @@ fn take_races_delay_ending() {
         assert_eq!((stats.ready, stats.delayed, stats.in_flight), (0, 0, 0));
         assert_eq!((stats.received, stats.deleted), (1, 1));
         q.send(Body::new(8, &live)).expect("the slot is free again");
+        drops_every_body(q, &live);
+    });
+}
+
+/// Model T3: a blocking take (spawned) waits on an empty queue while the main thread sends one
+/// message and closes the queue. A close only stops sends: the take must get the message if it
+/// was sent (it always is here, before the close), and it must never sleep through the close
+/// (a lost wake-up would leave it blocked forever, which loom reports as a deadlock). A second
+/// take on the closed, drained queue returns at once.
+#[test]
+fn take_races_send_and_close() {
+    check("take_races_send_and_close", || {
+        let live = Arc::new(AtomicUsize::new(0));
+        let q = Arc::new(tiny_queue(1, &ManualClock::new()));
+        let taker = {
+            let q = q.clone();
+            thread::spawn(move || {
+                let first = q.take(FOREVER).map(|t| t.into_body().value);
+                let second = q.take(FOREVER).map(|t| t.into_body().value);
+                (first, second)
+            })
+        };
+        q.send(Body::new(5, &live)).unwrap();
+        q.close();
+        assert_eq!(
+            taker.join().unwrap(),
+            (Some(5), None),
+            "the close drains what was sent, then ends the wait"
+        );
+        let stats = q.stats();
+        assert_eq!((stats.sent, stats.received, stats.deleted), (1, 1, 1));
         drops_every_body(q, &live);
     });
 }

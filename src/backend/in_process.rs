@@ -2,16 +2,18 @@
 //!
 //! | trait | queue |
 //! |---|---|
-//! | `send_batch` | `send`, or `send_delayed` for an entry with a delay |
+//! | `send_batch` | `send`, or `send_delayed` for an entry with a delay, or `send_with` a [`SendOptions::group`] for an entry with a group (on a queue built with [`Builder::message_groups`](crate::Builder::message_groups)) |
 //! | `receive` | `receive` for the first message (the long poll), `try_receive` for the rest; a `visibility` other than the queue's is a `change_visibility` right after |
 //! | `delete`, `change_visibility`, `release`, `hand_back` | the same-named calls |
 //! | `dead_letter` | [`Queue::reject`] |
 //! | `dead_letter_queue` | the queue given to [`Builder::dead_letter`](crate::Builder::dead_letter) |
 //!
-//! The queue has no message groups, deduplication ids or attributes (a
-//! [`DedupQueue`](crate::DedupQueue) deduplicates in process): an entry with any of them is
-//! refused with [`BackendError::Unsupported`] and its body handed back. Receipts of other
-//! backends are [`BackendError::Stale`].
+//! The queue has no deduplication ids or attributes (a [`DedupQueue`](crate::DedupQueue)
+//! deduplicates in process), and message groups only when built with them: an entry with any
+//! of these it lacks is refused with [`BackendError::Unsupported`] and its body handed back.
+//! A grouped queue keeps a group's 64-bit [`GroupKey`](crate::GroupKey), not its name, so
+//! [`Incoming::group`] is `None` on a receive. Receipts of other backends are
+//! [`BackendError::Stale`].
 //!
 //! The trait's `Vec`s and [`Handle`]s cost what they cost; code that needs the queue's
 //! allocation-free hot path calls the queue directly.
@@ -20,7 +22,7 @@ use super::contract::{
     Accepted, Backend, BackendError, Capabilities, CountKind, Feature, Handle, Incoming, Limit,
     MessageKey, Outgoing, Refused,
 };
-use crate::{Delivery, Queue, ReceiptError, SendError, MAX_TIMEOUT};
+use crate::{Delivery, Queue, ReceiptError, SendError, SendOptions, MAX_TIMEOUT};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,7 +42,7 @@ impl<T: Clone + Send + Sync + 'static> Backend for Queue<T> {
             receive_count: CountKind::Exact,
             native_dead_letter: self.max_receives().is_some(),
             uncharged_hand_back: true,
-            groups: false,
+            groups: self.group_lanes().is_some(),
             dedup: false,
             attributes: false,
         }
@@ -129,7 +131,7 @@ impl<T: Clone + Send + Sync + 'static> Backend for Queue<T> {
 impl<T: Clone> Queue<T> {
     /// One entry of a trait send: refused whole if it asks for what the queue lacks.
     fn send_one(&self, entry: Outgoing<T>) -> Result<Accepted, Refused<T>> {
-        let missing = if entry.group.is_some() {
+        let missing = if entry.group.is_some() && self.group_lanes().is_none() {
             Some(Feature::Groups)
         } else if entry.dedup_id.is_some() {
             Some(Feature::Dedup)
@@ -144,7 +146,10 @@ impl<T: Clone> Queue<T> {
                 body: entry.body,
             });
         }
-        let sent = if entry.delay.is_zero() {
+        let sent = if let Some(group) = &entry.group {
+            let options = SendOptions::new().group(group).delay(entry.delay);
+            self.send_with(entry.body, &options)
+        } else if entry.delay.is_zero() {
             Queue::send(self, entry.body)
         } else {
             self.send_delayed(entry.body, entry.delay)

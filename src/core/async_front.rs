@@ -361,9 +361,11 @@ impl<T: Clone> Attempt for Receiving<'_, T> {
     type Output = Option<Delivery<T>>;
 
     fn attempt(&mut self) -> Option<Self::Output> {
+        // Read before the receive, as a blocking receive does (see `Queue::wait_for`).
+        let closed = self.0.is_closed();
         match self.0.try_receive() {
             Some(delivery) => Some(Some(delivery)),
-            None if self.0.is_closed() => Some(None),
+            None if closed => Some(None),
             None => None,
         }
     }

@@ -123,9 +123,60 @@ impl<T> Builder<T> {
     }
 
     /// FIFO message groups, as SQS FIFO queues' `MessageGroupId`: the messages sent with one
-    /// [`SendOptions::group`](crate::SendOptions::group) are delivered in send order, at most
-    /// one of them leased at a time, over `lanes` lanes (rounded up to a power of two) that
-    /// groups are hashed to. See [`Queue::send_with`] for the exact guarantees.
+    /// [`SendOptions::group`](crate::SendOptions::group) are delivered in send order, one at a
+    /// time, over `lanes` lanes (rounded up to a power of two, at most [`MAX_CAPACITY`]) that
+    /// groups are hashed to.
+    ///
+    /// * **Order.** A group's messages are delivered in send order: sends from one thread in
+    ///   program order, concurrent sends in the order they enter the group's lane.
+    /// * **One at a time.** At most one message of a group is ready or leased at a time, its
+    ///   *head*. The next becomes visible only when the head is deleted, moved to the
+    ///   dead-letter queue (any cause, [`Queue::reject`] included) or taken
+    ///   ([`Queue::try_take`]; a [`redrive`](Queue::redrive) out of the queue too). A released,
+    ///   expired, handed-back or nacked head stays the head: it is delivered again before the
+    ///   rest of its group; a [`nack`](Queue::nack) with a delay makes the group wait out the
+    ///   delay.
+    /// * **Lanes and sharing.** Groups are hashed to lanes ([`Queue::group_lane`], a fixed
+    ///   function of key and lane count) and the guarantees hold per *lane*: groups that share
+    ///   a lane are delivered as one ordered sequence (each still in its own order and one at a
+    ///   time, but not in parallel with each other). With `L` lanes and `G` groups holding
+    ///   messages at once, a given group shares its lane with probability about `G/L`: use
+    ///   `lanes` of at least 4 times the groups expected to hold messages at once. Groups on
+    ///   different lanes are delivered in parallel.
+    /// * **Fairness.** A lane has at most one message in the ready ring, and its next message
+    ///   joins the *back* of the ready ring (of its priority level), so lanes with ready work are
+    ///   served round-robin: once a lane's head is visible, at most as many deliveries as there
+    ///   were other messages visible at that moment happen before it. One hot group with
+    ///   thousands of messages queued has one of them visible at a time.
+    /// * **Ungrouped messages.** A message sent without a group on a grouped queue is a group
+    ///   of its own: delivered as on a plain queue, ordered with nothing. A grouped message
+    ///   with a delay is refused ([`InvalidSend::DelayedGroupMessage`](crate::InvalidSend)).
+    ///   The queue keeps a message's lane, not its key: a message moved to the dead-letter
+    ///   queue, or redriven, arrives there without a group.
+    /// * **Priorities.** With [`Builder::priorities`], a lane's head joins the ring of its own
+    ///   priority when it becomes visible; a group's order is send order whatever the
+    ///   priorities.
+    /// * **Memory** is fixed at build ([`Memory::groups`](crate::Memory::groups)): per lane
+    ///   12 bytes, per slot and per lane a 4-byte link; a send allocates nothing and a group
+    ///   with no messages costs nothing. Sends, receives and settles take no lock. A message
+    ///   waiting behind its head counts as ready in [`Queue::stats`].
+    /// * **Worker pools.** A [`Consumer`](crate::Consumer) over a grouped queue needs no
+    ///   option: it processes each group in order and groups in parallel. With
+    ///   [`prefetch`](crate::ConsumerBuilder::prefetch) above 1 a worker may hold the heads of
+    ///   several groups and run them one after the other.
+    ///
+    /// ```
+    /// use visq::{Queue, SendOptions};
+    /// let q: Queue<&str> = Queue::builder().message_groups(64).build().unwrap();
+    /// let alice = SendOptions::new().group("alice");
+    /// q.send_with("alice: order", &alice).unwrap();
+    /// q.send_with("alice: pay", &alice).unwrap();
+    /// let first = q.try_receive().unwrap();
+    /// assert_eq!(*first.body(), "alice: order");
+    /// assert!(q.try_receive().is_none()); // "pay" waits for "order" to be deleted
+    /// q.delete(first.receipt()).unwrap();
+    /// assert_eq!(*q.try_receive().unwrap().body(), "alice: pay");
+    /// ```
     pub fn message_groups(mut self, lanes: usize) -> Self {
         self.settings.group_lanes = Some(lanes);
         self

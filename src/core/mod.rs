@@ -12,6 +12,7 @@
 //! | `message` | ids, receipts (slot and lease epoch), deliveries |
 //! | `send_options` | how one message is sent: delay, priority, message group, time-to-live |
 //! | `free` | the free slots: a LIFO stack (tagged head) linked through the slots, so a send reuses the slot freed last |
+//! | `groups` | FIFO message groups: lanes of ordered slot indices (intrusive MPSC lists), each letting one message, its head, into the ready ring at a time |
 //! | `ring` | the bounded MPMC rings of slot indices (ready messages, the wheel's inbox) |
 //! | `wheel` | the hierarchical timing wheel of deadlines (leases, delays, retries) |
 //! | `waiters` | parking and waking blocked receivers and senders: threads, and futures (an intrusive list of waker nodes) |
@@ -35,6 +36,7 @@ pub(crate) mod message;
 pub(crate) mod send_options;
 
 pub(crate) mod free;
+pub(crate) mod groups;
 
 pub(crate) mod ring;
 pub(crate) mod waiters;

@@ -14,7 +14,9 @@
 //! ```
 //!
 //! A slot's index moves between the *free stack* (`Free` slots; LIFO, so a send reuses the
-//! slot freed last, still in the caches) and the *ready ring* (`Ready` slots); `InFlight` and
+//! slot freed last, still in the caches) and the *ready ring* (`Ready` slots; on a queue with
+//! message groups a grouped message waits, `Ready`, in its lane until it is let out to the
+//! ring, see [`super::groups`]); `InFlight` and
 //! `Delayed` slots are in neither but may have a wheel entry. See [`super::slot`] for the
 //! lifecycle word and body ownership, [`super::free`] for the stack, [`super::ring`] for the ring,
 //! [`super::wheel`] for deadlines and [`super::waiters`] for blocking.
@@ -79,6 +81,15 @@
 //!   free stack for a sender (loom model T1, `take_races_receive_and_send`). An empty pop
 //!   waits for a due wheel as a receive's does, through the same `try_pop` (model T2,
 //!   `take_races_delay_ending`). A close only stops sends: takes drain what is held.
+//! * **A send into a message group's lane racing the freeing of its head** (delete, a move to
+//!   the dead-letter queue, a take, a redrive): the lane's token decides who lets the next
+//!   message out. The head keeps the token while it lives (released, expired, handed back or
+//!   nacked, it stays the head); the thread that frees it inherits the token in
+//!   `free_slot`, reading the slot's lane before the slot goes back on the free stack. A
+//!   sender links its message and then swaps the token; a holder that finds nothing linked
+//!   swaps the token back and then re-checks the link: the swaps' order makes exactly one of
+//!   them publish (see [`super::groups`], "The idle race"; loom models G1 to G3). A message
+//!   waiting in a lane is `Ready` in its word but in no ring, so nothing else reaches it.
 //! * **Lost wake-ups and close**: see [`super::waiters`]; `close` sets the flag and wakes every
 //!   sleeper, and a sleeper checks the flag after registering. Sleepers are threads and
 //!   futures alike ([`super::async_front`]: a future registers a waker node by the same steps
@@ -99,10 +110,11 @@ use crate::core::error::{
     try_boxed_slice, BuildError, InvalidSend, OutOfMemory, ReceiptError, SendError,
 };
 use crate::core::free::FreeStack;
+use crate::core::groups::Lanes;
 use crate::core::message::{Delivery, MessageId, Receipt, Taken};
 use crate::core::metrics::{Latencies, LatencyRecorder};
 use crate::core::ring::IndexRing;
-use crate::core::send_options::SendOptions;
+use crate::core::send_options::{GroupKey, SendOptions};
 use crate::core::slot::{epoch_origin, Slot, State, Word, ENDED_BY_EXPIRY, FILLING};
 use crate::core::stats::{bump, count_refusal, Counters, Memory, RateWindow, Stats};
 use crate::core::sync::{lock, AtomicBool, AtomicU64, Mutex, Ordering};
@@ -151,7 +163,8 @@ pub struct Queue<T> {
     latency: Option<LatencyRecorder>,
     rate_window: Mutex<RateWindow>,
     priority_levels: u8,
-    group_lanes: Option<usize>,
+    /// The lanes of message groups, for a queue built with them; see [`super::groups`].
+    groups: Option<Lanes>,
     message_ttl: Option<Duration>,
 }
 
@@ -208,6 +221,11 @@ impl<T> Queue<T> {
             .then(|| LatencyRecorder::new(capacity, settings.latency_sample))
             .transpose()
             .map_err(too_large)?;
+        let groups = settings
+            .group_lanes
+            .map(|lanes| Lanes::new(capacity, lanes))
+            .transpose()
+            .map_err(too_large)?;
         let deaths = OnceLock::new();
         if let Some(dead_letter) = &settings.dead_letter {
             let _ = deaths.set(DeathRecords::new(capacity).map_err(too_large)?);
@@ -238,7 +256,7 @@ impl<T> Queue<T> {
             latency,
             rate_window: Mutex::new(RateWindow::default()),
             priority_levels: settings.priority_levels,
-            group_lanes: settings.group_lanes,
+            groups,
             message_ttl: settings.message_ttl,
         })
     }
@@ -350,6 +368,29 @@ impl<T> Queue<T> {
     /// stack and wakes a blocked sender, if any, for it. Every freeing goes through here.
     #[inline]
     pub(crate) fn free_slot(&self, index: u32) {
+        if let Some(groups) = &self.groups {
+            return self.free_grouped_slot(groups, index);
+        }
+        self.push_free(index);
+    }
+
+    /// [`Queue::free_slot`] on a queue with message groups: if the slot was its lane's head,
+    /// this thread inherits the lane's token and lets the next message out (see
+    /// [`super::groups`]). The lane is read before the push: a sender reusing the slot would
+    /// overwrite the link that names it. Never inlined, so that the plain queue's delete and
+    /// take pay one test for groups.
+    #[inline(never)]
+    fn free_grouped_slot(&self, groups: &Lanes, index: u32) {
+        let next_of_group = groups.leave(index);
+        self.push_free(index);
+        if let Some(next) = next_of_group {
+            self.publish_head(next, self.time.recent_nanos());
+        }
+    }
+
+    /// Puts the owned, `Free` slot `index` on the free stack and wakes a blocked sender.
+    #[inline(always)]
+    fn push_free(&self, index: u32) {
         self.free.push(index, &self.slots[index as usize].next_free);
         self.senders.notify_one_after_rmw();
     }
@@ -386,6 +427,19 @@ impl<T> Queue<T> {
     /// time-to-live without [`Builder::message_ttl`](crate::Builder::message_ttl) or out of
     /// range; and as [`Queue::send_delayed`] otherwise.
     ///
+    /// **Message groups** ([`SendOptions::group`] on a queue built with
+    /// [`Builder::message_groups`](crate::Builder::message_groups); the full statement is
+    /// there): a group's messages are delivered in send order (one thread's sends in program
+    /// order, concurrent sends in the order they enter the lane), at most one of them ready or
+    /// leased at a time; the next becomes visible only when the current one is deleted, moved
+    /// to the dead-letter queue or taken, while a released, expired, handed-back or nacked one
+    /// stays first (a nack's delay holds the group). The guarantees hold per lane: groups
+    /// hashed to one lane ([`Queue::group_lane`]) are one ordered sequence, not parallel;
+    /// use lanes of at least 4 times the groups holding messages at once. Fairness: a lane has
+    /// at most one message in the ready ring and its next joins the back, so once a lane's
+    /// head is visible, at most (the other messages visible at that moment) deliveries happen
+    /// before it. A message without a group is a group of its own, ordered with nothing.
+    ///
     /// ```
     /// use visq::{InvalidSend, Queue, SendError, SendOptions};
     /// let q: Queue<&str> = Queue::builder().priorities(4).build().unwrap();
@@ -412,7 +466,7 @@ impl<T> Queue<T> {
             });
         }
         if options.group.is_some() {
-            if self.group_lanes.is_none() {
+            if self.groups.is_none() {
                 return Err(InvalidSend::NoMessageGroups);
             }
             if !options.delay.is_zero() {
@@ -437,9 +491,28 @@ impl<T> Queue<T> {
     }
 
     /// The lanes of message groups, if the queue was built with
-    /// [`Builder::message_groups`](crate::Builder::message_groups).
+    /// [`Builder::message_groups`](crate::Builder::message_groups): the number asked for,
+    /// rounded up to a power of two.
     pub fn group_lanes(&self) -> Option<usize> {
-        self.group_lanes
+        self.groups.as_ref().map(Lanes::count)
+    }
+
+    /// The lane that message group `group` maps to (`None` on a queue without groups): a fixed
+    /// function of the key and the number of lanes, the same in every process and run. Groups
+    /// on one lane are delivered as one ordered sequence (see
+    /// [`Builder::message_groups`](crate::Builder::message_groups)).
+    ///
+    /// ```
+    /// let q: visq::Queue<u8> = visq::Queue::builder().message_groups(16).build().unwrap();
+    /// let lane = q.group_lane("customer-42").unwrap();
+    /// assert!(lane < 16);
+    /// assert_eq!(q.group_lane("customer-42"), Some(lane));
+    /// let plain: visq::Queue<u8> = visq::Queue::builder().build().unwrap();
+    /// assert_eq!(plain.group_lane("customer-42"), None);
+    /// ```
+    pub fn group_lane(&self, group: impl Into<GroupKey>) -> Option<usize> {
+        let groups = self.groups.as_ref()?;
+        Some(groups.lane_of(group.into()) as usize)
     }
 
     /// The default message time-to-live, if the queue was built with
@@ -510,7 +583,15 @@ impl<T> Queue<T> {
             latency.sent(index, now);
         }
         before_publish(index);
-        if delay.is_zero() {
+        if let (Some(group), Some(groups)) = (options.group, &self.groups) {
+            // Waiting in its lane: `Ready` (counted as ready) but in no ring, so nothing else
+            // reaches the slot until the lane publishes it (see `super::groups`).
+            slot.visible_since.store(now, Ordering::Relaxed);
+            slot.store(free.with(State::Ready, 0));
+            if let Some(head) = groups.enter(index, groups.lane_of(group)) {
+                self.publish_head(head, now);
+            }
+        } else if delay.is_zero() {
             self.publish_ready(index, free, now);
         } else {
             let deadline = self.time.deadline(now, delay);
@@ -790,12 +871,17 @@ impl<T> Queue<T> {
     }
 
     /// The common path of [`Queue::receive`] and [`Queue::take`]: one `attempt`, then, unless
-    /// `wait` is zero or the queue closed, [`Queue::receive_blocking`].
+    /// `wait` is zero or the queue was closed before the attempt, [`Queue::receive_blocking`].
+    ///
+    /// "Closed with nothing visible" is judged by a close seen *before* an attempt that found
+    /// nothing: a close seen only after it may have followed a send the attempt missed, and
+    /// returning then would leave that message behind (loom model T3).
     #[inline]
     fn wait_for<R>(&self, wait: Duration, attempt: impl Fn() -> Option<R>) -> Option<R> {
+        let closed = self.is_closed();
         match attempt() {
             Some(received) => Some(received),
-            None if wait.is_zero() || self.is_closed() => None,
+            None if wait.is_zero() || closed => None,
             None => self.receive_blocking(wait, attempt),
         }
     }
@@ -807,10 +893,12 @@ impl<T> Queue<T> {
         let start = Instant::now();
         let mut backoff = Backoff::new(&self.waiters);
         loop {
+            // Read before the attempt: see `Queue::wait_for`.
+            let closed = self.is_closed();
             if let Some(received) = attempt() {
                 return Some(received);
             }
-            if self.is_closed() {
+            if closed {
                 return None;
             }
             let left = wait
@@ -1310,6 +1398,7 @@ impl<T> Queue<T> {
             wheel: self.wheel.heap_bytes(),
             death_records: self.deaths.get().map_or(0, DeathRecords::heap_bytes),
             latency: self.latency.as_ref().map_or(0, LatencyRecorder::heap_bytes),
+            groups: self.groups.as_ref().map_or(0, Lanes::heap_bytes),
             capacity: self.capacity(),
         }
     }
@@ -1473,6 +1562,14 @@ impl<T> Queue<T> {
             .push(index)
             .expect("the ready ring has room for every slot");
         self.waiters.notify_one_after_rmw();
+    }
+
+    /// Publishes `head`, a message that its lane has just let out (see [`super::groups`]), to
+    /// the back of the ready ring, receivable since `now`. Its slot is `Ready` and owned by this
+    /// thread, which holds the lane's token.
+    fn publish_head(&self, head: u32, now: u64) {
+        let word = self.slots[head as usize].load();
+        self.publish_ready(head, word, now);
     }
 
     /// Makes sure the wheel will look at slot `index` by tick `deadline`, which was just stored

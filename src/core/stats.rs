@@ -56,6 +56,11 @@ pub struct Memory {
     pub death_records: usize,
     /// The latency recorder, with [`Builder::sample_latencies`](crate::Builder::sample_latencies).
     pub latency: usize,
+    /// The lanes of message groups, with
+    /// [`Builder::message_groups`](crate::Builder::message_groups): per lane 12 bytes (its two
+    /// list ends and its token), per slot and per lane a 4-byte link (see
+    /// [`Queue::group_lane`](crate::Queue::group_lane)); 0 without groups.
+    pub groups: usize,
     /// The number of slots (the capacity).
     pub capacity: usize,
 }
@@ -63,7 +68,7 @@ pub struct Memory {
 impl Memory {
     /// All the parts together.
     pub fn total(&self) -> usize {
-        self.slots + self.rings + self.wheel + self.death_records + self.latency
+        self.slots + self.rings + self.wheel + self.death_records + self.latency + self.groups
     }
 
     /// [`Memory::total`] per slot.

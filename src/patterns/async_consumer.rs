@@ -22,7 +22,7 @@
 //! The handlers run on the thread that polls the pool's future: concurrency, not parallelism
 //! (run one pool per core for that). A handler that blocks the thread blocks the pool.
 
-use super::consumer::XorShift;
+use super::consumer::{panic_reason, Retry, XorShift};
 use super::{lock, Clock};
 use crate::{
     Backoff, ConsumerStats, Delivery, ManualClock, Nack, Queue, Receipt, Timer, MAX_TIMEOUT,
@@ -184,7 +184,7 @@ impl<T> AsyncConsumer<T> {
                         Ok(Poll::Pending) => continue,
                         Ok(Poll::Ready(Ok(()))) => Ok(()),
                         Ok(Poll::Ready(Err(e))) => Err((e.to_string(), false)),
-                        Err(_) => Err(("the handler panicked".to_string(), true)),
+                        Err(payload) => Err((panic_reason(&*payload), true)),
                     };
                     let (receipt, receive_count) = (task.receipt, task.receive_count);
                     *slot = None;
@@ -211,8 +211,8 @@ impl<T> AsyncConsumer<T> {
                                             renewed_at: clock.now(),
                                         })
                                     }
-                                    Err(_) => {
-                                        let failed = Err(("the handler panicked".into(), true));
+                                    Err(payload) => {
+                                        let failed = Err((panic_reason(&*payload), true));
                                         self.settle(
                                             receipt,
                                             receive_count,
@@ -271,14 +271,18 @@ impl<T> AsyncConsumer<T> {
             Err((reason, panicked)) => {
                 stats.failed += 1;
                 stats.panicked += u64::from(panicked);
-                let last = queue.max_receives().is_some_and(|max| receive_count >= max);
-                if last {
-                    stats.dead_lettered += 1;
-                    queue.nack(receipt, Nack::now().reason(reason))
-                } else {
-                    stats.retried += 1;
-                    let delay = self.backoff.jittered(receive_count, random.unit());
-                    queue.nack(receipt, Nack::after(delay))
+                match self
+                    .backoff
+                    .after_failure(receive_count, queue.max_receives(), random)
+                {
+                    Retry::GiveUp => {
+                        stats.dead_lettered += 1;
+                        queue.nack(receipt, Nack::now().reason(reason))
+                    }
+                    Retry::After(delay) => {
+                        stats.retried += 1;
+                        queue.nack(receipt, Nack::after(delay))
+                    }
                 }
             }
         };

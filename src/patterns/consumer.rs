@@ -141,6 +141,22 @@ impl Backoff {
         };
         self.delay(failures).mul_f64(1.0 - jitter * unit)
     }
+
+    /// The fate of an attempt that failed on the message's `receive_count`th receive: the
+    /// dead-letter queue on its last receive (`max_receives`), else a retry after the
+    /// jittered backoff. Both pools decide by this.
+    pub(crate) fn after_failure(
+        &self,
+        receive_count: u32,
+        max_receives: Option<u32>,
+        random: &mut XorShift,
+    ) -> Retry {
+        if is_last_receive(receive_count, max_receives) {
+            Retry::GiveUp
+        } else {
+            Retry::After(self.jittered(receive_count, random.unit()))
+        }
+    }
 }
 
 /// What a [`Consumer`] has done so far. Every field is a total.
@@ -1358,12 +1374,14 @@ impl<T, S: ?Sized + ConsumerSource<T>> Shared<T, S> {
         if panicked {
             bump(&counters.panicked);
         }
-        if is_last_attempt(&lease, self.max_receives) {
+        let retry = self
+            .backoff
+            .after_failure(lease.receive_count(), self.max_receives, random);
+        let Retry::After(delay) = retry else {
             return lease
                 .settle(|source, receipt| source.give_up(receipt, reason))
                 .map(|()| bump(&counters.dead_lettered));
-        }
-        let delay = self.backoff.jittered(lease.receive_count(), random.unit());
+        };
         if self.delay_nacks {
             lease.nack_after(delay).map(|()| bump(&counters.retried))
         } else {
@@ -1390,11 +1408,26 @@ fn is_last_attempt<T, S: ?Sized + LeaseSource<T>>(
     lease: &Lease<'_, T, S>,
     max_receives: Option<u32>,
 ) -> bool {
-    max_receives.is_some_and(|max| lease.receive_count() >= max)
+    is_last_receive(lease.receive_count(), max_receives)
+}
+
+/// Whether a message received `receive_count` times is on its last receive before the
+/// dead-letter queue takes over (`max_receives`, if there is one).
+fn is_last_receive(receive_count: u32, max_receives: Option<u32>) -> bool {
+    max_receives.is_some_and(|max| receive_count >= max)
+}
+
+/// What a pool (threaded or async) does with a failed attempt.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Retry {
+    /// The last receive: the message goes to the dead-letter queue.
+    GiveUp,
+    /// Given back, to be visible again after this backoff.
+    After(Duration),
 }
 
 /// What a caught panic said, as a dead letter's reason.
-fn panic_reason(payload: &(dyn Any + Send)) -> String {
+pub(crate) fn panic_reason(payload: &(dyn Any + Send)) -> String {
     let message = payload
         .downcast_ref::<&str>()
         .copied()
