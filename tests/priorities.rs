@@ -104,6 +104,26 @@ fn a_delayed_send_becomes_visible_at_its_level() {
     assert_eq!(drain(&q), ["late-2", "now-1", "now-0"]);
 }
 
+/// A receive made once a higher-level lease has expired gets that message, not the lower
+/// level's that was visible all along: the expiry ranks by its level as soon as it is due,
+/// even if nothing has run the wheel since.
+#[test]
+fn an_expired_lease_outranks_lower_levels_once_due() {
+    let clock = ManualClock::new();
+    let q = queue(3, &clock);
+    q.send_with("hi", &at(2)).unwrap();
+    let abandoned = q.try_receive().unwrap();
+    assert_eq!(*abandoned.body(), "hi");
+    q.send("lo").unwrap();
+    clock.advance(Duration::from_secs(10) - Duration::from_millis(1));
+    let early = q.try_receive().unwrap();
+    assert_eq!(*early.body(), "lo", "not expired a tick early");
+    q.release(early.receipt()).unwrap();
+    clock.advance(Duration::from_millis(1));
+    let again = q.try_receive().unwrap();
+    assert_eq!((*again.body(), again.receive_count()), ("hi", 2));
+}
+
 #[test]
 fn a_reused_slot_takes_the_level_of_its_new_message() {
     let q = queue(2, &ManualClock::new());

@@ -142,9 +142,9 @@ impl<T> Builder<T> {
     /// Cost: one ready ring per level, each with room for every slot, and one byte per slot
     /// for its level (only with more than one level), all in
     /// [`Memory::rings`](crate::Memory::rings). A receive tries the levels from the highest
-    /// down, so it pays one empty look per level above the one it takes from; with one level
-    /// the queue costs what it cost before priorities existed (within a few instructions per
-    /// message).
+    /// down, so it pays one empty look per level above the one it takes from (and, when the
+    /// top level is empty, a cheap clock reading to make due delays and leases visible first);
+    /// with one level a message costs two branches more than before priorities existed.
     ///
     /// ```
     /// use visq::{Queue, SendOptions};

@@ -80,14 +80,15 @@
 //!   waits for a due wheel as a receive's does, through the same `try_pop` (model T2,
 //!   `take_races_delay_ending`). A close only stops sends: takes drain what is held.
 //! * **A receive scanning the priority levels while messages become visible**: a pop tries
-//!   the levels from the highest down ([`super::ready`]); each level's ring decides its own
-//!   pops, so a message is popped once whatever level the scan is at. A message pushed to a
-//!   level the scan has already passed is left for the next receive (the documented
-//!   concurrency caveat of [`Builder::priorities`](crate::Builder::priorities)), never lost.
-//!   A message keeps its level: every push reads the slot's level byte, written by the send
-//!   while it owned the slot, so a release racing a scan puts it back at its own level. A
-//!   sleeper's re-check looks at every level (`has_unclaimed`), since a push wakes only
-//!   sleepers registered before it. Loom models P1 and P2.
+//!   the top level, and if that looks empty runs a due wheel and tries the levels from the
+//!   highest down ([`super::ready`]); each level's ring decides its own pops, so a message is
+//!   popped once whatever level the scan is at. A message pushed to a level the scan has
+//!   already passed is left for the next receive (the documented concurrency caveat of
+//!   [`Builder::priorities`](crate::Builder::priorities)), never lost. A message keeps its
+//!   level: every push reads the slot's level byte, written by the send while it owned the
+//!   slot, so a release racing a scan puts it back at its own level. A sleeper's re-check
+//!   looks at every level (`has_unclaimed`), since a push wakes only sleepers registered
+//!   before it. Loom models P1 and P2.
 //! * **Lost wake-ups and close**: see [`super::waiters`]; `close` sets the flag and wakes every
 //!   sleeper, and a sleeper checks the flag after registering. Sleepers are threads and
 //!   futures alike ([`super::async_front`]: a future registers a waker node by the same steps
@@ -600,10 +601,7 @@ impl<T> Queue<T> {
     fn try_pop<R>(&self, pop: impl Fn() -> Option<R>) -> Option<R> {
         // Read before the pop: the holder of the wheel may make the message visible and
         // publish a later `next_due` between our empty pop and a look made after it.
-        let mut next_due = self.wheel.next_due();
-        if next_due != NEVER && self.ready.has_levels() {
-            next_due = self.run_wheel_before_choosing(next_due);
-        }
+        let next_due = self.wheel.next_due();
         if let Some(popped) = pop() {
             return Some(popped);
         }
@@ -616,20 +614,6 @@ impl<T> Queue<T> {
             return None;
         }
         self.try_pop_after_wheel(now, pop)
-    }
-
-    /// The look at the wheel of a [`Queue::try_pop`] on a queue with priority levels, before
-    /// it chooses a level: runs the wheel if a recent reading (never later than the clock)
-    /// finds it due at `next_due`, so that a message whose delay or lease has ended by then
-    /// competes at its own level rather than wait behind what is visible at lower ones.
-    /// Returns the wheel's next due tick to go on with.
-    #[inline(never)]
-    fn run_wheel_before_choosing(&self, next_due: u64) -> u64 {
-        if self.time.tick_of(self.time.recent_nanos()) < next_due {
-            return next_due;
-        }
-        self.run_wheel();
-        self.wheel.next_due()
     }
 
     /// The rest of a [`Queue::try_pop`] that found nothing while the wheel was due at
@@ -651,7 +635,7 @@ impl<T> Queue<T> {
     /// counts as a receive and the `Free` slot as a delete (see [`super::stats`]).
     #[inline(always)]
     fn pop_and_take(&self) -> Option<Taken<T>> {
-        let (_, index) = self.ready.pop()?;
+        let (_, index) = self.ready.pop(|| self.run_wheel_before_lower_levels())?;
         let slot = &self.slots[index as usize];
         let ready = slot.load();
         debug_assert_eq!(ready.state(), State::Ready);
@@ -681,6 +665,23 @@ impl<T> Queue<T> {
             receive_count,
             body,
         })
+    }
+
+    /// What a pop on a queue with priority levels does when the top level looks empty, before
+    /// it scans the others: runs the wheel if a recent reading (never later than the clock)
+    /// finds it due, so that a message whose delay or lease has ended by then competes at its
+    /// own level rather than wait behind what is visible at lower ones.
+    /// With nothing on the wheel it reads no clock. Returns whether it ran the wheel.
+    #[inline(never)]
+    fn run_wheel_before_lower_levels(&self) -> bool {
+        let due = self.wheel.next_due() != NEVER
+            && self
+                .wheel
+                .is_due(self.time.tick_of(self.time.recent_nanos()));
+        if due {
+            self.run_wheel();
+        }
+        due
     }
 
     /// Waits until the wheel has been run up to `tick` (its next due tick is later): runs it
@@ -728,7 +729,7 @@ impl<T> Queue<T> {
     where
         T: Clone,
     {
-        let (_, index) = self.ready.pop()?;
+        let (_, index) = self.ready.pop(|| self.run_wheel_before_lower_levels())?;
         let slot = &self.slots[index as usize];
         let ready = slot.load();
         debug_assert_eq!(ready.state(), State::Ready);
