@@ -120,8 +120,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
          waiting free jobs"
     );
     println!(
-        "after they arrived: the last urgent job finished {}th, the last paid job {}th \
-         (one paid job failed once and was retried at its level), the last free job {}th",
+        "completions counted from their arrival: the last urgent job was number {}, the last \
+         paid job number {} (one paid job failed once and was retried at its level), the last \
+         free job number {}",
         finished_by(Tier::Urgent),
         finished_by(Tier::Paid),
         finished_by(Tier::Free)
