@@ -55,7 +55,9 @@ pub struct Redriven {
 impl<T> Queue<T> {
     /// Up to `max` of the dead letters visible in this queue (messages that died in another
     /// queue and were moved here), oldest first, without receiving them: receive counts,
-    /// leases and order are left as they were. Messages sent here directly are skipped.
+    /// leases and order are left as they were. Messages sent here directly are skipped. On a
+    /// queue with [priority levels](crate::Builder::priorities) the levels are looked at from
+    /// the highest down, as receives take them (dead letters themselves arrive at level 0).
     ///
     /// Each message is held for the length of one clone, invisible to receivers meanwhile;
     /// messages leased or delayed now are not listed, nor those another `dead_letters` or
@@ -121,7 +123,10 @@ impl<T> Queue<T> {
     /// in the queue `only_from` names (to send them back to their source, pass its
     /// [`Queue::id`] and the queue itself as `to`). Stops early if `to` refuses one (full or
     /// closed); that message stays here, unchanged. The order of what stays is kept exactly
-    /// when no receiver runs concurrently. Allocates only its set of slots seen.
+    /// when no receiver runs concurrently. On a queue with
+    /// [priority levels](crate::Builder::priorities) the levels are taken from the highest
+    /// down; a redriven message enters `to` at level 0, as a plain send. Allocates only its set
+    /// of slots seen.
     ///
     /// ```
     /// use std::sync::Arc;
