@@ -83,7 +83,7 @@ const STALE_OR_EXPIRED: &[ReceiptError] = &[ReceiptError::Stale, ReceiptError::E
 mod landed {
     use visq::{DeathCause, Queue, Stats};
 
-    pub const PRIORITIES: bool = false;
+    pub const PRIORITIES: bool = true;
     pub const GROUPS: bool = true;
     pub const TTL: bool = false;
 

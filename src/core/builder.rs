@@ -114,9 +114,48 @@ impl<T> Builder<T> {
 
     /// Delivers higher-priority visible messages first: priorities `0` (the default, lowest)
     /// to `levels - 1` (highest), given per message with
-    /// [`SendOptions::priority`](crate::SendOptions::priority) (default 1 level: no priorities;
-    /// at most [`MAX_PRIORITY_LEVELS`]). Messages of one level are delivered in the order they
-    /// became visible; a message given back or expired keeps its priority.
+    /// [`SendOptions::priority`](crate::SendOptions::priority) and checked by
+    /// [`Queue::send_with`] (default 1 level: no priorities; at most [`MAX_PRIORITY_LEVELS`]).
+    ///
+    /// Order: every receive form ([`Queue::try_receive`], [`Queue::receive`],
+    /// [`Queue::receive_batch`], [`Queue::try_take`], [`Queue::take`], the async front, and
+    /// [`Queue::dead_letters`] / [`Queue::redrive`] on a queue with levels) takes from the
+    /// highest level that has a visible message; within a level, messages come in the order
+    /// they became visible there (FIFO).
+    ///
+    /// Exact when sequential: a receive never returns a message of level `l` while a message
+    /// of a higher level was visible before the receive began (made visible by an operation
+    /// that returned before it). Under concurrency, a message made visible while a receive
+    /// scans the levels may be passed over by that one receive: it is not lost, it is the next
+    /// receive's.
+    ///
+    /// A message keeps its priority for life in its queue: a release, an expired lease, a
+    /// [`Queue::hand_back`], a [`Queue::nack`] (after its delay) and the end of a send's delay
+    /// all put it at the back of its own level. A dead letter enters the dead-letter queue at
+    /// level 0, and a redriven message enters its target at level 0.
+    ///
+    /// Starvation: priority is strict, with no aging. Lower levels get deliveries only while
+    /// every higher level has nothing visible, so a steady stream of high-priority messages
+    /// that the receivers never catch up with starves the lower levels for as long as it
+    /// lasts; keep the high levels for work that is rare or short.
+    ///
+    /// Cost: one ready ring per level, each with room for every slot, and one byte per slot
+    /// for its level (only with more than one level), all in
+    /// [`Memory::rings`](crate::Memory::rings). A receive tries the levels from the highest
+    /// down, so it pays one empty look per level above the one it takes from (and, when the
+    /// top level is empty, a cheap clock reading to make due delays and leases visible first);
+    /// with one level a message costs two branches more than before priorities existed.
+    ///
+    /// ```
+    /// use visq::{Queue, SendOptions};
+    /// let q: Queue<&str> = Queue::builder().priorities(3).build()?;
+    /// q.send("low").unwrap();
+    /// q.send_with("high", &SendOptions::new().priority(2)).unwrap();
+    /// q.send_with("middle", &SendOptions::new().priority(1)).unwrap();
+    /// let order: Vec<&str> = std::iter::from_fn(|| q.try_take().map(|t| t.into_body())).collect();
+    /// assert_eq!(order, ["high", "middle", "low"]);
+    /// # Ok::<(), visq::BuildError>(())
+    /// ```
     pub fn priorities(mut self, levels: u8) -> Self {
         self.settings.priority_levels = levels;
         self

@@ -3,10 +3,11 @@
 //!
 //! # Looking and redriving without receiving
 //!
-//! [`Queue::dead_letters`] and [`Queue::redrive`] pop slot indices from the ready ring, which
-//! makes the caller the slot's owner exactly as a receive does, but they take no lease: a
-//! looked-at message goes back to the tail of the ready ring unchanged (same epoch, receive
-//! count and ids), and a redriven one is sent to the target and its slot freed. While one of
+//! [`Queue::dead_letters`] and [`Queue::redrive`] pop slot indices from the ready rings, the
+//! highest priority level first (see [`super::ready`]), which makes the caller the slot's
+//! owner exactly as a receive does, but they take no lease: a looked-at message goes back to
+//! the tail of its level's ring unchanged (same epoch, receive count, ids and level), and a
+//! redriven one is sent to the target (as a plain send: at level 0 there) and its slot freed. While one of
 //! them holds a message, that message is invisible to receivers for the length of one clone or
 //! send; a receiver that finds the ring empty meanwhile is woken by the push back. Each pop is
 //! counted as not-a-delivery so that [`Stats::received`](crate::Stats) stays exact.
@@ -16,6 +17,7 @@ use crate::core::deaths::QueueId;
 use crate::core::error::SendError;
 use crate::core::message::MessageId;
 use crate::core::queue::{GiveBackOnUnwind, Queue};
+use crate::core::ring::IndexRing;
 use crate::core::slot::State;
 use crate::core::stats::bump;
 use std::collections::HashSet;
@@ -53,7 +55,9 @@ pub struct Redriven {
 impl<T> Queue<T> {
     /// Up to `max` of the dead letters visible in this queue (messages that died in another
     /// queue and were moved here), oldest first, without receiving them: receive counts,
-    /// leases and order are left as they were. Messages sent here directly are skipped.
+    /// leases and order are left as they were. Messages sent here directly are skipped. On a
+    /// queue with [priority levels](crate::Builder::priorities) the levels are looked at from
+    /// the highest down, as receives take them (dead letters themselves arrive at level 0).
     ///
     /// Each message is held for the length of one clone, invisible to receivers meanwhile;
     /// messages leased or delayed now are not listed, nor those another `dead_letters` or
@@ -119,7 +123,10 @@ impl<T> Queue<T> {
     /// in the queue `only_from` names (to send them back to their source, pass its
     /// [`Queue::id`] and the queue itself as `to`). Stops early if `to` refuses one (full or
     /// closed); that message stays here, unchanged. The order of what stays is kept exactly
-    /// when no receiver runs concurrently. Allocates only its set of slots seen.
+    /// when no receiver runs concurrently. On a queue with
+    /// [priority levels](crate::Builder::priorities) the levels are taken from the highest
+    /// down; a redriven message enters `to` at level 0, as a plain send. Allocates only its set
+    /// of slots seen.
     ///
     /// ```
     /// use std::sync::Arc;
@@ -189,22 +196,41 @@ pub(crate) enum Visit {
 }
 
 impl<T> Queue<T> {
-    /// Pops each message visible now once, in order, and hands its slot to `look`, the owner
-    /// until it answers. Stops at a slot it has already seen (the ring has come round), after
-    /// as many pops as the ring held at the start, or when `look` says so; on an early stop
-    /// the messages not looked at are rotated past too, so the ring keeps its order. No pop is
-    /// a delivery: each is counted in `not_received`.
+    /// Pops each message visible now once, level by level from the highest down (so in the
+    /// order receives would take them when nothing else runs), and hands its slot to `look`,
+    /// the owner until it answers. Stops when `look` says so. Within a level it also moves on
+    /// to the next level at a slot it has already seen (the level's ring has come round) or
+    /// after as many pops as that ring held when the level was reached; on an early stop the
+    /// messages of that level not looked at are rotated past too, so the ring keeps its order.
+    /// A message looked at goes back to the back of its own level. No pop is a delivery: each
+    /// is counted in `not_received`.
     fn visit_ready(&self, mut look: impl FnMut(u32) -> Visit) {
         // Leases and delays that have ended are visible to a receive now, so here too.
         self.run_wheel_if_due(self.time.now_nanos());
         let mut seen = HashSet::new();
-        let held = self.ready.pushes().saturating_sub(self.ready.pops());
-        for popped in 1..=held {
-            let Some((_, index)) = self.ready.pop() else {
+        for ring in self.ready.levels() {
+            seen.clear();
+            if !self.visit_level(ring, &mut seen, &mut look) {
                 return;
+            }
+        }
+    }
+
+    /// [`Queue::visit_ready`] in one level's `ring`; false if `look` said stop.
+    fn visit_level(
+        &self,
+        ring: &IndexRing,
+        seen: &mut HashSet<u32>,
+        look: &mut impl FnMut(u32) -> Visit,
+    ) -> bool {
+        let held = ring.pushes().saturating_sub(ring.pops());
+        for popped in 1..=held {
+            let Some((_, index)) = ring.pop() else {
+                return true;
             };
             bump(&self.counters.not_received);
-            let visit = if seen.insert(index) {
+            // `None`: seen already, the ring has come round.
+            let visit = seen.insert(index).then(|| {
                 // A panicking clone or send must not strand the message outside the ring.
                 let give_back = GiveBackOnUnwind {
                     ring: &self.ready,
@@ -215,27 +241,26 @@ impl<T> Queue<T> {
                 let visit = look(index);
                 std::mem::forget(give_back);
                 visit
-            } else {
-                Visit::Stop
-            };
+            });
             match visit {
-                Visit::Keep => self.push_back_ready(index),
-                Visit::Remove => self.free_redriven(index),
-                Visit::Stop => {
+                Some(Visit::Keep) => self.push_back_ready(index),
+                Some(Visit::Remove) => self.free_redriven(index),
+                Some(Visit::Stop) | None => {
                     self.push_back_ready(index);
-                    self.rotate_past(held - popped, &seen);
-                    return;
+                    self.rotate_past(ring, held - popped, seen);
+                    return visit.is_none();
                 }
             }
         }
+        true
     }
 
-    /// Moves up to `count` messages from the head of the ready ring to its tail, unlooked at,
-    /// stopping once it has moved one in `seen` (the ring has come round: concurrent receives
-    /// took some, and the order is then only as good as theirs).
-    fn rotate_past(&self, count: u64, seen: &HashSet<u32>) {
+    /// Moves up to `count` messages from the head of the level `ring` to its tail, unlooked
+    /// at, stopping once it has moved one in `seen` (the ring has come round: concurrent
+    /// receives took some, and the order is then only as good as theirs).
+    fn rotate_past(&self, ring: &IndexRing, count: u64, seen: &HashSet<u32>) {
         for _ in 0..count {
-            let Some((_, index)) = self.ready.pop() else {
+            let Some((_, index)) = ring.pop() else {
                 return;
             };
             bump(&self.counters.not_received);
@@ -246,6 +271,7 @@ impl<T> Queue<T> {
         }
     }
 
+    /// Pushes the owned slot `index` back to the ready rings, to the back of its own level.
     fn push_back_ready(&self, index: u32) {
         self.ready
             .push(index)

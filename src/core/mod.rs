@@ -14,6 +14,7 @@
 //! | `free` | the free slots: a LIFO stack (tagged head) linked through the slots, so a send reuses the slot freed last |
 //! | `groups` | FIFO message groups: lanes of ordered slot indices (intrusive MPSC lists), each letting one message, its head, into the ready ring at a time |
 //! | `ring` | the bounded MPMC rings of slot indices (ready messages, the wheel's inbox) |
+//! | `ready` | the ready messages, by priority level: a ring per level (the highest tried first) and each slot's level |
 //! | `wheel` | the hierarchical timing wheel of deadlines (leases, delays, retries) |
 //! | `waiters` | parking and waking blocked receivers and senders: threads, and futures (an intrusive list of waker nodes) |
 //! | `deaths`, `stats`, `metrics` | records and counters kept beside the slots: why a message died, event counts, latency histograms |
@@ -38,6 +39,7 @@ pub(crate) mod send_options;
 pub(crate) mod free;
 pub(crate) mod groups;
 
+pub(crate) mod ready;
 pub(crate) mod ring;
 pub(crate) mod waiters;
 pub(crate) mod wheel;

@@ -90,6 +90,16 @@
 //!   swaps the token back and then re-checks the link: the swaps' order makes exactly one of
 //!   them publish (see [`super::groups`], "The idle race"; loom models G1 to G3). A message
 //!   waiting in a lane is `Ready` in its word but in no ring, so nothing else reaches it.
+//! * **A receive scanning the priority levels while messages become visible**: a pop tries
+//!   the top level, and if that looks empty runs a due wheel and tries the levels from the
+//!   highest down ([`super::ready`]); each level's ring decides its own pops, so a message is
+//!   popped once whatever level the scan is at. A message pushed to a level the scan has
+//!   already passed is left for the next receive (the documented concurrency caveat of
+//!   [`Builder::priorities`](crate::Builder::priorities)), never lost. A message keeps its
+//!   level: every push reads the slot's level byte, written by the send while it owned the
+//!   slot, so a release racing a scan puts it back at its own level. A sleeper's re-check
+//!   looks at every level (`has_unclaimed`), since a push wakes only sleepers registered
+//!   before it. Loom models P1 and P2.
 //! * **Lost wake-ups and close**: see [`super::waiters`]; `close` sets the flag and wakes every
 //!   sleeper, and a sleeper checks the flag after registering. Sleepers are threads and
 //!   futures alike ([`super::async_front`]: a future registers a waker node by the same steps
@@ -113,7 +123,7 @@ use crate::core::free::FreeStack;
 use crate::core::groups::Lanes;
 use crate::core::message::{Delivery, MessageId, Receipt, Taken};
 use crate::core::metrics::{Latencies, LatencyRecorder};
-use crate::core::ring::IndexRing;
+use crate::core::ready::ReadyRings;
 use crate::core::send_options::{GroupKey, SendOptions};
 use crate::core::slot::{epoch_origin, Slot, State, Word, ENDED_BY_EXPIRY, FILLING};
 use crate::core::stats::{bump, count_refusal, Counters, Memory, RateWindow, Stats};
@@ -144,7 +154,7 @@ pub(crate) struct Nap {
 pub struct Queue<T> {
     pub(crate) slots: Box<[Slot<T>]>,
     pub(crate) free: FreeStack,
-    pub(crate) ready: IndexRing,
+    pub(crate) ready: ReadyRings,
     wheel: Wheel,
     pub(crate) waiters: Waiters,
     /// Senders blocked in [`Queue::send_timeout`] (or waiting in `send_async`) while the
@@ -213,7 +223,7 @@ impl<T> Queue<T> {
         for index in (0..capacity as u32).rev() {
             free.push(index, &slots[index as usize].next_free);
         }
-        let ready = IndexRing::with_capacity(capacity).map_err(too_large)?;
+        let ready = ReadyRings::new(capacity, settings.priority_levels).map_err(too_large)?;
         let time = Ticks::new(settings.clock, settings.tick);
         let levels = Wheel::levels_for(time.ticks_in(MAX_TIMEOUT));
         let wheel = Wheel::new(capacity, levels).map_err(too_large)?;
@@ -561,6 +571,7 @@ impl<T> Queue<T> {
         let Some(index) = self.free.pop(|index| &self.slots[index as usize].next_free) else {
             return Err(SendError::Full(body));
         };
+        self.ready.set_level(index, options.priority);
         let slot = &self.slots[index as usize];
         let free = slot.load().with(State::Free, 0);
         // Marked before it is counted (`Release`), so that `stats` never counts it as sent
@@ -705,7 +716,7 @@ impl<T> Queue<T> {
     /// counts as a receive and the `Free` slot as a delete (see [`super::stats`]).
     #[inline(always)]
     fn pop_and_take(&self) -> Option<Taken<T>> {
-        let (_, index) = self.ready.pop()?;
+        let (_, index) = self.ready.pop(|| self.run_wheel_before_lower_levels())?;
         let slot = &self.slots[index as usize];
         let ready = slot.load();
         debug_assert_eq!(ready.state(), State::Ready);
@@ -735,6 +746,23 @@ impl<T> Queue<T> {
             receive_count,
             body,
         })
+    }
+
+    /// What a pop on a queue with priority levels does when the top level looks empty, before
+    /// it scans the others: runs the wheel if a recent reading (never later than the clock)
+    /// finds it due, so that a message whose delay or lease has ended by then competes at its
+    /// own level rather than wait behind what is visible at lower ones.
+    /// With nothing on the wheel it reads no clock. Returns whether it ran the wheel.
+    #[inline(never)]
+    fn run_wheel_before_lower_levels(&self) -> bool {
+        let due = self.wheel.next_due() != NEVER
+            && self
+                .wheel
+                .is_due(self.time.tick_of(self.time.recent_nanos()));
+        if due {
+            self.run_wheel();
+        }
+        due
     }
 
     /// Waits until the wheel has been run up to `tick` (its next due tick is later): runs it
@@ -782,7 +810,7 @@ impl<T> Queue<T> {
     where
         T: Clone,
     {
-        let (_, index) = self.ready.pop()?;
+        let (_, index) = self.ready.pop(|| self.run_wheel_before_lower_levels())?;
         let slot = &self.slots[index as usize];
         let ready = slot.load();
         debug_assert_eq!(ready.state(), State::Ready);
@@ -1628,20 +1656,24 @@ impl<T> Queue<T> {
     }
 }
 
-/// Whether `ring` looked non-empty at the moment of the call (a sleeper's re-check: a push is
-/// counted once it has claimed its position, even if a pop would still wait for it to write
-/// its cell). The pushes are read with a read-modify-write, which is what lets a push notify
-/// without a fence (see [`super::waiters`]).
-fn has_unclaimed(ring: &IndexRing) -> bool {
-    let taken = ring.pops();
-    ring.pushes_acquired() > taken
+/// Whether any level of `ready` looked non-empty at the moment of the call (a sleeper's
+/// re-check: a push is counted once it has claimed its position, even if a pop would still
+/// wait for it to write its cell). Each level's pushes are read with a read-modify-write, which
+/// is what lets a push notify without a fence (see [`super::waiters`]); it must look at every
+/// level, since a push to any of them notifies only sleepers registered before it.
+fn has_unclaimed(ready: &ReadyRings) -> bool {
+    ready.levels().any(|ring| {
+        let taken = ring.pops();
+        ring.pushes_acquired() > taken
+    })
 }
 
-/// Pushes `index` back to the ready `ring` if dropped (on unwind), counting the pop in
-/// `not_received` (if the popper has not counted it already), and wakes a sleeping receiver
-/// for it as any other push to the ready ring does; forgotten on success.
+/// Pushes `index` back to the ready `ring` (to the back of its own level) if dropped (on
+/// unwind), counting the pop in `not_received` (if the popper has not counted it already), and
+/// wakes a sleeping receiver for it as any other push to the ready ring does; forgotten on
+/// success.
 pub(crate) struct GiveBackOnUnwind<'a> {
-    pub(crate) ring: &'a IndexRing,
+    pub(crate) ring: &'a ReadyRings,
     pub(crate) waiters: &'a Waiters,
     pub(crate) index: u32,
     pub(crate) not_received: Option<&'a AtomicU64>,

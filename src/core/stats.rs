@@ -47,8 +47,11 @@ pub struct Memory {
     /// link, 4 bytes each: 40 bytes, plus the body's alignment padding (none for an 8-byte
     /// body: a `Queue<u64>` slot is 48 bytes).
     pub slots: usize,
-    /// The ready ring (slot indices). The free slots are a stack linked through the slots, so
-    /// they cost nothing beyond [`Memory::slots`].
+    /// The ready rings (slot indices): one per priority level
+    /// ([`Builder::priorities`](crate::Builder::priorities)), each with room for every slot,
+    /// plus, with more than one level, one byte per slot for its level and the rings' table.
+    /// The free slots are a stack linked through the slots, so they cost nothing beyond
+    /// [`Memory::slots`].
     pub rings: usize,
     /// The timing wheel: its per-slot links, its levels and its inbox ring.
     pub wheel: usize,

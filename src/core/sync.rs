@@ -10,7 +10,7 @@ pub(crate) use loom::{
     cell::UnsafeCell,
     hint::spin_loop,
     sync::{
-        atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize},
+        atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize},
         Arc, Condvar, Mutex, MutexGuard,
     },
 };
@@ -19,7 +19,7 @@ pub(crate) use loom::{
 pub(crate) use std::{
     hint::spin_loop,
     sync::{
-        atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicUsize},
+        atomic::{fence, AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize},
         Arc, Condvar, Mutex, MutexGuard,
     },
 };
