@@ -298,6 +298,19 @@ impl Drop for Tracked {
     }
 }
 
+/// Sets the flag when its thread unwinds, so that a failed check in one thread of the stress
+/// stops the others (a sender waiting for room, a receiver waiting for messages) instead of
+/// leaving them waiting for ever.
+struct StopOnPanic<'a>(&'a AtomicBool);
+
+impl Drop for StopOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 const LEVELS: u8 = 4;
 const SENDERS: u32 = 2;
 const PER_SENDER: u32 = 10_000;
@@ -337,6 +350,7 @@ fn stress_two_senders_two_receivers_four_levels() {
         for sender in 0..SENDERS {
             let (q, drops, stop) = (&q, &drops, &stop);
             s.spawn(move || {
+                let _stop_on_panic = StopOnPanic(stop);
                 for seq in 0..PER_SENDER {
                     let number = sender * PER_SENDER + seq;
                     let mut body = Tracked {
@@ -351,7 +365,7 @@ fn stress_two_senders_two_receivers_four_levels() {
                             Err(SendError::Full(back)) => body = back,
                             Err(_) => panic!("send refused"),
                         }
-                        assert!(!stop.load(Ordering::Relaxed), "gave up");
+                        assert!(!stop.load(Ordering::Relaxed), "another thread failed");
                         std::thread::yield_now();
                     }
                 }
@@ -360,13 +374,15 @@ fn stress_two_senders_two_receivers_four_levels() {
         for receiver in 0..2 {
             let (q, delivered, received, stop) = (&q, &delivered, &received, &stop);
             s.spawn(move || {
+                let _stop_on_panic = StopOnPanic(stop);
                 // Per (sender, level): the last sequence number this receiver saw.
                 let mut last = [[None::<u32>; LEVELS as usize]; SENDERS as usize];
                 while received.load(Ordering::Relaxed) < TOTAL as usize {
-                    if Instant::now() > give_up {
-                        stop.store(true, Ordering::Relaxed);
-                        panic!("not every message arrived in time");
-                    }
+                    assert!(!stop.load(Ordering::Relaxed), "another thread failed");
+                    assert!(
+                        Instant::now() < give_up,
+                        "not every message arrived in time"
+                    );
                     let wait = Duration::from_millis(5);
                     let number = if receiver == 0 {
                         let Some(delivery) = q.receive(wait) else {
