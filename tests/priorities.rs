@@ -135,6 +135,36 @@ fn a_reused_slot_takes_the_level_of_its_new_message() {
     assert_eq!(drain(&q), ["hi-again", "plain"]);
 }
 
+/// A body whose clone panics while `PANICKY` is set.
+#[derive(Debug, PartialEq)]
+struct Fragile(&'static str);
+
+static PANICKY: AtomicBool = AtomicBool::new(false);
+
+impl Clone for Fragile {
+    fn clone(&self) -> Self {
+        assert!(!PANICKY.load(Ordering::Relaxed), "clone failed");
+        Fragile(self.0)
+    }
+}
+
+/// A message given back because its clone panicked goes back to its own level, ahead of the
+/// lower levels (and to the back of its level).
+#[test]
+fn a_message_given_back_by_a_panicking_clone_keeps_its_level() {
+    let q: Queue<Fragile> = Queue::builder().priorities(2).build().unwrap();
+    q.send(Fragile("lo")).unwrap();
+    q.send_with(Fragile("hi-1"), &at(1)).unwrap();
+    q.send_with(Fragile("hi-2"), &at(1)).unwrap();
+    PANICKY.store(true, Ordering::Relaxed);
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| q.try_receive()));
+    PANICKY.store(false, Ordering::Relaxed);
+    assert!(unwound.is_err());
+    let order: Vec<_> = std::iter::from_fn(|| q.try_receive().map(|d| d.body().0)).collect();
+    assert_eq!(order, ["hi-2", "hi-1", "lo"]);
+    assert_eq!(q.stats().received, 3, "the panicked pop was no delivery");
+}
+
 #[test]
 fn take_and_receive_batch_honour_levels() {
     let q = queue(3, &ManualClock::new());
