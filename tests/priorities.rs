@@ -135,6 +135,36 @@ fn a_reused_slot_takes_the_level_of_its_new_message() {
     assert_eq!(drain(&q), ["hi-again", "plain"]);
 }
 
+/// A body whose clone panics while `PANICKY` is set.
+#[derive(Debug, PartialEq)]
+struct Fragile(&'static str);
+
+static PANICKY: AtomicBool = AtomicBool::new(false);
+
+impl Clone for Fragile {
+    fn clone(&self) -> Self {
+        assert!(!PANICKY.load(Ordering::Relaxed), "clone failed");
+        Fragile(self.0)
+    }
+}
+
+/// A message given back because its clone panicked goes back to its own level, ahead of the
+/// lower levels (and to the back of its level).
+#[test]
+fn a_message_given_back_by_a_panicking_clone_keeps_its_level() {
+    let q: Queue<Fragile> = Queue::builder().priorities(2).build().unwrap();
+    q.send(Fragile("lo")).unwrap();
+    q.send_with(Fragile("hi-1"), &at(1)).unwrap();
+    q.send_with(Fragile("hi-2"), &at(1)).unwrap();
+    PANICKY.store(true, Ordering::Relaxed);
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| q.try_receive()));
+    PANICKY.store(false, Ordering::Relaxed);
+    assert!(unwound.is_err());
+    let order: Vec<_> = std::iter::from_fn(|| q.try_receive().map(|d| d.body().0)).collect();
+    assert_eq!(order, ["hi-2", "hi-1", "lo"]);
+    assert_eq!(q.stats().received, 3, "the panicked pop was no delivery");
+}
+
 #[test]
 fn take_and_receive_batch_honour_levels() {
     let q = queue(3, &ManualClock::new());
@@ -298,6 +328,19 @@ impl Drop for Tracked {
     }
 }
 
+/// Sets the flag when its thread unwinds, so that a failed check in one thread of the stress
+/// stops the others (a sender waiting for room, a receiver waiting for messages) instead of
+/// leaving them waiting for ever.
+struct StopOnPanic<'a>(&'a AtomicBool);
+
+impl Drop for StopOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
 const LEVELS: u8 = 4;
 const SENDERS: u32 = 2;
 const PER_SENDER: u32 = 10_000;
@@ -337,6 +380,7 @@ fn stress_two_senders_two_receivers_four_levels() {
         for sender in 0..SENDERS {
             let (q, drops, stop) = (&q, &drops, &stop);
             s.spawn(move || {
+                let _stop_on_panic = StopOnPanic(stop);
                 for seq in 0..PER_SENDER {
                     let number = sender * PER_SENDER + seq;
                     let mut body = Tracked {
@@ -351,7 +395,7 @@ fn stress_two_senders_two_receivers_four_levels() {
                             Err(SendError::Full(back)) => body = back,
                             Err(_) => panic!("send refused"),
                         }
-                        assert!(!stop.load(Ordering::Relaxed), "gave up");
+                        assert!(!stop.load(Ordering::Relaxed), "another thread failed");
                         std::thread::yield_now();
                     }
                 }
@@ -360,13 +404,15 @@ fn stress_two_senders_two_receivers_four_levels() {
         for receiver in 0..2 {
             let (q, delivered, received, stop) = (&q, &delivered, &received, &stop);
             s.spawn(move || {
+                let _stop_on_panic = StopOnPanic(stop);
                 // Per (sender, level): the last sequence number this receiver saw.
                 let mut last = [[None::<u32>; LEVELS as usize]; SENDERS as usize];
                 while received.load(Ordering::Relaxed) < TOTAL as usize {
-                    if Instant::now() > give_up {
-                        stop.store(true, Ordering::Relaxed);
-                        panic!("not every message arrived in time");
-                    }
+                    assert!(!stop.load(Ordering::Relaxed), "another thread failed");
+                    assert!(
+                        Instant::now() < give_up,
+                        "not every message arrived in time"
+                    );
                     let wait = Duration::from_millis(5);
                     let number = if receiver == 0 {
                         let Some(delivery) = q.receive(wait) else {

@@ -21,9 +21,9 @@
 //! and a send's level record cost one branch each (no level bytes exist). On a queue with
 //! levels whose top level looks empty, the pop first lets the queue make visible what its
 //! wheel has due by now (so a message whose delay or lease has ended competes at its own level
-//! rather than wait behind a lower one), then scans every level from the highest down and
-//! takes from the first that yields one. So a pop of level `l` pays one empty look at each
-//! level above it.
+//! rather than wait behind a lower one), then scans the levels below the top from the highest
+//! down (the top again first, if that made anything visible) and takes from the first that
+//! yields one. So a pop of level `l` pays one empty look at each level above it.
 //!
 //! Sequentially this is exact: a pop never takes a level-`l` message while a higher level has
 //! one. Concurrently the scan is not atomic: a push to a level the scan has already passed is
@@ -151,7 +151,8 @@ impl ReadyRings {
         self.levels().map(IndexRing::pops).sum()
     }
 
-    /// Bytes of every level's ring and of the level bytes.
+    /// Bytes of every level's ring, of the table of the rings below the top, and of the level
+    /// bytes.
     pub(crate) fn heap_bytes(&self) -> usize {
         self.levels().map(IndexRing::heap_bytes).sum::<usize>()
             + std::mem::size_of_val(&*self.lower)
