@@ -18,6 +18,7 @@ use crate::core::message::MessageId;
 use crate::core::queue::{GiveBackOnUnwind, Queue};
 use crate::core::slot::State;
 use crate::core::stats::bump;
+use crate::core::ttl::unclaimed;
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -200,13 +201,14 @@ impl<T> Queue<T> {
         let mut seen = HashSet::new();
         let held = self.ready.pushes().saturating_sub(self.ready.pops());
         for popped in 1..=held {
-            let Some((_, index)) = self.ready.pop() else {
+            let Some((index, _)) = self.pop_ready() else {
                 return;
             };
             bump(&self.counters.not_received);
             let visit = if seen.insert(index) {
                 // A panicking clone or send must not strand the message outside the ring.
                 let give_back = GiveBackOnUnwind {
+                    slot: &self.slots[index as usize],
                     ring: &self.ready,
                     waiters: &self.waiters,
                     index,
@@ -235,7 +237,7 @@ impl<T> Queue<T> {
     /// took some, and the order is then only as good as theirs).
     fn rotate_past(&self, count: u64, seen: &HashSet<u32>) {
         for _ in 0..count {
-            let Some((_, index)) = self.ready.pop() else {
+            let Some((index, _)) = self.pop_ready() else {
                 return;
             };
             bump(&self.counters.not_received);
@@ -246,7 +248,11 @@ impl<T> Queue<T> {
         }
     }
 
+    /// Pushes the popped slot `index` back to the ready ring, its claim cleared (see
+    /// [`super::ttl`]).
     fn push_back_ready(&self, index: u32) {
+        let slot = &self.slots[index as usize];
+        slot.store(unclaimed(slot.load()));
         self.ready
             .push(index)
             .expect("the ready ring has room for every slot");
