@@ -10,7 +10,8 @@
 //!              (wheel) ▲     (or to the dead-letter queue → Free)
 //!                      └──── InFlight: nack after a delay (or to the dead-letter queue → Free)
 //!  Ready ──▶ Free: redrive (the body moves to another queue), or take (at-most-once: the
-//!                 body moves to the taker)
+//!                 body moves to the taker), or a time-to-live that ended (see `super::ttl`;
+//!                 so do Delayed, and InFlight whose lease ends after its time-to-live)
 //! ```
 //!
 //! A slot's index moves between the *free stack* (`Free` slots; LIFO, so a send reuses the
@@ -79,6 +80,15 @@
 //!   free stack for a sender (loom model T1, `take_races_receive_and_send`). An empty pop
 //!   waits for a due wheel as a receive's does, through the same `try_pop` (model T2,
 //!   `take_races_delay_ending`). A close only stops sends: takes drain what is held.
+//! * **A time-to-live kill racing a receive** (queues with a message time-to-live only; see
+//!   [`super::ttl`]): the wheel kills a waiting message whose index may be in the ready ring,
+//!   so there a popper claims the slot with an atomic OR of `POPPED` before touching the body,
+//!   and the wheel kills with a CAS from the exact unclaimed `Ready` word: exactly one wins.
+//!   The loser never touches the body; a popper that lost moves on to the next index, and of
+//!   the killer and that popper, whichever is second frees the slot (loom models L1 to L3). A
+//!   popper that claims an expired message kills it itself. Every CAS that ends a lease or a
+//!   delay sets `POPPED` in the `Ready` word it takes, so the wheel never kills a slot a
+//!   thread owns outside the ring; publishing it clears the bit.
 //! * **Lost wake-ups and close**: see [`super::waiters`]; `close` sets the flag and wakes every
 //!   sleeper, and a sleeper checks the flag after registering. Sleepers are threads and
 //!   futures alike ([`super::async_front`]: a future registers a waker node by the same steps

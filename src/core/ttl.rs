@@ -50,7 +50,11 @@
 //! killed body: on a queue without a dead-letter queue it pushes the slot index to `graves`, a
 //! ring sized for every slot, and the thread that ran the wheel drops the bodies there once
 //! the claim is let go and no other thread holds it (every claim holder does this after its
-//! run, so a grave waits at most until the end of the run that follows its push). A move to
+//! run, so a grave waits at most until the end of the run that follows its push). One case
+//! still drops user bodies under a claim: this queue's run nested in another queue's visit (a
+//! move into this queue, as its dead-letter queue, runs its wheel) drops this queue's graves
+//! under the other queue's claim; only a dead-letter queue with a time-to-live and no
+//! dead-letter queue of its own does that. A move to
 //! the dead-letter queue is the dead-letter queue's own send, as for every other move; a
 //! refused move keeps the body (`KILLED`, no `BODY_GONE`: the wheel's) and is retried by the
 //! wheel, as other refused moves are. Stats count a killed slot whose body is still here as
