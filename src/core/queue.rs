@@ -504,12 +504,8 @@ impl<T> Queue<T> {
             self.time.now_nanos()
         };
         self.run_wheel_if_due(now);
-        let Some(index) = self
-            .free
-            .pop(|index| &self.slots[index as usize].next_free)
-            .or_else(|| self.pop_free_reclaiming())
-        else {
-            return Err(SendError::Full(body));
+        let Some(index) = self.free.pop(|index| &self.slots[index as usize].next_free) else {
+            return self.enqueue_when_full(body, options, before_publish);
         };
         let slot = &self.slots[index as usize];
         let free = slot.load().with(State::Free, 0);
@@ -532,14 +528,15 @@ impl<T> Queue<T> {
         if let Some(latency) = sampled {
             latency.sent(index, now);
         }
-        self.set_expiry(index, options);
         before_publish(index);
-        if delay.is_zero() {
-            self.publish_ready(index, free, now);
+        if self.ttl.is_some() {
+            self.publish_sent_with_ttl(index, free, now, options);
+        } else if delay.is_zero() {
+            self.push_ready(index, free, now);
         } else {
             let deadline = self.time.deadline(now, delay);
             slot.publish_delayed(free, 0, deadline);
-            self.schedule(index, self.delayed_until(index, deadline));
+            self.schedule(index, deadline);
         }
         Ok(MessageId(id))
     }
@@ -1526,18 +1523,24 @@ impl<T> Queue<T> {
     /// leased before then) and pushes it to the ready ring; on a time-to-live queue, files it
     /// on the wheel at its expiry.
     #[inline]
-    fn publish_ready(&self, index: u32, owned: Word, visible_since: u64) {
+    pub(crate) fn publish_ready(&self, index: u32, owned: Word, visible_since: u64) {
+        self.push_ready(index, owned, visible_since);
+        if self.ttl.is_some() {
+            self.schedule_expiry(index);
+        }
+    }
+
+    /// [`Queue::publish_ready`] without the wheel entry at the expiry: for a queue without a
+    /// time-to-live.
+    #[inline]
+    fn push_ready(&self, index: u32, owned: Word, visible_since: u64) {
         let slot = &self.slots[index as usize];
         slot.visible_since.store(visible_since, Ordering::Relaxed);
         slot.store(owned.with(State::Ready, owned.ended_by()));
-        let expires = self.delayed_until(index, NEVER);
         self.ready
             .push(index)
             .expect("the ready ring has room for every slot");
         self.waiters.notify_one_after_rmw();
-        if expires != NEVER {
-            self.schedule(index, expires);
-        }
     }
 
     /// Makes sure the wheel will look at slot `index` by tick `deadline`, which was just stored

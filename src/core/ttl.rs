@@ -78,7 +78,8 @@
 //! message is received or dies; until then it counts against the capacity.
 
 use crate::core::deaths::DeathCause;
-use crate::core::error::{try_boxed_slice, OutOfMemory};
+use crate::core::error::{try_boxed_slice, OutOfMemory, SendError};
+use crate::core::message::MessageId;
 use crate::core::queue::Queue;
 use crate::core::ring::IndexRing;
 use crate::core::send_options::SendOptions;
@@ -149,15 +150,41 @@ impl Ttl {
 }
 
 impl<T> Queue<T> {
-    /// Sets the expiry tick of the owned slot `index` from the send's `options` (the queue's
-    /// default unless they name one), counted from the exact time now. Nothing on a plain
-    /// queue.
-    #[inline]
-    pub(crate) fn set_expiry(&self, index: u32, options: &SendOptions) {
+    /// Publishes a message just sent into the owned slot `index` (word `free`, sent at
+    /// `now`) on a time-to-live queue: sets its expiry tick from the send's `options` (the
+    /// queue's default unless they name one, counted from the exact time now), then publishes
+    /// it ready, or delayed, filed on the wheel at the earlier of its delay's end and its
+    /// expiry. Out of line, so that a plain queue's send carries none of it.
+    #[inline(never)]
+    pub(crate) fn publish_sent_with_ttl(
+        &self,
+        index: u32,
+        free: Word,
+        now: u64,
+        options: &SendOptions,
+    ) {
+        let Some(ttl) = &self.ttl else {
+            return;
+        };
+        let length = options.ttl.unwrap_or(ttl.default);
+        let expires = self.time.deadline(self.time.now_nanos(), length);
+        ttl.expires[index as usize].store(expires, Ordering::Relaxed);
+        if options.delay.is_zero() {
+            self.publish_ready(index, free, now);
+        } else {
+            let deadline = self.time.deadline(now, options.delay);
+            self.slots[index as usize].publish_delayed(free, 0, deadline);
+            self.schedule(index, deadline.min(expires));
+        }
+    }
+
+    /// Files the slot `index`, just published `Ready`, on the wheel at its expiry (a
+    /// time-to-live queue's [`Queue::publish_ready`]); out of line, as
+    /// [`Queue::publish_sent_with_ttl`].
+    #[inline(never)]
+    pub(crate) fn schedule_expiry(&self, index: u32) {
         if let Some(ttl) = &self.ttl {
-            let length = options.ttl.unwrap_or(ttl.default);
-            let expires = self.time.deadline(self.time.now_nanos(), length);
-            ttl.expires[index as usize].store(expires, Ordering::Relaxed);
+            self.schedule(index, ttl.expires(index));
         }
     }
 
@@ -194,13 +221,14 @@ impl<T> Queue<T> {
     #[inline(always)]
     pub(crate) fn pop_ready(&self) -> Option<(u32, Word)> {
         let (_, index) = self.ready.pop()?;
-        match self.ttl {
-            None => Some((index, self.slots[index as usize].load())),
-            Some(_) => self.claim_popped(index),
+        if self.ttl.is_some() {
+            return self.claim_popped(index);
         }
+        Some((index, self.slots[index as usize].load()))
     }
 
     /// The claim of [`Queue::pop_ready`] on a time-to-live queue, from the popped `index` on.
+    #[inline(never)]
     fn claim_popped(&self, mut index: u32) -> Option<(u32, Word)> {
         loop {
             let slot = &self.slots[index as usize];
@@ -369,14 +397,21 @@ impl<T> Queue<T> {
         }
     }
 
-    /// A sender's last resort when the free stack is empty: on a time-to-live queue, frees the
-    /// killed slots at the head of the ready ring and pops the free stack again.
+    /// The rest of a send that found the free stack empty: on a time-to-live queue, frees the
+    /// killed slots at the head of the ready ring and, if that freed any, sends again; `Full`
+    /// otherwise.
     #[cold]
-    pub(crate) fn pop_free_reclaiming(&self) -> Option<u32> {
+    #[inline(never)]
+    pub(crate) fn enqueue_when_full(
+        &self,
+        body: T,
+        options: &SendOptions,
+        before_publish: impl FnOnce(u32),
+    ) -> Result<MessageId, SendError<T>> {
         if self.ttl.is_some() && self.reclaim_killed() {
-            return self.free.pop(|index| &self.slots[index as usize].next_free);
+            return self.enqueue(body, options, before_publish);
         }
-        None
+        Err(SendError::Full(body))
     }
 
     /// A sender's last resort on a full time-to-live queue: pops killed slots off the head of
