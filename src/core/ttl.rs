@@ -419,7 +419,13 @@ impl<T> Queue<T> {
     /// freed any.
     fn reclaim_killed(&self) -> bool {
         let mut freed = false;
-        let is_killed = |index: u32| self.slots[index as usize].load().tag() & KILLED != 0;
+        // Only a `Ready` word has these tag bits (an `InFlight` word's tag is its lease
+        // version): a slot popped and leased meanwhile is never taken for a killed one (and
+        // that pop has moved `head`, so this one's CAS would fail anyway).
+        let is_killed = |index: u32| {
+            let word = self.slots[index as usize].load();
+            word.state() == State::Ready && word.tag() & KILLED != 0
+        };
         while let Some((_, index)) = self.ready.pop_if(is_killed) {
             bump(&self.counters.not_received);
             let before = self.slots[index as usize].set_tag_bits(POPPED);
