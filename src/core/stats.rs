@@ -87,7 +87,7 @@ impl Memory {
 /// the call, except that `received` may be one too high for each dead-letter inspection or
 /// redrive running at that moment, and may count a delivery whose body's clone is panicking,
 /// and `deleted` may be one too low (never too high) for each send, move to the dead-letter
-/// queue or redrive running at that moment.
+/// queue, redrive or time-to-live drop running at that moment.
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Stats {
