@@ -1,6 +1,7 @@
 //! Message time-to-live (`src/core/ttl.rs`): the wheel's kill of a message whose index is in
 //! the ready ring racing a receive that pops that index (model L1), the same with a full
-//! dead-letter queue whose move is retried (L2), and the stats read while a kill runs (L3).
+//! dead-letter queue whose move is retried (L2), a release past the time-to-live racing the
+//! lease's expiry (L2b), and the stats read while a kill runs (L3).
 #![cfg(loom)]
 
 mod common;
@@ -166,6 +167,55 @@ fn stats_while_a_ttl_kill_runs() {
         assert!(ttl_expired <= 1);
         let stats = q.stats();
         assert_eq!((stats.deleted, stats.ttl_expired, stats.sent), (0, 1, 1));
+        drops_every_body(q, &live);
+    });
+}
+
+/// Model L2b: a message with a one-tick time-to-live is leased for two ticks; a tick later
+/// (its time-to-live over, its lease not) a release (spawned) races the main thread, which
+/// moves the clock to the lease's deadline and runs the wheel that fires it. Exactly one ends
+/// the lease (`released + expired == 1`, the release `Ok` exactly when it counted), and
+/// whichever does finds the time-to-live over and kills the message instead of making it
+/// visible, while the wheel may visit the slot: it dies once (`ttl_expired == 1`), is never
+/// delivered again, and its slot is freed once.
+#[test]
+fn release_after_ttl_races_lease_expiry() {
+    check("release_after_ttl_races_lease_expiry", || {
+        let live = Arc::new(AtomicUsize::new(0));
+        let clock = ManualClock::new();
+        let q = Arc::new(
+            Queue::builder()
+                .capacity(1)
+                .tick(TICK)
+                .visibility_timeout(2 * LEASE)
+                .message_ttl(TICK)
+                .clock(clock.clone())
+                .build()
+                .expect("valid settings"),
+        );
+        q.send(Body::new(1, &live)).unwrap();
+        let receipt = q.try_receive().unwrap().receipt();
+        clock.advance(TICK);
+
+        let releaser = {
+            let q = q.clone();
+            thread::spawn(move || q.release(receipt).is_ok())
+        };
+        clock.advance(TICK);
+        q.stats(); // fires the lease's deadline
+        let released = releaser.join().unwrap();
+
+        let stats = q.stats();
+        assert_eq!(stats.released + stats.expired, 1, "one end of the lease");
+        assert_eq!(released, stats.released == 1);
+        assert_eq!(
+            (stats.ttl_expired, stats.deleted, stats.received),
+            (1, 0, 1)
+        );
+        assert_eq!((stats.ready, stats.delayed, stats.in_flight), (0, 0, 0));
+        assert!(q.try_receive().is_none(), "never delivered again");
+        q.send(Body::new(2, &live)).expect("the slot was freed");
+        assert!(q.send(Body::new(3, &live)).is_err(), "freed once only");
         drops_every_body(q, &live);
     });
 }
