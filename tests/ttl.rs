@@ -145,6 +145,28 @@ fn a_receive_that_pops_an_expired_message_before_the_wheel_ran_expires_it_and_mo
 }
 
 #[test]
+fn a_batch_receive_passes_over_killed_and_expired_messages() {
+    let clock = ManualClock::new();
+    let q: Queue<u32> = ttl_queue(&clock, 16, None);
+    let short = SendOptions::new().ttl(ms(2));
+    for n in 0..8 {
+        if n % 2 == 0 {
+            q.send_with(n, &short).unwrap();
+        } else {
+            q.send(n).unwrap();
+        }
+    }
+    clock.advance(ms(2));
+    q.stats(); // the wheel kills the even ones inside the ready ring
+    let mut batch = Vec::with_capacity(8);
+    assert_eq!(q.receive_batch(&mut batch, 8, Duration::ZERO), 4);
+    let bodies: Vec<u32> = batch.iter().map(|d| *d.body()).collect();
+    assert_eq!(bodies, [1, 3, 5, 7], "in send order, the dead passed over");
+    let s = q.stats();
+    assert_eq!((s.received, s.in_flight, s.ttl_expired), (4, 4, 4));
+}
+
+#[test]
 fn per_message_ttl_shorter_and_longer_than_the_queues() {
     let clock = ManualClock::new();
     let q: Queue<u32> = ttl_queue(&clock, 8, None);
