@@ -153,9 +153,9 @@ impl<T> Builder<T> {
     /// * If the dead-letter queue is full, the message is held (counted in `delayed`, never
     ///   delivered) and the move retried, as every move there is.
     /// * A message that dies in the ready ring leaves its index there until a receive passes
-    ///   over it; a sender that finds the queue full frees those at the ring's head first, so
-    ///   only one that died behind a message still waiting takes up room until that message
-    ///   is received or dies.
+    ///   over it, or, if it is at the ring's head, until its move or drop is done (which
+    ///   frees the dead at the head, no receive needed); only one that died behind a message
+    ///   still waiting takes up room until that message is received or dies.
     /// * Cost: each slot keeps its expiry tick (8 bytes), and without a dead-letter queue a
     ///   ring of killed messages whose bodies wait for the wheel's run to end (8 bytes per
     ///   slot; [`Memory::ttl`](crate::Memory::ttl)). Each receive claims the message it pops

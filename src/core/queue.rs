@@ -505,7 +505,7 @@ impl<T> Queue<T> {
         };
         self.run_wheel_if_due(now);
         let Some(index) = self.free.pop(|index| &self.slots[index as usize].next_free) else {
-            return self.enqueue_when_full(body, options, before_publish);
+            return Err(SendError::Full(body));
         };
         let slot = &self.slots[index as usize];
         let free = slot.load().with(State::Free, 0);

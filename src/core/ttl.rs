@@ -70,17 +70,19 @@
 //! # Capacity
 //!
 //! A killed slot whose index is still in the ready ring is reused once a popper reaches it.
-//! Receivers pop it on their way; with none running, a sender that finds no free slot pops
-//! killed indices from the head of the ring (never a live one) before it reports `Full`. A
-//! slot killed behind a live message still waiting in the ring is reused only once that
-//! message is received or dies; until then it counts against the capacity.
+//! Receivers pop it on their way; and every killer, once done with a body, pops the killed
+//! indices at the head of the ring (never a live one: `IndexRing::pop_if`), so a queue that
+//! nobody receives from gets its capacity back with no help from the senders, whose path
+//! stays that of a plain queue. A slot killed behind a live message still waiting in the ring
+//! is reused only once that message is received or dies; until then it counts against the
+//! capacity.
 //!
 //! # Cost
 //!
 //! A plain queue pays a test of the `Option` in three places: the send (one out-of-line call
-//! does all of a time-to-live send), the publish of a ready message, the pop (the claim is out
-//! of line). Callgrind, single-threaded, capacity 1024, `ManualClock` (issue 11, branch
-//! `h-ttl`): send+receive+delete 396 -> 410 instructions, send+take 212 -> 224 (with the TTL
+//! does all of a time-to-live send), the publish of a ready message that is not a send, the
+//! pop (the claim is out of line). Callgrind, single-threaded, capacity 1024, `ManualClock` (issue 11, branch
+//! `h-ttl`): send+receive+delete 396 -> 408 instructions, send+take 212 -> 222 (with the TTL
 //! code inlined it was +28 / +26). A time-to-live queue pays an exact clock reading per send,
 //! the claim (an atomic OR) and an expiry check per pop, and a wheel entry per message: 631
 //! and 444 instructions in the same runs. Why the claim rather than a ring that can remove
@@ -88,8 +90,7 @@
 //! receive on a time-to-live queue pays one read-modify-write it would otherwise not.
 
 use crate::core::deaths::DeathCause;
-use crate::core::error::{try_boxed_slice, OutOfMemory, SendError};
-use crate::core::message::MessageId;
+use crate::core::error::{try_boxed_slice, OutOfMemory};
 use crate::core::queue::Queue;
 use crate::core::ring::IndexRing;
 use crate::core::send_options::SendOptions;
@@ -351,13 +352,15 @@ impl<T> Queue<T> {
     }
 
     /// The killer's end of the hand-off: the body is gone (counted); frees the slot if its
-    /// index has been popped already.
+    /// index has been popped already, or else pops it (and any killed slots before it) if it
+    /// is at the head of the ready ring.
     fn hand_off(&self, index: u32) {
         let slot = &self.slots[index as usize];
         let before = slot.set_tag_bits(BODY_GONE);
         if before.tag() & POPPED != 0 {
             self.free_killed(index, before);
         }
+        self.reclaim_killed();
     }
 
     /// Frees the killed slot `index` (word `word`), whose body is gone and whose index is out
@@ -407,28 +410,10 @@ impl<T> Queue<T> {
         }
     }
 
-    /// The rest of a send that found the free stack empty: on a time-to-live queue, frees the
-    /// killed slots at the head of the ready ring and, if that freed any, sends again; `Full`
-    /// otherwise.
-    #[cold]
-    #[inline(never)]
-    pub(crate) fn enqueue_when_full(
-        &self,
-        body: T,
-        options: &SendOptions,
-        before_publish: impl FnOnce(u32),
-    ) -> Result<MessageId, SendError<T>> {
-        if self.ttl.is_some() && self.reclaim_killed() {
-            return self.enqueue(body, options, before_publish);
-        }
-        Err(SendError::Full(body))
-    }
-
-    /// A sender's last resort on a full time-to-live queue: pops killed slots off the head of
-    /// the ready ring (never a live one) and frees those whose bodies are gone. Whether it
-    /// freed any.
-    fn reclaim_killed(&self) -> bool {
-        let mut freed = false;
+    /// Pops killed slots off the head of the ready ring (never a live one) and frees those
+    /// whose bodies are gone (the others are left to their killers): a killer's last step, so
+    /// that a queue nobody receives from gets its capacity back.
+    fn reclaim_killed(&self) {
         // Only a `Ready` word has these tag bits (an `InFlight` word's tag is its lease
         // version): a slot popped and leased meanwhile is never taken for a killed one (and
         // that pop has moved `head`, so this one's CAS would fail anyway).
@@ -441,9 +426,7 @@ impl<T> Queue<T> {
             let before = self.slots[index as usize].set_tag_bits(POPPED);
             if before.tag() & BODY_GONE != 0 {
                 self.free_killed(index, before);
-                freed = true;
             }
         }
-        freed
     }
 }
