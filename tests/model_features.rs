@@ -39,11 +39,12 @@
 //!   expiry), it dies then. When a message also reached `max_receives` it goes to the
 //!   dead-letter queue either way, and which of the two is counted in `ttl_expired` is not
 //!   fixed: the model allows both.
-//! * Room: a message killed by its TTL while its entry waits in the ready ring keeps its slot
-//!   until a pop reaches the entry (h-ttl, src/core/ttl.rs "Capacity"); API.md says `Full`
-//!   only while `capacity` messages are held, so this is reported as a deviation (the plain
-//!   test `a_message_killed_behind_a_live_one_still_takes_room`), and the proptest accepts a
-//!   `Full` that such entries explain, to keep checking the rest.
+//! * Room: a message killed by its TTL while its entry waits in the ready ring behind a live
+//!   one keeps its slot until a pop reaches the entry (src/core/ttl.rs, "Capacity", and
+//!   `Builder::message_ttl`): the one documented case of `Full` with fewer than `capacity`
+//!   messages held (the plain test
+//!   `a_message_killed_behind_a_live_one_takes_room_until_that_one_is_received`). The proptest
+//!   accepts a `Full` that such entries explain.
 //! * Dead letters: a message received `max_receives` times whose lease ends (release, nack,
 //!   expiry; not hand_back) moves to the dead-letter queue. That queue is never full here.
 //! * Receipts: the current lease's receipt is valid until its deadline tick, `Expired` from
@@ -75,37 +76,23 @@ const STALE: &[ReceiptError] = &[ReceiptError::Stale];
 const EXPIRED: &[ReceiptError] = &[ReceiptError::Expired];
 const STALE_OR_EXPIRED: &[ReceiptError] = &[ReceiptError::Stale, ReceiptError::Expired];
 
-/// Which of issue 11's features the queue under test implements. The three land on main one
-/// branch at a time (h-prio, h-groups, h-ttl); until one has, the configurations that need it
-/// are not generated (the queue accepts the option and ignores it) and the API it adds is
-/// stood in for here. Switching TTL on is its constant, the line marked in each of its two
-/// stand-ins, and deleting `stand_in_zero`; priorities need only the constant.
-mod landed {
+/// Small adapters from the queue's API to the model's terms.
+mod api {
     use visq::{DeathCause, Queue, Stats};
 
-    pub const PRIORITIES: bool = true;
-    pub const GROUPS: bool = true;
-    pub const TTL: bool = false;
-
-    /// The lane of group `key` (h-groups, on main).
+    /// The lane of group `key`.
     pub fn group_lane(q: &Queue<u32>, key: u64) -> usize {
         q.group_lane(key).expect("a grouped queue")
     }
 
-    /// `Stats::ttl_expired` (h-ttl), one line to switch.
+    /// `Stats::ttl_expired`.
     pub fn ttl_expired(stats: &Stats) -> u64 {
-        stand_in_zero(stats) // stats.ttl_expired
+        stats.ttl_expired
     }
 
-    /// Whether a dead letter died of its TTL: `DeathCause::TimeToLive` (h-ttl), one line to
-    /// switch.
+    /// Whether a dead letter died of its TTL.
     pub fn died_of_ttl(cause: &DeathCause) -> bool {
-        stand_in_zero(cause) == 1 // matches!(cause, DeathCause::TimeToLive)
-    }
-
-    /// Nothing expires by TTL until `TTL` is switched on (no TTL configuration is generated).
-    fn stand_in_zero<T: ?Sized>(_: &T) -> u64 {
-        0
+        matches!(cause, DeathCause::TimeToLive)
     }
 }
 
@@ -759,7 +746,7 @@ impl Harness {
         }
         let q = builder.build().expect("queue");
         let keys = cfg.groups.as_ref().map_or(Vec::new(), |(_, k)| k.clone());
-        let lane_of = keys.iter().map(|&k| landed::group_lane(&q, k)).collect();
+        let lane_of = keys.iter().map(|&k| api::group_lane(&q, k)).collect();
         Self {
             clock,
             q,
@@ -841,7 +828,7 @@ impl Harness {
             ttl_expired: c.ttl_expired,
         };
         prop_assert_eq!(&got, c, "totals {}", ctx);
-        let ttl_expired = landed::ttl_expired(&s);
+        let ttl_expired = api::ttl_expired(&s);
         prop_assert!(
             (c.ttl_expired..=c.ttl_expired + self.m.ttl_slack).contains(&ttl_expired),
             "ttl_expired {} (model {} + up to {}) {}",
@@ -982,8 +969,8 @@ impl Harness {
             return Ok(());
         }
         if got == Err(SendError::Full(body)) && held + self.m.killed_in_ring() >= self.m.capacity {
-            // h-ttl's documented limit (contrary to API.md: see
-            // `a_message_killed_behind_a_live_one_still_takes_room`).
+            // The documented limit: see
+            // `a_message_killed_behind_a_live_one_takes_room_until_that_one_is_received`.
             return Ok(());
         }
         let id = match got {
@@ -1202,7 +1189,7 @@ impl Harness {
                 i,
                 ctx
             );
-            let ttl = landed::died_of_ttl(&letter.cause);
+            let ttl = api::died_of_ttl(&letter.cause);
             let limit = |end: End| {
                 matches!(
                     (&letter.cause, end),
@@ -1264,7 +1251,7 @@ fn run_case(cfg: &Config, steps: &[Step]) -> Result<(), TestCaseError> {
     let dropped = if h.dlq.is_some() {
         0
     } else {
-        landed::ttl_expired(&s)
+        api::ttl_expired(&s)
     };
     prop_assert_eq!(
         s.sent,
@@ -1381,19 +1368,11 @@ fn op(cfg: &Config) -> impl Strategy<Value = Op> {
 }
 
 fn config() -> impl Strategy<Value = Config> {
-    let levels = if landed::PRIORITIES { 1u8..=4 } else { 1u8..=1 };
-    let groups = if landed::GROUPS {
-        let lanes = prop_oneof![Just(1usize), Just(2), Just(64)];
-        let keys = prop::collection::vec(any::<u64>(), 1..=8);
-        prop::option::weighted(0.5, (lanes, keys)).boxed()
-    } else {
-        Just(None).boxed()
-    };
-    let ttl = if landed::TTL {
-        prop::option::weighted(0.5, prop_oneof![4 => 1..=20 * MS, 1 => 0..=3_600_000 * MS]).boxed()
-    } else {
-        Just(None).boxed()
-    };
+    let levels = 1u8..=4;
+    let lanes = prop_oneof![Just(1usize), Just(2), Just(64)];
+    let keys = prop::collection::vec(any::<u64>(), 1..=8);
+    let groups = prop::option::weighted(0.5, (lanes, keys));
+    let ttl = prop::option::weighted(0.5, prop_oneof![4 => 1..=20 * MS, 1 => 0..=3_600_000 * MS]);
     (
         prop_oneof![1 => 1usize..=2, 4 => 3usize..=12],
         prop_oneof![2 => Just(5 * MS), 1 => Just(10 * MS), 3 => 200_000u64..=20 * MS],
@@ -1790,16 +1769,13 @@ fn reference_refusals_come_in_the_queues_order() {
 // ---------------------------------------------------------------------------------------------
 // Deviations found (minimal sequences, for the owners)
 
-/// API.md: `SendError::Full` only while `capacity` messages are held. On h-ttl a message killed
-/// by its TTL while a live one waits ahead of it in the ready ring keeps its slot until a
-/// receive pops past it (src/core/ttl.rs, "Capacity"): here the queue holds one message of two,
-/// as `stats()` says, and still refuses a send as full. Shrunk from `queue_matches_model`;
-/// runs once TTL has landed (`landed::TTL`).
+/// The one case where `SendError::Full` comes with fewer than `capacity` messages held
+/// (documented on `Builder::message_ttl` and in src/core/ttl.rs, "Capacity"): a message killed
+/// by its TTL while a live one waits ahead of it in the ready ring keeps its slot until that
+/// one is received, whose claim sweeps the killed slot behind it. Shrunk from
+/// `queue_matches_model`.
 #[test]
-fn a_message_killed_behind_a_live_one_still_takes_room() {
-    if !landed::TTL {
-        return;
-    }
+fn a_message_killed_behind_a_live_one_takes_room_until_that_one_is_received() {
     let clock = ManualClock::new();
     let q: Queue<u32> = Queue::builder()
         .capacity(2)
@@ -1813,6 +1789,16 @@ fn a_message_killed_behind_a_live_one_still_takes_room() {
     q.send_with(2, &short).unwrap();
     clock.advance(Duration::from_millis(2));
     let stats = q.stats();
-    assert_eq!((stats.ready, landed::ttl_expired(&stats)), (1, 1));
-    assert!(q.send(3).is_ok(), "one message held, room for another");
+    assert_eq!((stats.ready, api::ttl_expired(&stats)), (1, 1));
+    assert_eq!(
+        q.send(3),
+        Err(SendError::Full(3)),
+        "the killed slot is behind message 1"
+    );
+    let first = q.try_receive().expect("message 1 is live");
+    assert_eq!(*first.body(), 1);
+    assert!(
+        q.send(3).is_ok(),
+        "the receive swept the killed slot behind it"
+    );
 }

@@ -477,3 +477,60 @@ fn latency_histograms_and_stats_allocate_nothing() {
     let latencies = q.latencies().unwrap();
     assert_eq!(latencies.send_to_delete.count, 100);
 }
+
+#[test]
+fn ttl_sends_receives_and_kills_allocate_nothing() {
+    let clock = ManualClock::new();
+    let dlq: Arc<Queue<u64>> = Arc::new(
+        Queue::builder()
+            .capacity(4096)
+            .clock(clock.clone())
+            .build()
+            .unwrap(),
+    );
+    let with_dlq: Queue<u64> = Queue::builder()
+        .capacity(64)
+        .message_ttl(ms(10))
+        .dead_letter(dlq.clone(), 100)
+        .tick(ms(1))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let dropping: Queue<u64> = Queue::builder()
+        .capacity(64)
+        .message_ttl(ms(10))
+        .tick(ms(1))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let ttl = visq::SendOptions::new().ttl(ms(5));
+    let ((), allocations, deallocations) = measure(|| {
+        for round in 0..100u64 {
+            for q in [&with_dlq, &dropping] {
+                // One received and deleted, one leased past its TTL, one killed by the wheel
+                // in the ready ring, one expired by the receive that pops it.
+                q.send_with(round, &ttl).unwrap();
+                let d = q.try_receive().unwrap();
+                q.delete(d.receipt()).unwrap();
+                q.send(round).unwrap();
+                let leased = q.try_receive().unwrap();
+                q.send_with(round, &ttl).unwrap();
+                clock.advance(ms(6));
+                q.stats(); // the wheel kills it
+                q.send_with(round, &ttl).unwrap();
+                clock.advance(ms(6));
+                assert!(q.try_receive().is_none(), "expired, and popped past");
+                q.release(leased.receipt()).unwrap(); // 12 ms: dies now
+            }
+            while let Some(d) = dlq.try_receive() {
+                dlq.delete(d.receipt()).unwrap();
+            }
+        }
+    });
+    assert_eq!((allocations, deallocations), (0, 0));
+    for q in [&with_dlq, &dropping] {
+        let s = q.stats();
+        assert_eq!((s.ready, s.delayed, s.in_flight), (0, 0, 0));
+        assert_eq!((s.sent, s.deleted, s.ttl_expired), (400, 100, 300));
+    }
+}

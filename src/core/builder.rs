@@ -222,10 +222,52 @@ impl<T> Builder<T> {
     }
 
     /// A time-to-live for every message (as RabbitMQ's `x-message-ttl` and SQS's retention
-    /// period): a message still waiting to be received `ttl` after it was sent goes to the
-    /// dead-letter queue (cause [`DeathCause::TimeToLive`](crate::DeathCause)), or, on a queue
-    /// without one, is dropped; counted in [`Stats::ttl_expired`](crate::Stats). At most
-    /// [`MAX_MESSAGE_TTL`]; [`SendOptions::ttl`](crate::SendOptions::ttl) sets one message's.
+    /// period), counted from its send: a message still waiting to be received (ready, or
+    /// delayed) when it passes goes to the dead-letter queue (cause
+    /// [`DeathCause::TimeToLive`](crate::DeathCause::TimeToLive)), or, on a queue without one,
+    /// is dropped (its body dropped); both are counted in
+    /// [`Stats::ttl_expired`](crate::Stats::ttl_expired), and a dropped message is not a
+    /// delete. More than 0 and at most [`MAX_MESSAGE_TTL`] (else
+    /// [`BuildError::InvalidMessageTtl`]); not with [`Builder::message_groups`]
+    /// ([`BuildError::TtlWithGroups`]). [`SendOptions::ttl`](crate::SendOptions::ttl) sets one
+    /// message's instead.
+    ///
+    /// * Deadlines are in ticks as everywhere (rounded up): never early (a receive before the
+    ///   deadline tick gets the message) and at most one tick late (any operation that runs
+    ///   the wheel a tick after the deadline, a [`Queue::stats`] call too, finds it gone, with
+    ///   no receive needed). A receive that finds a message whose deadline tick has come
+    ///   before the wheel ran does not deliver it: it expires it the same way and moves on.
+    /// * A leased message is never expired while leased (as RabbitMQ keeps unacked messages):
+    ///   if its time-to-live has passed when its lease ends (release, expiry, hand-back, nack),
+    ///   it dies then instead of becoming visible again.
+    /// * If the dead-letter queue is full, the message is held (counted in `delayed`, never
+    ///   delivered) and the move retried, as every move there is.
+    /// * A message that dies in the ready ring leaves its index there until a receive passes
+    ///   over it, or, if it is at the ring's head, until its move or drop is done (which
+    ///   frees the dead at the head, no receive needed); only one that died behind a message
+    ///   still waiting takes up room until that message is received or dies.
+    /// * Cost: each slot keeps its expiry tick (8 bytes), and without a dead-letter queue a
+    ///   ring of killed messages whose bodies wait for the wheel's run to end (8 bytes per
+    ///   slot; [`Memory::ttl`](crate::Memory::ttl)). Each receive claims the message it pops
+    ///   with one atomic OR and checks its expiry; each message is filed on the wheel at its
+    ///   expiry. A queue without a time-to-live pays none of this.
+    ///
+    /// ```
+    /// use std::{sync::Arc, time::Duration};
+    /// use visq::{DeathCause, ManualClock, Queue};
+    /// let clock = ManualClock::new();
+    /// let dlq: Arc<Queue<&str>> = Arc::new(Queue::builder().build().unwrap());
+    /// let q: Queue<&str> = Queue::builder()
+    ///     .message_ttl(Duration::from_secs(60))
+    ///     .dead_letter(dlq.clone(), 5)
+    ///     .clock(clock.clone())
+    ///     .build()
+    ///     .unwrap();
+    /// q.send("stale").unwrap();
+    /// clock.advance(Duration::from_secs(61));
+    /// assert_eq!(q.stats().ttl_expired, 1); // no receive needed
+    /// assert_eq!(dlq.dead_letters(1)[0].cause, DeathCause::TimeToLive);
+    /// ```
     pub fn message_ttl(mut self, ttl: Duration) -> Self {
         self.settings.message_ttl = Some(ttl);
         self

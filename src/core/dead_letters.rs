@@ -20,6 +20,7 @@ use crate::core::queue::{GiveBackOnUnwind, Queue};
 use crate::core::ring::IndexRing;
 use crate::core::slot::State;
 use crate::core::stats::bump;
+use crate::core::ttl::unclaimed;
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -225,7 +226,7 @@ impl<T> Queue<T> {
     ) -> bool {
         let held = ring.pushes().saturating_sub(ring.pops());
         for popped in 1..=held {
-            let Some((_, index)) = ring.pop() else {
+            let Some((index, _)) = self.pop_ready_from(ring) else {
                 return true;
             };
             bump(&self.counters.not_received);
@@ -233,6 +234,7 @@ impl<T> Queue<T> {
             let visit = seen.insert(index).then(|| {
                 // A panicking clone or send must not strand the message outside the ring.
                 let give_back = GiveBackOnUnwind {
+                    slot: &self.slots[index as usize],
                     ring: &self.ready,
                     waiters: &self.waiters,
                     index,
@@ -260,7 +262,7 @@ impl<T> Queue<T> {
     /// receives took some, and the order is then only as good as theirs).
     fn rotate_past(&self, ring: &IndexRing, count: u64, seen: &HashSet<u32>) {
         for _ in 0..count {
-            let Some((_, index)) = ring.pop() else {
+            let Some((index, _)) = self.pop_ready_from(ring) else {
                 return;
             };
             bump(&self.counters.not_received);
@@ -271,8 +273,11 @@ impl<T> Queue<T> {
         }
     }
 
-    /// Pushes the owned slot `index` back to the ready rings, to the back of its own level.
+    /// Pushes the popped slot `index` back to the ready rings, to the back of its own level,
+    /// its claim cleared (see [`super::ttl`]).
     fn push_back_ready(&self, index: u32) {
+        let slot = &self.slots[index as usize];
+        slot.store(unclaimed(slot.load()));
         self.ready
             .push(index)
             .expect("the ready ring has room for every slot");

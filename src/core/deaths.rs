@@ -10,6 +10,7 @@
 //! | any        | `Free`                                 | `None`                                  |
 //! | dead-letter queue | holds a message that died elsewhere | `Some`: written by the move, before the slot is published `Ready`; kept through later leases; dropped by `delete`, redrive, or a further move |
 //! | source     | `Delayed`, waiting for room in a full dead-letter queue | `Some(death)` with `source` = this queue: kept for the retry, so the cause and reason survive the wait |
+//! | source     | `Ready` and `KILLED` by its time-to-live (see `super::ttl`), waiting for room | the same, with cause `TimeToLive` |
 
 use crate::core::error::{try_boxed_slice, OutOfMemory};
 use crate::core::message::MessageId;
@@ -62,6 +63,13 @@ pub enum DeathCause {
         /// The reason given to the reject.
         reason: Cow<'static, str>,
     },
+    /// Its time-to-live ([`Builder::message_ttl`](crate::Builder::message_ttl) or
+    /// [`SendOptions::ttl`](crate::SendOptions::ttl), counted from its send) ended while it
+    /// waited to be received, ready or delayed (moved at most one tick after the deadline
+    /// tick, with no receive needed), or before its lease ended (moved when the lease ended,
+    /// never before: a lease is never cut short). Counted in
+    /// [`Stats::ttl_expired`](crate::Stats::ttl_expired).
+    TimeToLive,
 }
 
 /// How to give a delivery back with [`Queue::nack`](crate::Queue::nack): when it becomes

@@ -19,6 +19,7 @@
 //! | `waiters` | parking and waking blocked receivers and senders: threads, and futures (an intrusive list of waker nodes) |
 //! | `deaths`, `stats`, `metrics` | records and counters kept beside the slots: why a message died, event counts, latency histograms |
 //! | `queue` | `Queue`: send, receive, settle, expiry and the races between them |
+//! | `ttl` | (the queue's own extension, an `impl Queue` that `queue` calls into) message time-to-live: expiry ticks, the receivers' claim on a popped slot against the wheel's kill, the hand-off that frees a killed slot whose index is still in the ready ring |
 //! | `async_front` | the async front: [`Queue::receive_async`](crate::Queue::receive_async), `send_async`, the [`Timer`](crate::Timer) a waiting future sleeps with, the [`Deliveries`](crate::Queue::delivery_stream) stream |
 //! | `builder` | [`Builder`](crate::Builder): settings, validated, then `Queue` allocated |
 //! | `dead_letters` | looking at and redriving dead letters, on top of the queue's rings |
@@ -49,6 +50,7 @@ pub(crate) mod metrics;
 pub(crate) mod stats;
 
 pub(crate) mod queue;
+pub(crate) mod ttl;
 
 pub(crate) mod async_front;
 

@@ -10,7 +10,8 @@
 //!              (wheel) ▲     (or to the dead-letter queue → Free)
 //!                      └──── InFlight: nack after a delay (or to the dead-letter queue → Free)
 //!  Ready ──▶ Free: redrive (the body moves to another queue), or take (at-most-once: the
-//!                 body moves to the taker)
+//!                 body moves to the taker), or a time-to-live that ended (see `super::ttl`;
+//!                 so do Delayed, and InFlight whose lease ends after its time-to-live)
 //! ```
 //!
 //! A slot's index moves between the *free stack* (`Free` slots; LIFO, so a send reuses the
@@ -100,6 +101,15 @@
 //!   slot, so a release racing a scan puts it back at its own level. A sleeper's re-check
 //!   looks at every level (`has_unclaimed`), since a push wakes only sleepers registered
 //!   before it. Loom models P1 and P2.
+//! * **A time-to-live kill racing a receive** (queues with a message time-to-live only; see
+//!   [`super::ttl`]): the wheel kills a waiting message whose index may be in the ready ring,
+//!   so there a popper claims the slot with an atomic OR of `POPPED` before touching the body,
+//!   and the wheel kills with a CAS from the exact unclaimed `Ready` word: exactly one wins.
+//!   The loser never touches the body; a popper that lost moves on to the next index, and of
+//!   the killer and that popper, whichever is second frees the slot (loom models L1 to L3). A
+//!   popper that claims an expired message kills it itself. Every CAS that ends a lease or a
+//!   delay sets `POPPED` in the `Ready` word it takes, so the wheel never kills a slot a
+//!   thread owns outside the ring; publishing it clears the bit.
 //! * **Lost wake-ups and close**: see [`super::waiters`]; `close` sets the flag and wakes every
 //!   sleeper, and a sleeper checks the flag after registering. Sleepers are threads and
 //!   futures alike ([`super::async_front`]: a future registers a waker node by the same steps
@@ -128,6 +138,7 @@ use crate::core::send_options::{GroupKey, SendOptions};
 use crate::core::slot::{epoch_origin, Slot, State, Word, ENDED_BY_EXPIRY, FILLING};
 use crate::core::stats::{bump, count_refusal, Counters, Memory, RateWindow, Stats};
 use crate::core::sync::{lock, AtomicBool, AtomicU64, Mutex, Ordering};
+use crate::core::ttl::{holds_body, unclaimed, Ttl, BODY_GONE, KILLED, POPPED};
 use crate::core::waiters::{Backoff, Waiters};
 use crate::core::wheel::{Refile, Wheel, NEVER};
 use crate::{MAX_MESSAGE_TTL, MAX_TIMEOUT};
@@ -155,7 +166,7 @@ pub struct Queue<T> {
     pub(crate) slots: Box<[Slot<T>]>,
     pub(crate) free: FreeStack,
     pub(crate) ready: ReadyRings,
-    wheel: Wheel,
+    pub(crate) wheel: Wheel,
     pub(crate) waiters: Waiters,
     /// Senders blocked in [`Queue::send_timeout`] (or waiting in `send_async`) while the
     /// queue is full.
@@ -176,6 +187,8 @@ pub struct Queue<T> {
     /// The lanes of message groups, for a queue built with them; see [`super::groups`].
     groups: Option<Lanes>,
     message_ttl: Option<Duration>,
+    /// Expiry ticks and graves, for a queue with a message time-to-live (see [`super::ttl`]).
+    pub(crate) ttl: Option<Ttl>,
 }
 
 // SAFETY: the queue owns its bodies (`T: Send` lets them move to whichever thread drops, moves
@@ -236,6 +249,11 @@ impl<T> Queue<T> {
             .map(|lanes| Lanes::new(capacity, lanes))
             .transpose()
             .map_err(too_large)?;
+        let ttl = settings
+            .message_ttl
+            .map(|ttl| Ttl::new(capacity, ttl, settings.dead_letter.is_some()))
+            .transpose()
+            .map_err(too_large)?;
         let deaths = OnceLock::new();
         if let Some(dead_letter) = &settings.dead_letter {
             let _ = deaths.set(DeathRecords::new(capacity).map_err(too_large)?);
@@ -268,6 +286,7 @@ impl<T> Queue<T> {
             priority_levels: settings.priority_levels,
             groups,
             message_ttl: settings.message_ttl,
+            ttl,
         })
     }
 
@@ -602,8 +621,10 @@ impl<T> Queue<T> {
             if let Some(head) = groups.enter(index, groups.lane_of(group)) {
                 self.publish_head(head, now);
             }
+        } else if self.ttl.is_some() {
+            self.publish_sent_with_ttl(index, free, now, options);
         } else if delay.is_zero() {
-            self.publish_ready(index, free, now);
+            self.push_ready(index, free, now);
         } else {
             let deadline = self.time.deadline(now, delay);
             slot.publish_delayed(free, 0, deadline);
@@ -716,9 +737,8 @@ impl<T> Queue<T> {
     /// counts as a receive and the `Free` slot as a delete (see [`super::stats`]).
     #[inline(always)]
     fn pop_and_take(&self) -> Option<Taken<T>> {
-        let (_, index) = self.ready.pop(|| self.run_wheel_before_lower_levels())?;
+        let (index, ready) = self.pop_ready()?;
         let slot = &self.slots[index as usize];
-        let ready = slot.load();
         debug_assert_eq!(ready.state(), State::Ready);
         let receive_count = slot.receive_count.load(Ordering::Relaxed).saturating_add(1);
         let id = slot.id.load(Ordering::Relaxed);
@@ -754,7 +774,7 @@ impl<T> Queue<T> {
     /// own level rather than wait behind what is visible at lower ones.
     /// With nothing on the wheel it reads no clock. Returns whether it ran the wheel.
     #[inline(never)]
-    fn run_wheel_before_lower_levels(&self) -> bool {
+    pub(crate) fn run_wheel_before_lower_levels(&self) -> bool {
         let due = self.wheel.next_due() != NEVER
             && self
                 .wheel
@@ -810,12 +830,12 @@ impl<T> Queue<T> {
     where
         T: Clone,
     {
-        let (_, index) = self.ready.pop(|| self.run_wheel_before_lower_levels())?;
+        let (index, ready) = self.pop_ready()?;
         let slot = &self.slots[index as usize];
-        let ready = slot.load();
         debug_assert_eq!(ready.state(), State::Ready);
         // A panicking clone must not strand the message outside the ready ring.
         let give_back = GiveBackOnUnwind {
+            slot,
             ring: &self.ready,
             waiters: &self.waiters,
             index,
@@ -1120,15 +1140,17 @@ impl<T> Queue<T> {
         let ended = if nack.delay > MAX_TIMEOUT {
             Err(ReceiptError::TimeoutTooLong)
         } else {
-            self.end_lease(receipt, |lease| lease.with(State::Ready, 0))
+            self.end_lease(receipt, |lease| lease.with(State::Ready, POPPED))
         };
         let (index, lease) = count_refusal(&self.counters.refused_receipts, ended)?;
         bump(&self.counters.released);
-        let owned = lease.with(State::Ready, 0);
+        let owned = lease.with(State::Ready, POPPED);
         let cause = DeathCause::Released {
             reason: nack.reason,
         };
-        let refile = if nack.delay.is_zero() {
+        let refile = if self.ttl_ended(index) {
+            self.kill_owned(index, owned, self.time.now_nanos(), false)
+        } else if nack.delay.is_zero() {
             let now = self.time.recent_nanos();
             self.make_visible(index, owned, now, now, cause)
         } else if self.dead_letter_due(index) {
@@ -1136,7 +1158,7 @@ impl<T> Queue<T> {
         } else {
             let deadline = self.time.deadline(self.time.now_nanos(), nack.delay);
             self.slots[index as usize].publish_delayed(owned, 0, deadline);
-            Some(deadline)
+            Some(self.delayed_until(index, deadline))
         };
         if let Some(deadline) = refile {
             self.schedule(index, deadline);
@@ -1173,13 +1195,13 @@ impl<T> Queue<T> {
         if self.dead_letter.is_none() {
             return Err(ReceiptError::NoDeadLetterQueue);
         }
-        let ended = self.end_lease(receipt, |lease| lease.with(State::Ready, 0));
+        let ended = self.end_lease(receipt, |lease| lease.with(State::Ready, POPPED));
         let (index, lease) = count_refusal(&self.counters.refused_receipts, ended)?;
         bump(&self.counters.released);
         let cause = DeathCause::Rejected {
             reason: reason.into(),
         };
-        let owned = lease.with(State::Ready, 0);
+        let owned = lease.with(State::Ready, POPPED);
         let now = self.time.now_nanos();
         if let Some(retry_at) = self.move_to_dead_letter(index, owned, now, cause) {
             self.schedule(index, retry_at);
@@ -1216,7 +1238,7 @@ impl<T> Queue<T> {
     /// assert!(dlq.try_receive().is_none());
     /// ```
     pub fn hand_back(&self, receipt: Receipt) -> Result<(), ReceiptError> {
-        let ended = self.end_lease(receipt, |lease| lease.with(State::Ready, 0));
+        let ended = self.end_lease(receipt, |lease| lease.with(State::Ready, POPPED));
         let (index, lease) = count_refusal(&self.counters.refused_receipts, ended)?;
         bump(&self.counters.released);
         let slot = &self.slots[index as usize];
@@ -1225,8 +1247,14 @@ impl<T> Queue<T> {
         let received = slot.receive_count.load(Ordering::Relaxed);
         slot.receive_count
             .store(received.saturating_sub(1), Ordering::Relaxed);
-        let now = self.time.recent_nanos();
-        self.publish_ready(index, lease.with(State::Ready, 0), now);
+        let owned = lease.with(State::Ready, POPPED);
+        if self.ttl_ended(index) {
+            if let Some(retry_at) = self.kill_owned(index, owned, self.time.now_nanos(), false) {
+                self.schedule(index, retry_at);
+            }
+            return Ok(());
+        }
+        self.publish_ready(index, owned, self.time.recent_nanos());
         Ok(())
     }
 
@@ -1356,6 +1384,10 @@ impl<T> Queue<T> {
             match word.state() {
                 State::Free if word.tag() == FILLING => filling += 1,
                 State::Free => {}
+                // Killed by its time-to-live: held until its body has moved or been dropped.
+                State::Ready if word.tag() & KILLED != 0 => {
+                    stats.delayed += usize::from(word.tag() & BODY_GONE == 0);
+                }
                 State::Ready => {
                     stats.ready += 1;
                     oldest_ready_since = earliest(oldest_ready_since, slot);
@@ -1379,7 +1411,7 @@ impl<T> Queue<T> {
         let held = (stats.ready + stats.delayed + stats.in_flight + filling) as u64;
         stats.deleted = sent
             .saturating_sub(held)
-            .saturating_sub(stats.dead_lettered + stats.redriven);
+            .saturating_sub(stats.dead_lettered + stats.redriven + self.counters.ttl_dropped());
         stats.rates = lock(&self.rate_window).rates(&stats, now);
         stats
     }
@@ -1427,6 +1459,7 @@ impl<T> Queue<T> {
             death_records: self.deaths.get().map_or(0, DeathRecords::heap_bytes),
             latency: self.latency.as_ref().map_or(0, LatencyRecorder::heap_bytes),
             groups: self.groups.as_ref().map_or(0, Lanes::heap_bytes),
+            ttl: self.ttl.as_ref().map_or(0, Ttl::heap_bytes),
             capacity: self.capacity(),
         }
     }
@@ -1479,7 +1512,7 @@ impl<T> Queue<T> {
                 Err(ReceiptError::Expired)
             }
             State::InFlight => Ok(word),
-            State::Ready | State::Delayed if word.tag() == ENDED_BY_EXPIRY => {
+            State::Ready | State::Delayed if word.ended_by() == ENDED_BY_EXPIRY => {
                 Err(ReceiptError::Expired)
             }
             _ => Err(ReceiptError::Stale),
@@ -1524,6 +1557,30 @@ impl<T> Queue<T> {
     #[cold]
     fn move_to_dead_letter(&self, index: u32, ready: Word, now: u64, cause: DeathCause) -> Refile {
         let slot = &self.slots[index as usize];
+        match self.try_dead_letter(index, now, cause) {
+            Ok(()) => {
+                slot.store(ready.with(State::Free, 0));
+                self.free_slot(index);
+                None
+            }
+            Err(retry_at) => {
+                slot.publish_delayed(ready, ready.ended_by(), retry_at);
+                Some(retry_at)
+            }
+        }
+    }
+
+    /// Moves the body of the owned slot `index` to the dead-letter queue with its death record
+    /// (counted before the caller shows the slot `Free`), or, if that queue refuses, writes
+    /// body and record back and returns the tick to retry at.
+    #[cold]
+    pub(crate) fn try_dead_letter(
+        &self,
+        index: u32,
+        now: u64,
+        cause: DeathCause,
+    ) -> Result<(), u64> {
+        let slot = &self.slots[index as usize];
         let dead_letter = self
             .dead_letter
             .as_ref()
@@ -1543,6 +1600,7 @@ impl<T> Queue<T> {
                 cause,
             },
         };
+        let of_ttl = matches!(death.cause, DeathCause::TimeToLive);
         let mut death = Some(death);
         // SAFETY: the caller owns the slot and its body is written; it is either moved on for
         // good (the slot then becomes `Free`) or written back below.
@@ -1552,9 +1610,10 @@ impl<T> Queue<T> {
                 // Counted before the slot shows `Free`: see `super::stats` ("How the totals
                 // are read").
                 bump(&self.counters.dead_lettered);
-                slot.store(ready.with(State::Free, 0));
-                self.free_slot(index);
-                None
+                if of_ttl {
+                    bump(&self.counters.ttl_dead_lettered);
+                }
+                Ok(())
             }
             Err(refused) => {
                 // SAFETY: still the owner; the cell is empty since `take_body`, and the record
@@ -1572,20 +1631,29 @@ impl<T> Queue<T> {
                     slot.receive_count
                         .store(count.max(dead_letter.max_receives), Ordering::Relaxed);
                 }
-                let retry_at = self.time.tick_of(now) + self.dead_letter_retry_ticks;
-                slot.publish_delayed(ready, ready.tag(), retry_at);
-                Some(retry_at)
+                Err(self.time.tick_of(now) + self.dead_letter_retry_ticks)
             }
         }
     }
 
     /// Publishes the owned slot `index` as `Ready` (receivable since `visible_since`, and not
-    /// leased before then) and pushes it to the ready ring.
+    /// leased before then) and pushes it to the ready ring; on a time-to-live queue, files it
+    /// on the wheel at its expiry.
     #[inline]
-    fn publish_ready(&self, index: u32, owned: Word, visible_since: u64) {
+    pub(crate) fn publish_ready(&self, index: u32, owned: Word, visible_since: u64) {
+        self.push_ready(index, owned, visible_since);
+        if self.ttl.is_some() {
+            self.schedule_expiry(index);
+        }
+    }
+
+    /// [`Queue::publish_ready`] without the wheel entry at the expiry: for a queue without a
+    /// time-to-live.
+    #[inline]
+    fn push_ready(&self, index: u32, owned: Word, visible_since: u64) {
         let slot = &self.slots[index as usize];
         slot.visible_since.store(visible_since, Ordering::Relaxed);
-        slot.store(owned.with(State::Ready, owned.tag()));
+        slot.store(owned.with(State::Ready, owned.ended_by()));
         self.ready
             .push(index)
             .expect("the ready ring has room for every slot");
@@ -1603,7 +1671,7 @@ impl<T> Queue<T> {
     /// Makes sure the wheel will look at slot `index` by tick `deadline`, which was just stored
     /// along with the state that makes it live.
     #[inline]
-    fn schedule(&self, index: u32, deadline: u64) {
+    pub(crate) fn schedule(&self, index: u32, deadline: u64) {
         if self.wheel.needs_notice(index, deadline) {
             self.wheel.notify(index);
             self.run_wheel();
@@ -1626,6 +1694,7 @@ impl<T> Queue<T> {
         if changed_next_due {
             self.waiters.notify_all();
         }
+        self.drop_graves();
     }
 
     /// The wheel's question about slot `index` at tick `now`: expire it or end its delay if its
@@ -1635,20 +1704,35 @@ impl<T> Queue<T> {
         loop {
             let word = slot.load();
             let ended_by = match word.state() {
-                State::Free | State::Ready => return None,
+                State::Free => return None,
+                State::Ready => match self.visit_ready_ttl(index, word, now) {
+                    Some(refile) => return refile,
+                    None => continue,
+                },
                 State::InFlight => ENDED_BY_EXPIRY,
                 State::Delayed => word.tag(),
             };
+            // A delayed message whose time-to-live has ended dies now, its delay over or not.
+            let waiting = word.state() == State::Delayed;
+            let ttl_ended = waiting && self.ttl_ended_at(index, now);
             let deadline = slot.deadline.load(Ordering::Relaxed);
-            if deadline > now {
-                return Some(deadline);
+            if deadline > now && !ttl_ended {
+                return Some(if waiting {
+                    self.delayed_until(index, deadline)
+                } else {
+                    deadline
+                });
             }
-            let ready = word.with(State::Ready, ended_by);
+            let ready = word.with(State::Ready, ended_by | POPPED);
             if slot.cas(word, ready).is_ok() {
                 if word.state() == State::InFlight {
                     bump(&self.counters.expired);
                 }
+                let now_tick = now;
                 let now = self.time.start_of(now);
+                if ttl_ended || self.ttl_ended_at(index, now_tick) {
+                    return self.kill_owned(index, ready, now, true);
+                }
                 let visible_since = self.time.start_of(deadline).min(now);
                 return self.make_visible(index, ready, now, visible_since, DeathCause::Expired);
             }
@@ -1668,22 +1752,25 @@ fn has_unclaimed(ready: &ReadyRings) -> bool {
     })
 }
 
-/// Pushes `index` back to the ready `ring` (to the back of its own level) if dropped (on
-/// unwind), counting the pop in `not_received` (if the popper has not counted it already), and
-/// wakes a sleeping receiver for it as any other push to the ready ring does; forgotten on
-/// success.
-pub(crate) struct GiveBackOnUnwind<'a> {
+/// Pushes `index` back to the ready rings (to the back of its own level) if dropped (on
+/// unwind), its claim cleared (see [`super::ttl`]), counting the pop in `not_received` (if the
+/// popper has not counted it already), and wakes a sleeping receiver for it as any other push
+/// to the ready rings does; forgotten on success.
+pub(crate) struct GiveBackOnUnwind<'a, T> {
+    /// The popped slot, `index`'s.
+    pub(crate) slot: &'a Slot<T>,
     pub(crate) ring: &'a ReadyRings,
     pub(crate) waiters: &'a Waiters,
     pub(crate) index: u32,
     pub(crate) not_received: Option<&'a AtomicU64>,
 }
 
-impl Drop for GiveBackOnUnwind<'_> {
+impl<T> Drop for GiveBackOnUnwind<'_, T> {
     fn drop(&mut self) {
         if let Some(not_received) = self.not_received {
             bump(not_received);
         }
+        self.slot.store(unclaimed(self.slot.load()));
         let _ = self.ring.push(self.index);
         self.waiters.notify_one_after_rmw();
     }
@@ -1709,6 +1796,7 @@ impl<T> Drop for GiveBackUnleased<'_, T> {
             slot.receive_count
                 .store(delivery.receive_count - 1, Ordering::Relaxed);
             drop(GiveBackOnUnwind {
+                slot,
                 ring: &q.ready,
                 waiters: &q.waiters,
                 index,
@@ -1721,9 +1809,9 @@ impl<T> Drop for GiveBackUnleased<'_, T> {
 impl<T> Drop for Queue<T> {
     fn drop(&mut self) {
         for slot in self.slots.iter_mut() {
-            if slot.state_exclusive() != State::Free {
+            if holds_body(slot.word_exclusive()) {
                 // SAFETY: `&mut self` excludes every other access; a slot that is not `Free`
-                // holds a written body, dropped here exactly once.
+                // (nor killed with its body gone) holds a written body, dropped here once.
                 unsafe { slot.drop_body() };
             }
         }

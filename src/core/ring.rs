@@ -125,11 +125,27 @@ impl IndexRing {
     /// zero and only grow). `None` when the ring is empty.
     #[inline]
     pub(crate) fn pop(&self) -> Option<(u64, u32)> {
+        self.pop_if(|_| true)
+    }
+
+    /// [`IndexRing::pop`], but only if `take` says yes to the oldest value; `None` also when it
+    /// says no. `take` may be asked about a value another thread pops meanwhile (that pop
+    /// then wins the CAS on `head`), so it must only read.
+    #[inline(always)]
+    pub(crate) fn pop_if(&self, take: impl Fn(u32) -> bool) -> Option<(u64, u32)> {
         let mut head = self.head.load(Ordering::Relaxed);
         loop {
             let cell = &self.cells[(head & self.mask) as usize];
             let current = cell.load(Ordering::Acquire);
             match stamp_distance(current, head + 1) {
+                0 if !take(current as u32) => {
+                    // Refused; unless `head` moved (that value is gone), stop here.
+                    let now = self.head.load(Ordering::Relaxed);
+                    if now == head {
+                        return None;
+                    }
+                    head = now;
+                }
                 0 => match self.head.compare_exchange_weak(
                     head,
                     head + 1,

@@ -65,9 +65,14 @@ impl SendOptions {
         self
     }
 
-    /// This message's time-to-live, instead of the queue's
-    /// [`Builder::message_ttl`](crate::Builder::message_ttl) (at most
-    /// [`MAX_MESSAGE_TTL`](crate::MAX_MESSAGE_TTL)).
+    /// This message's time-to-live, counted from its send, instead of the queue's
+    /// [`Builder::message_ttl`](crate::Builder::message_ttl), shorter or longer; the same
+    /// rules apply (see there). Only on a queue built with `message_ttl`
+    /// ([`InvalidSend::NoMessageTtl`](crate::InvalidSend::NoMessageTtl) otherwise), more than
+    /// 0 and at most [`MAX_MESSAGE_TTL`](crate::MAX_MESSAGE_TTL)
+    /// ([`InvalidSend::TtlOutOfRange`](crate::InvalidSend::TtlOutOfRange)). With a delay, it
+    /// counts from the send too: a message whose time-to-live ends during its delay is never
+    /// delivered.
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = Some(ttl);
         self

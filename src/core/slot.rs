@@ -53,6 +53,18 @@
 //! ([`ENDED_BY_EXPIRY`] or 0), which lets a late receipt tell "expired" from "settled". In
 //! `Free` it is 0, or [`FILLING`] while a sender owns the slot.
 //!
+//! Three more `Ready` tag bits belong to message time-to-live ([`super::ttl`], whose module
+//! docs give the protocol); a late receipt reads only the [`ENDED_BY_EXPIRY`] bit
+//! ([`Word::ended_by`]), so they never make it answer `Stale` where it answered `Expired`:
+//!
+//! * `POPPED`: a thread owns the `Ready` slot outside the ready ring: a receiver that popped
+//!   and claimed it, or the thread that ended its lease or delay and has not published it
+//!   yet. The wheel leaves such a slot alone. Publishing it `Ready` clears the bit.
+//! * `KILLED`: on a time-to-live queue, its time-to-live ended while it waited; its body
+//!   belongs to whoever killed it (not to a popper), its index may still be in the ring.
+//! * `BODY_GONE`: the killer is done with the body (moved or dropped). Whichever of the
+//!   killer and the popper of the index comes second frees the slot.
+//!
 //! # Who may touch the body
 //!
 //! Only the slot's owner (per the table): the sender writes it while it holds a `Free` slot
@@ -133,6 +145,12 @@ impl Word {
 
     pub(crate) fn epoch(self) -> u64 {
         self.0 >> EPOCH_SHIFT
+    }
+
+    /// How the last lease ended, as a late receipt reads it: [`ENDED_BY_EXPIRY`] or 0 (the
+    /// other tag bits of a `Ready` word are the time-to-live protocol's; see the module docs).
+    pub(crate) fn ended_by(self) -> u32 {
+        self.tag() & ENDED_BY_EXPIRY
     }
 
     /// The same epoch in another state with another tag.
@@ -241,9 +259,19 @@ impl<T> Slot<T> {
             .map_err(Word)
     }
 
-    /// Reads the state of a slot that the caller has exclusive access to (`&mut`).
-    pub(crate) fn state_exclusive(&mut self) -> State {
-        self.load().state()
+    /// Sets `bits` in the tag (an atomic OR, so racing setters of different bits each learn
+    /// what the other did first); returns the word before.
+    #[inline]
+    pub(crate) fn set_tag_bits(&self, bits: u32) -> Word {
+        Word(
+            self.word
+                .fetch_or(u64::from(bits) << TAG_SHIFT, Ordering::AcqRel),
+        )
+    }
+
+    /// Reads the word of a slot that the caller has exclusive access to (`&mut`).
+    pub(crate) fn word_exclusive(&mut self) -> Word {
+        self.load()
     }
 
     /// Moves `body` into the slot.

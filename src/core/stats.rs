@@ -8,10 +8,12 @@
 //! * `received`: every ready-ring pop is a receive, less the pops that were no delivery (a
 //!   panicking clone, a dead-letter inspection or redrive), counted in `not_received`.
 //! * `deleted`: every message counted in `sent` is held now, or was moved to the dead-letter
-//!   queue (`dead_lettered`) or redriven (`redriven`), or was deleted. So
-//!   `deleted = sent - held - dead_lettered - redriven`, where `held` counts the slots that are
-//!   not `Free`, and also the `Free` slots a sender has popped and not yet published (tag
-//!   `FILLING`).
+//!   queue (`dead_lettered`) or redriven (`redriven`), or dropped when its time-to-live ended
+//!   on a queue without a dead-letter queue (`ttl_dropped`, see `super::ttl`), or was deleted.
+//!   So `deleted = sent - held - dead_lettered - redriven - ttl_dropped`, where `held` counts
+//!   the slots that are not `Free` (less the slots killed by their time-to-live whose body is
+//!   gone, tag `BODY_GONE`), and also the `Free` slots a sender has popped and not yet
+//!   published (tag `FILLING`).
 //!
 //! That difference must never count a send, a move or a redrive as a delete while it runs:
 //!
@@ -19,14 +21,16 @@
 //!   `Queue::stats` loads `sent` (`Acquire`) before it scans the slots. Every write of `sent` is
 //!   an RMW, so a load that counts a send synchronizes with it, and the scan then sees that
 //!   slot `FILLING` or a later state of it: held, or `Free` again after a real delete.
-//! * A move or redrive bumps its counter before it stores `Free` (`Release`) in the slot, and
-//!   the scan (`Acquire` loads) comes before the counters are read: a scan that sees the slot
-//!   `Free` also sees the bump.
+//! * A move, redrive or time-to-live drop bumps its counter before it stores `Free`, or sets
+//!   `BODY_GONE`, in the slot (`Release`), and the scan (`Acquire` loads) comes before the
+//!   counters are read: a scan that sees the slot `Free` (or its body gone) also sees the
+//!   bump.
 //!
 //! So `deleted` is never too high; it may be too low by one for each send, move or redrive
 //! running at that moment (a message held or counted twice), and exact at rest. The loom model
 //! S1 (`loom-tests/tests/stats.rs`) checks this with a move and a redrive that sends into the
-//! queue whose stats are read.
+//! queue whose stats are read; L3 (`loom-tests/tests/ttl.rs`) with a time-to-live kill, whose
+//! body is dropped by one thread while another pops its index.
 //!
 //! The free slots are a stack (`super::free`), whose one head has no positions to count, so
 //! `sent` and `deleted` are no longer read from a ring's positions as they were before.
@@ -53,6 +57,11 @@ pub struct Memory {
     /// The free slots are a stack linked through the slots, so they cost nothing beyond
     /// [`Memory::slots`].
     pub rings: usize,
+    /// For a queue with [`Builder::message_ttl`](crate::Builder::message_ttl): each slot's
+    /// expiry tick (8 bytes per slot) and, without a dead-letter queue, a ring of killed
+    /// messages whose bodies wait to be dropped (8 bytes per slot, rounded up to a power of
+    /// two). 0 otherwise.
+    pub ttl: usize,
     /// The timing wheel: its per-slot links, its levels and its inbox ring.
     pub wheel: usize,
     /// Death records, one per slot, for a queue that has a dead-letter queue or is one.
@@ -71,7 +80,13 @@ pub struct Memory {
 impl Memory {
     /// All the parts together.
     pub fn total(&self) -> usize {
-        self.slots + self.rings + self.wheel + self.death_records + self.latency + self.groups
+        self.slots
+            + self.rings
+            + self.wheel
+            + self.death_records
+            + self.latency
+            + self.groups
+            + self.ttl
     }
 
     /// [`Memory::total`] per slot.
@@ -86,13 +101,14 @@ impl Memory {
 /// the call, except that `received` may be one too high for each dead-letter inspection or
 /// redrive running at that moment, and may count a delivery whose body's clone is panicking,
 /// and `deleted` may be one too low (never too high) for each send, move to the dead-letter
-/// queue or redrive running at that moment.
+/// queue, redrive or time-to-live drop running at that moment.
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Stats {
     /// Messages visible now.
     pub ready: usize,
-    /// Messages waiting for their delay (or for room in a full dead-letter queue).
+    /// Messages waiting for their delay (or for room in a full dead-letter queue, or, killed by
+    /// their time-to-live, for their move or drop to finish).
     pub delayed: usize,
     /// Messages leased now.
     pub in_flight: usize,
@@ -115,6 +131,14 @@ pub struct Stats {
     pub dead_letter_retries: u64,
     /// Messages moved out of this queue by [`Queue::redrive`](crate::Queue::redrive) (total).
     pub redriven: u64,
+    /// Messages whose time-to-live ([`Builder::message_ttl`](crate::Builder::message_ttl),
+    /// [`SendOptions::ttl`](crate::SendOptions::ttl)) ended while they waited to be received
+    /// (ready or delayed), or before their lease ended: moved to the dead-letter queue with
+    /// [`DeathCause::TimeToLive`](crate::DeathCause::TimeToLive) (those are counted in
+    /// `dead_lettered` too), or, on a queue without one, dropped (those are not deletes:
+    /// `deleted` does not count them) (total). A message is counted once it has left: a move
+    /// refused by a full dead-letter queue is counted when a retry lands.
+    pub ttl_expired: u64,
     /// Sends refused: full, closed, or a delay too long (total).
     pub refused_sends: u64,
     /// Receipts refused by `delete`, `release`, `nack` or `change_visibility`: stale, expired,
@@ -202,6 +226,11 @@ pub(crate) struct Counters {
     /// inspection or redrive looked at the message.
     pub(crate) not_received: CachePadded<AtomicU64>,
     pub(crate) redriven: CachePadded<AtomicU64>,
+    /// Messages whose time-to-live ended, dropped (no dead-letter queue).
+    pub(crate) ttl_dropped: CachePadded<AtomicU64>,
+    /// Messages whose time-to-live ended, moved to the dead-letter queue (also in
+    /// `dead_lettered`).
+    pub(crate) ttl_dead_lettered: CachePadded<AtomicU64>,
     pub(crate) refused_sends: CachePadded<AtomicU64>,
     pub(crate) refused_receipts: CachePadded<AtomicU64>,
 }
@@ -222,6 +251,11 @@ pub(crate) fn count_refusal<V, E>(refusals: &AtomicU64, result: Result<V, E>) ->
 }
 
 impl Counters {
+    /// Messages dropped when their time-to-live ended (see "How the totals are read").
+    pub(crate) fn ttl_dropped(&self) -> u64 {
+        self.ttl_dropped.load(Ordering::Relaxed)
+    }
+
     /// The counted totals, into `stats`.
     pub(crate) fn fill(&self, stats: &mut Stats) {
         let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -230,6 +264,7 @@ impl Counters {
         stats.dead_lettered = read(&self.dead_lettered);
         stats.dead_letter_retries = read(&self.dead_letter_retries);
         stats.redriven = read(&self.redriven);
+        stats.ttl_expired = read(&self.ttl_dropped) + read(&self.ttl_dead_lettered);
         stats.refused_sends = read(&self.refused_sends);
         stats.refused_receipts = read(&self.refused_receipts);
     }

@@ -27,7 +27,9 @@
 //! The wheel does not know message states. When an entry's filed tick comes, it asks the queue's
 //! `visit(slot, now)` callback, which reads the slot's *current* state and deadline: a settled
 //! lease (the slot is free or ready) is dropped, an extended one answers its new deadline and is
-//! re-filed, a due one is expired by the callback with a CAS. Settling a lease therefore never
+//! re-filed, a due one is expired by the callback with a CAS (on a queue with a message
+//! time-to-live, a waiting message's entry is also due at its expiry, and a ready one is
+//! re-filed until then: see [`super::ttl`]). Settling a lease therefore never
 //! unlinks anything, and the filed tick is only ever a lower bound of the real deadline.
 //!
 //! # Who may write what
