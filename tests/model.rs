@@ -43,6 +43,12 @@
 //! Stats are compared after most steps (not all: skipping some leaves due deadlines unprocessed
 //! for the next operations, which exercises the lazy wheel) and always at the end.
 
+#[path = "support/model_checks.rs"]
+mod model_checks;
+
+use model_checks::{
+    check_id_grows, check_verdict, deadline_at, tick_at, Issued, Receipts, Verdict,
+};
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -173,15 +179,6 @@ struct Snapshot {
     oldest_ready_age: Option<Duration>,
 }
 
-/// What the queue must answer to a receipt.
-#[derive(Debug)]
-enum Verdict {
-    /// The current, unexpired lease of this message.
-    Valid(usize),
-    /// Refused with one of these errors.
-    Refused(&'static [ReceiptError]),
-}
-
 struct Model {
     capacity: usize,
     visibility_nanos: u64,
@@ -222,13 +219,11 @@ impl Model {
     }
 
     fn tick(&self) -> u64 {
-        self.now / self.tick_nanos
+        tick_at(self.now, self.tick_nanos)
     }
 
     fn deadline(&self, after: u64) -> u64 {
-        (self.now + after)
-            .div_ceil(self.tick_nanos)
-            .max(self.tick() + 1)
+        deadline_at(self.now, after, self.tick_nanos)
     }
 
     fn goes_to_dead_letters(&self, receive_count: u32) -> bool {
@@ -447,19 +442,12 @@ impl Model {
 // ---------------------------------------------------------------------------------------------
 // Driving the real queue and the model side by side
 
-struct Issued {
-    receipt: Receipt,
-    msg: usize,
-    lease: u32,
-}
-
 struct Harness {
     clock: ManualClock,
     q: Queue<u32>,
     dlq: Option<Arc<Queue<u32>>>,
     m: Model,
-    issued: Vec<Issued>,
-    by_raw: HashMap<u64, usize>,
+    receipts: Receipts,
     ids: BTreeMap<MessageId, usize>,
     by_body: HashMap<u32, usize>,
     last_id: Option<MessageId>,
@@ -507,8 +495,7 @@ impl Harness {
             q: builder.build().expect("queue"),
             dlq,
             m: Model::new(cfg),
-            issued: Vec::new(),
-            by_raw: HashMap::new(),
+            receipts: Receipts::default(),
             ids: BTreeMap::new(),
             by_body: HashMap::new(),
             last_id: None,
@@ -518,9 +505,9 @@ impl Harness {
 
     /// The receipt a pick names, and the lease it belongs to if it was ever issued.
     fn resolve(&self, pick: Pick) -> (Receipt, Option<(usize, u32)>) {
+        let issued = &self.receipts.issued;
         let live = |k: usize| {
-            let live: Vec<&Issued> = self
-                .issued
+            let live: Vec<&Issued> = issued
                 .iter()
                 .filter(|r| {
                     let msg = &self.m.msgs[r.msg];
@@ -534,23 +521,13 @@ impl Harness {
                 Some(raw) => raw,
                 None => return self.resolve(Pick::Recent(0)),
             },
-            Pick::Recent(k) if self.issued.len() > k => {
-                self.issued[self.issued.len() - 1 - k].receipt.to_u64()
-            }
-            Pick::Any(i) if !self.issued.is_empty() => {
-                self.issued[i % self.issued.len()].receipt.to_u64()
-            }
+            Pick::Recent(k) if issued.len() > k => issued[issued.len() - 1 - k].receipt.to_u64(),
+            Pick::Any(i) if !issued.is_empty() => issued[i % issued.len()].receipt.to_u64(),
             Pick::Recent(k) => k as u64,
             Pick::Any(i) => i as u64,
             Pick::Forged(raw) => raw,
         };
-        match self.by_raw.get(&raw) {
-            Some(&j) => {
-                let issued = &self.issued[j];
-                (issued.receipt, Some((issued.msg, issued.lease)))
-            }
-            None => (Receipt::from_u64(raw), None),
-        }
+        self.receipts.lookup(raw)
     }
 
     fn check_stats(&mut self, ctx: &str) -> Result<(), TestCaseError> {
@@ -583,32 +560,6 @@ impl Harness {
         Ok(())
     }
 
-    /// Checks a settle operation's answer against the model's verdict; returns the message if
-    /// the receipt was valid.
-    fn check_verdict(
-        &self,
-        got: Result<(), ReceiptError>,
-        verdict: &Verdict,
-        ctx: &str,
-    ) -> Result<Option<usize>, TestCaseError> {
-        match *verdict {
-            Verdict::Valid(i) => {
-                prop_assert_eq!(got, Ok(()), "valid receipt refused {}", ctx);
-                Ok(Some(i))
-            }
-            Verdict::Refused(allowed) => {
-                prop_assert!(
-                    matches!(got, Err(e) if allowed.contains(&e)),
-                    "got {:?}, want one of {:?} {}",
-                    got,
-                    allowed,
-                    ctx
-                );
-                Ok(None)
-            }
-        }
-    }
-
     /// Applies one operation to both; returns whether the queue may have run its wheel in a way
     /// the model cannot place (the caller then syncs with `stats()`).
     fn apply(&mut self, op: &Op, ctx: &str) -> Result<bool, TestCaseError> {
@@ -620,7 +571,7 @@ impl Harness {
                 let (receipt, target) = self.resolve(pick);
                 let verdict = self.m.verdict(target);
                 let got = self.q.delete(receipt);
-                if let Some(i) = self.check_verdict(got, &verdict, ctx)? {
+                if let Some(i) = check_verdict(got, &verdict, ctx)? {
                     self.m.delete(i);
                 }
                 Ok(false)
@@ -629,7 +580,7 @@ impl Harness {
                 let (receipt, target) = self.resolve(pick);
                 let verdict = self.m.verdict(target);
                 let got = self.q.release(receipt);
-                match self.check_verdict(got, &verdict, ctx)? {
+                match check_verdict(got, &verdict, ctx)? {
                     Some(i) => Ok(self.m.release(i)),
                     None => Ok(false),
                 }
@@ -644,7 +595,7 @@ impl Harness {
                     return Ok(false);
                 }
                 let verdict = self.m.verdict(target);
-                match self.check_verdict(got, &verdict, ctx)? {
+                match check_verdict(got, &verdict, ctx)? {
                     Some(i) if delay == 0 => Ok(self.m.release(i)),
                     // Filing the new deadline may run the queue's wheel.
                     Some(i) => {
@@ -664,7 +615,7 @@ impl Harness {
                     return Ok(false);
                 }
                 let verdict = self.m.verdict(target);
-                match self.check_verdict(got, &verdict, ctx)? {
+                match check_verdict(got, &verdict, ctx)? {
                     Some(i) if timeout == 0 => Ok(self.m.release(i)),
                     Some(i) => {
                         let deadline = self.m.deadline(timeout);
@@ -709,14 +660,7 @@ impl Harness {
             Ok(id) => id,
             Err(e) => return Err(TestCaseError::fail(format!("send refused: {e:?} {ctx}"))),
         };
-        prop_assert!(
-            self.last_id.map_or(true, |last| id > last),
-            "id {} not after {:?} {}",
-            id,
-            self.last_id,
-            ctx
-        );
-        self.last_id = Some(id);
+        check_id_grows(&mut self.last_id, id, ctx)?;
         self.ids.insert(id, self.m.msgs.len());
         self.by_body.insert(body, self.m.msgs.len());
         self.m.send(body, delay);
@@ -770,20 +714,12 @@ impl Harness {
             ctx
         );
         let lease = self.m.receive(i);
-        let raw = delivery.receipt().to_u64();
-        prop_assert!(
-            !self.by_raw.contains_key(&raw),
-            "receipt {:#x} issued twice {}",
-            raw,
-            ctx
-        );
-        self.by_raw.insert(raw, self.issued.len());
-        self.issued.push(Issued {
+        let issued = Issued {
             receipt: delivery.receipt(),
             msg: i,
             lease,
-        });
-        Ok(())
+        };
+        self.receipts.record(issued, ctx)
     }
 
     fn drain_dead_letters(&mut self, ctx: &str) -> Result<(), TestCaseError> {

@@ -55,6 +55,12 @@
 //!   TTL (none on the queue, or out of range), delay too long, closed, full; the body comes
 //!   back with each refusal. Ids grow in send order.
 
+#[path = "support/model_checks.rs"]
+mod model_checks;
+
+use model_checks::{
+    check_id_grows, check_verdict, deadline_at, tick_at, Issued, Receipts, Verdict,
+};
 use proptest::prelude::*;
 use proptest::strategy::BoxedStrategy;
 use proptest::test_runner::Config as ProptestConfig;
@@ -283,15 +289,6 @@ enum AfterLease {
     Died(Option<usize>),
 }
 
-/// What the queue must answer to a receipt.
-#[derive(Debug)]
-enum Verdict {
-    /// The current, unexpired lease of this message.
-    Valid(usize),
-    /// Refused with one of these errors.
-    Refused(&'static [ReceiptError]),
-}
-
 struct Model {
     capacity: usize,
     visibility_nanos: u64,
@@ -340,13 +337,11 @@ impl Model {
     }
 
     fn tick(&self) -> u64 {
-        self.now / self.tick_nanos
+        tick_at(self.now, self.tick_nanos)
     }
 
     fn deadline(&self, after: u64) -> u64 {
-        (self.now + after)
-            .div_ceil(self.tick_nanos)
-            .max(self.tick() + 1)
+        deadline_at(self.now, after, self.tick_nanos)
     }
 
     fn ttl_passed(&self, i: usize) -> bool {
@@ -696,12 +691,6 @@ impl Model {
 // ---------------------------------------------------------------------------------------------
 // Driving the real queue and the model side by side
 
-struct Issued {
-    receipt: Receipt,
-    msg: usize,
-    lease: u32,
-}
-
 struct Harness {
     clock: ManualClock,
     q: Queue<u32>,
@@ -709,8 +698,7 @@ struct Harness {
     /// The group keys sends choose from.
     keys: Vec<u64>,
     m: Model,
-    issued: Vec<Issued>,
-    by_raw: HashMap<u64, usize>,
+    receipts: Receipts,
     ids: HashMap<MessageId, usize>,
     by_body: HashMap<u32, usize>,
     last_id: Option<MessageId>,
@@ -753,8 +741,7 @@ impl Harness {
             dlq,
             keys,
             m: Model::new(cfg, lane_of),
-            issued: Vec::new(),
-            by_raw: HashMap::new(),
+            receipts: Receipts::default(),
             ids: HashMap::new(),
             by_body: HashMap::new(),
             last_id: None,
@@ -764,28 +751,30 @@ impl Harness {
 
     /// The receipt a pick names, and the lease it belongs to if it was ever issued.
     fn resolve(&self, pick: Pick) -> (Receipt, Option<(usize, u32)>) {
+        let issued = &self.receipts.issued;
         let chosen = match pick {
             Pick::Live(k) => {
-                let live: Vec<usize> = (0..self.issued.len())
+                let live: Vec<usize> = (0..issued.len())
                     .filter(|&j| {
-                        let r = &self.issued[j];
+                        let r = &issued[j];
                         let msg = &self.m.msgs[r.msg];
                         r.lease == msg.leases && matches!(msg.state, MState::InFlight { .. })
                     })
                     .collect();
                 match live.len() {
-                    0 => self.issued.len().checked_sub(1),
+                    0 => issued.len().checked_sub(1),
                     n => Some(live[k % n]),
                 }
             }
-            Pick::Recent(k) => self.issued.len().checked_sub(k + 1),
+            Pick::Recent(k) => issued.len().checked_sub(k + 1),
         };
         match chosen {
             Some(j) => {
-                let r = &self.issued[j];
+                let r = &issued[j];
                 (r.receipt, Some((r.msg, r.lease)))
             }
-            None => (Receipt::from_u64(0x5eed_0000_0000), None),
+            // Nothing issued yet: a forged receipt.
+            None => self.receipts.lookup(0x5eed_0000_0000),
         }
     }
 
@@ -845,31 +834,6 @@ impl Harness {
         Ok(())
     }
 
-    /// Checks a settling operation's answer against the verdict; returns the message if the
-    /// receipt was valid.
-    fn check_verdict(
-        got: Result<(), ReceiptError>,
-        verdict: &Verdict,
-        ctx: &str,
-    ) -> Result<Option<usize>, TestCaseError> {
-        match *verdict {
-            Verdict::Valid(i) => {
-                prop_assert_eq!(got, Ok(()), "valid receipt refused {}", ctx);
-                Ok(Some(i))
-            }
-            Verdict::Refused(allowed) => {
-                prop_assert!(
-                    matches!(got, Err(e) if allowed.contains(&e)),
-                    "got {:?}, want one of {:?} {}",
-                    got,
-                    allowed,
-                    ctx
-                );
-                Ok(None)
-            }
-        }
-    }
-
     /// Applies one operation to both; returns whether the queue may have run its wheel in a
     /// way the model cannot place (the caller then syncs with `stats()`).
     fn apply(&mut self, op: &Op, ctx: &str) -> Result<bool, TestCaseError> {
@@ -891,21 +855,21 @@ impl Harness {
             Op::Delete(pick) => {
                 let (receipt, target) = self.resolve(*pick);
                 let verdict = self.m.verdict(target);
-                if let Some(i) = Self::check_verdict(self.q.delete(receipt), &verdict, ctx)? {
+                if let Some(i) = check_verdict(self.q.delete(receipt), &verdict, ctx)? {
                     self.m.delete(i);
                 }
             }
             Op::Release(pick) => {
                 let (receipt, target) = self.resolve(*pick);
                 let verdict = self.m.verdict(target);
-                if let Some(i) = Self::check_verdict(self.q.release(receipt), &verdict, ctx)? {
+                if let Some(i) = check_verdict(self.q.release(receipt), &verdict, ctx)? {
                     self.m.release(i);
                 }
             }
             Op::HandBack(pick) => {
                 let (receipt, target) = self.resolve(*pick);
                 let verdict = self.m.verdict(target);
-                if let Some(i) = Self::check_verdict(self.q.hand_back(receipt), &verdict, ctx)? {
+                if let Some(i) = check_verdict(self.q.hand_back(receipt), &verdict, ctx)? {
                     self.m.hand_back(i);
                 }
             }
@@ -919,7 +883,7 @@ impl Harness {
                     return Ok(false);
                 }
                 let verdict = self.m.verdict(target);
-                match Self::check_verdict(got, &verdict, ctx)? {
+                match check_verdict(got, &verdict, ctx)? {
                     Some(i) if *delay == 0 => self.m.release(i),
                     Some(i) => {
                         self.m.nack_after(i, *delay);
@@ -977,14 +941,7 @@ impl Harness {
             Ok(id) => id,
             Err(e) => return Err(TestCaseError::fail(format!("send refused: {e:?} {ctx}"))),
         };
-        prop_assert!(
-            self.last_id.map_or(true, |last| id > last),
-            "id {} not after {:?} {}",
-            id,
-            self.last_id,
-            ctx
-        );
-        self.last_id = Some(id);
+        check_id_grows(&mut self.last_id, id, ctx)?;
         let i = self.m.send(body, spec);
         self.ids.insert(id, i);
         self.by_body.insert(body, i);
@@ -1071,20 +1028,12 @@ impl Harness {
     /// Records the lease of `i` under `receipt`.
     fn leased(&mut self, i: usize, receipt: Receipt, ctx: &str) -> Result<(), TestCaseError> {
         let lease = self.m.lease(i);
-        let raw = receipt.to_u64();
-        prop_assert!(
-            !self.by_raw.contains_key(&raw),
-            "receipt {:#x} issued twice {}",
-            raw,
-            ctx
-        );
-        self.by_raw.insert(raw, self.issued.len());
-        self.issued.push(Issued {
+        let issued = Issued {
             receipt,
             msg: i,
             lease,
-        });
-        Ok(())
+        };
+        self.receipts.record(issued, ctx)
     }
 
     fn receive_batch(&mut self, max: usize, ctx: &str) -> Result<(), TestCaseError> {
