@@ -11,6 +11,11 @@
 //! * doing nothing lets the deadline pass: the message is delivered again with a higher
 //!   [`Delivery::receive_count`], or moved to a dead-letter queue after too many receives.
 //!
+//! A queue can also be built with priority levels ([`Builder::priorities`]), FIFO message
+//! groups ([`Builder::message_groups`]: each group in send order, one message at a time) and a
+//! message time-to-live ([`Builder::message_ttl`]); [`Queue::send_with`] takes a message's
+//! [`SendOptions`]. [`Queue::try_take`] is an at-most-once receive (no lease).
+//!
 //! Delays and deadlines live in a hierarchical timing wheel that the queue's own operations run;
 //! there is no background thread. `send`, `receive`, `delete`, `change_visibility` and
 //! `release` take no lock and allocate nothing (a blocking receive takes a lock only to sleep).
