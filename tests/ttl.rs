@@ -557,3 +557,61 @@ fn stress_every_message_is_delivered_once_or_dies_of_its_ttl_once() {
         deleted.len()
     );
 }
+
+/// A redrive or an inspection walks each level once and leaves the order of what stays as it
+/// was, also when killed messages sit between the live ones in the ready ring (their positions
+/// are passed inside the claim, which a count of pops would miss: the walk then went round
+/// once more and moved a message it had seen to the back).
+#[test]
+fn a_redrive_that_keeps_everything_leaves_the_order_with_killed_messages_inside() {
+    let clock = ManualClock::new();
+    let q: Queue<&str> = ttl_queue(&clock, 8, None);
+    let to: Queue<&str> = ttl_queue(&clock, 8, None);
+    let long = SendOptions::new().ttl(ms(3_600_000));
+    q.send_with("a", &long).unwrap();
+    q.send_with("killed", &SendOptions::new().ttl(ms(1)))
+        .unwrap();
+    q.send_with("b", &long).unwrap();
+    q.send_with("c", &long).unwrap();
+    clock.advance(ms(2));
+    assert_eq!(q.stats().ttl_expired, 1, "killed in the ring, behind a");
+    // No message here died anywhere: a redrive restricted to a source keeps them all.
+    let redriven = q.redrive(&to, Some(to.id()), usize::MAX);
+    assert_eq!(redriven.moved, 0);
+    assert!(
+        q.dead_letters(1).is_empty(),
+        "no death records: nothing listed"
+    );
+    let order: Vec<&str> = std::iter::from_fn(|| q.try_take().map(|t| t.into_body())).collect();
+    assert_eq!(order, ["a", "b", "c"]);
+}
+
+/// A body whose `Drop` panics.
+struct PanicsOnDrop;
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        if !thread::panicking() {
+            panic!("a body's drop panics");
+        }
+    }
+}
+
+/// The wheel's dropped bodies are dropped at the end of whichever operation ran the wheel (a
+/// send into this queue from a move or a redrive, a receive's lease, `stats`), which may hold
+/// a body or a slot of its own at that moment: a panicking `Drop` there is caught, and the
+/// operation goes on.
+#[test]
+fn a_panicking_drop_of_an_expired_body_does_not_unwind_through_the_operation_that_ran_the_wheel() {
+    let clock = ManualClock::new();
+    let q: Queue<PanicsOnDrop> = ttl_queue(&clock, 4, None);
+    assert!(q.send(PanicsOnDrop).is_ok());
+    clock.advance(TTL + TICK);
+    let stats = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| q.stats()));
+    let stats = stats.expect("the drop's panic stays inside the wheel's clean-up");
+    assert_eq!((stats.ttl_expired, stats.ready), (1, 0));
+    // The slot was freed before the drop: the queue goes on.
+    std::mem::forget(q.send(PanicsOnDrop));
+    assert_eq!(q.stats().ready, 1);
+    std::mem::forget(q.try_take().map(|t| t.into_body()));
+}

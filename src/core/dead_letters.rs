@@ -165,8 +165,10 @@ impl<T> Queue<T> {
             }
             // SAFETY: as above; the body of a `Ready` slot is written, and it is either sent
             // on for good (the slot is then freed) or written back. Nothing in between can
-            // unwind with the cell empty: `send` runs no user code (it moves the body, never
-            // clones or drops it), so `visit_ready`'s give-back guard cannot push an empty slot.
+            // unwind with the cell empty: `send` moves the body, never clones or drops it, and
+            // the only user code it can run, the drop of `to`'s bodies killed by a time-to-live
+            // when it runs `to`'s wheel, cannot unwind out of it (see `super::ttl`), so
+            // `visit_ready`'s give-back guard cannot push an empty slot.
             let body = unsafe { self.slots[index as usize].take_body() };
             match to.send(body) {
                 Ok(_) => {
@@ -224,11 +226,11 @@ impl<T> Queue<T> {
         seen: &mut HashSet<u32>,
         look: &mut impl FnMut(u32) -> Visit,
     ) -> bool {
-        let held = ring.pushes().saturating_sub(ring.pops());
-        for popped in 1..=held {
-            let Some((index, _)) = self.pop_ready_from(ring) else {
-                return true;
-            };
+        // Every message in the ring now sits below position `end`, and the messages looked at
+        // go back behind it, so the walk stops there. Positions, not a count of pops: a pop
+        // on a time-to-live queue may pass over killed messages (see `super::ttl`).
+        let end = ring.pushes();
+        while let Some((index, _)) = self.pop_ready_before(ring, end) {
             bump(&self.counters.not_received);
             // `None`: seen already, the ring has come round.
             let visit = seen.insert(index).then(|| {
@@ -249,7 +251,7 @@ impl<T> Queue<T> {
                 Some(Visit::Remove) => self.free_redriven(index),
                 Some(Visit::Stop) | None => {
                     self.push_back_ready(index);
-                    self.rotate_past(ring, held - popped, seen);
+                    self.rotate_past(ring, end, seen);
                     return visit.is_none();
                 }
             }
@@ -257,14 +259,11 @@ impl<T> Queue<T> {
         true
     }
 
-    /// Moves up to `count` messages from the head of the level `ring` to its tail, unlooked
-    /// at, stopping once it has moved one in `seen` (the ring has come round: concurrent
-    /// receives took some, and the order is then only as good as theirs).
-    fn rotate_past(&self, ring: &IndexRing, count: u64, seen: &HashSet<u32>) {
-        for _ in 0..count {
-            let Some((index, _)) = self.pop_ready_from(ring) else {
-                return;
-            };
+    /// Moves the messages below position `end` from the head of the level `ring` to its tail,
+    /// unlooked at, stopping once it has moved one in `seen` (the ring has come round:
+    /// concurrent receives took some, and the order is then only as good as theirs).
+    fn rotate_past(&self, ring: &IndexRing, end: u64, seen: &HashSet<u32>) {
+        while let Some((index, _)) = self.pop_ready_before(ring, end) {
             bump(&self.counters.not_received);
             self.push_back_ready(index);
             if seen.contains(&index) {

@@ -77,7 +77,9 @@
 //!   woken, never for a nap of zero (a spin).
 //! * **A take racing receivers, the wheel, senders**: [`Queue::try_take`] pops the ready
 //!   ring like a receive, so the pop alone decides who gets a message; a `Ready` slot has no
-//!   lease, receipt or wheel entry, so nothing else can reach the popped slot, which goes
+//!   lease or receipt, and on a queue without a time-to-live no wheel entry (with one, the pop
+//!   claims the slot against the wheel's kill first, see [`super::ttl`]), so nothing else can
+//!   reach the popped slot, which goes
 //!   straight to `Free` (a plain store) once its body is moved out, and only then onto the
 //!   free stack for a sender (loom model T1, `take_races_receive_and_send`). An empty pop
 //!   waits for a due wheel as a receive's does, through the same `try_pop` (model T2,
@@ -662,7 +664,8 @@ impl<T> Queue<T> {
     ///
     /// It costs less than a receive plus a delete: one pop of the ready ring, one move of the
     /// body and one push of the free stack, with no clone, no clock reading for a lease, no
-    /// wheel entry and no compare-and-swap on the slot's word. [`Queue::stats`] counts it as
+    /// wheel entry and, on a queue without a time-to-live, no atomic read-modify-write on the
+    /// slot's word (with one, the claim every pop makes there). [`Queue::stats`] counts it as
     /// received and deleted. Takes no lock and allocates nothing.
     ///
     /// ```
@@ -731,8 +734,9 @@ impl<T> Queue<T> {
     /// Pops a visible message and frees its slot, moving the body out: the pop of a
     /// [`Queue::try_take`].
     ///
-    /// The pop alone makes this thread the slot's owner (a `Ready` slot has no lease, so no
-    /// receipt, expiry or wheel entry can reach it), so the slot goes straight from `Ready` to
+    /// The pop (with its time-to-live claim, on such a queue) makes this thread the slot's
+    /// owner (a `Ready` slot has no lease, so no receipt or lease expiry can reach it, and a
+    /// time-to-live kill loses to the claim), so the slot goes straight from `Ready` to
     /// `Free` with a plain store, as a redrive frees it. The stats need no counter: the pop
     /// counts as a receive and the `Free` slot as a delete (see [`super::stats`]).
     #[inline(always)]

@@ -6,7 +6,8 @@
 //! its id (on its own cache line, shared by producers only). Receives and deletes are derived:
 //!
 //! * `received`: every ready-ring pop is a receive, less the pops that were no delivery (a
-//!   panicking clone, a dead-letter inspection or redrive), counted in `not_received`.
+//!   panicking clone, a dead-letter inspection or redrive, a pop on a time-to-live queue that
+//!   passes over or sweeps away a killed message), counted in `not_received`.
 //! * `deleted`: every message counted in `sent` is held now, or was moved to the dead-letter
 //!   queue (`dead_lettered`) or redriven (`redriven`), or dropped when its time-to-live ended
 //!   on a queue without a dead-letter queue (`ttl_dropped`, see `super::ttl`), or was deleted.
@@ -222,8 +223,9 @@ pub(crate) struct Counters {
     pub(crate) expired: CachePadded<AtomicU64>,
     pub(crate) dead_lettered: CachePadded<AtomicU64>,
     pub(crate) dead_letter_retries: CachePadded<AtomicU64>,
-    /// Ready-ring pops that were no delivery: a clone of the body panicked, or dead-letter
-    /// inspection or redrive looked at the message.
+    /// Ready-ring pops that were no delivery: a clone of the body panicked, dead-letter
+    /// inspection or redrive looked at the message, or (time-to-live) the pop passed over or
+    /// swept away a killed message.
     pub(crate) not_received: CachePadded<AtomicU64>,
     pub(crate) redriven: CachePadded<AtomicU64>,
     /// Messages whose time-to-live ended, dropped (no dead-letter queue).

@@ -49,7 +49,11 @@
 //! killed body: on a queue without a dead-letter queue it pushes the slot index to `graves`, a
 //! ring sized for every slot, and the thread that ran the wheel drops the bodies there once
 //! the claim is let go and no other thread holds it (every claim holder does this after its
-//! run, so a grave waits at most until the end of the run that follows its push). One case
+//! run, so a grave waits at most until the end of the run that follows its push). That thread
+//! may be in the middle of an operation of its own (a send into this queue from another
+//! queue's dead-letter move or redrive, a receive about to lease), holding a body or a slot,
+//! so a panic from a body's `Drop` there is caught and discarded: the slot was freed first,
+//! and the body counts as dropped. One case
 //! still drops user bodies under a claim: this queue's run nested in another queue's visit (a
 //! move into this queue, as its dead-letter queue, runs its wheel) drops this queue's graves
 //! under the other queue's claim; only a dead-letter queue with a time-to-live and no
@@ -239,10 +243,16 @@ impl<T> Queue<T> {
         })
     }
 
-    /// [`Queue::pop_ready`] from one level's `ring` only (a dead-letter inspection or redrive
-    /// walks the levels one by one).
-    pub(crate) fn pop_ready_from(&self, ring: &IndexRing) -> Option<(u32, Word)> {
-        self.pop_and_claim(|| ring.pop().map(|(_, index)| index))
+    /// [`Queue::pop_ready`] from one level's `ring` only, and only below its position `end`
+    /// (a dead-letter inspection or redrive walks each level once, up to where it stood when
+    /// the walk began; a pass over killed messages moves the position too).
+    pub(crate) fn pop_ready_before(&self, ring: &IndexRing, end: u64) -> Option<(u32, Word)> {
+        self.pop_and_claim(|| {
+            if ring.pops() >= end {
+                return None;
+            }
+            ring.pop().map(|(_, index)| index)
+        })
     }
 
     /// One `pop`, claimed on a time-to-live queue (see [`Queue::pop_ready`]).
@@ -426,7 +436,11 @@ impl<T> Queue<T> {
             // Counted before `BODY_GONE` is published: see `super::stats`.
             bump(&self.counters.ttl_dropped);
             self.hand_off(index);
-            drop(body);
+            // This runs at the end of any wheel run, inside operations that may own a slot or
+            // hold a body of their own at that moment (a move into this queue as a dead-letter
+            // queue, a redrive's send, a receive's lease): a panic from a body's `Drop` must not
+            // unwind through them, so it is caught here and the body counts as dropped.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(body)));
         }
     }
 
