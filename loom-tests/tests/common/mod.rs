@@ -72,7 +72,14 @@ pub fn check_bounded(name: &str, bound: usize, f: impl Fn() + Sync + Send + 'sta
     check_with(name, builder, f);
 }
 
-fn check_with(name: &str, builder: loom::model::Builder, f: impl Fn() + Sync + Send + 'static) {
+/// The most branch points one execution may take. Loom's default, 1,000, guards against spin
+/// loops (an unbounded spin exceeds any limit); the TTL model L2 runs two queues, two wheel
+/// runs and a dead-letter inspection and takes more than 1,000 on its longest path (the same
+/// 88,449 interleavings pass at 2,000), so the limit is doubled for every model.
+const MAX_BRANCHES: usize = 2_000;
+
+fn check_with(name: &str, mut builder: loom::model::Builder, f: impl Fn() + Sync + Send + 'static) {
+    builder.max_branches = builder.max_branches.max(MAX_BRANCHES);
     static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let start = Instant::now();
     RUNS.store(0, std::sync::atomic::Ordering::Relaxed);
