@@ -36,6 +36,7 @@ fn drain<T>(q: &Queue<T>) -> Vec<T> {
 #[test]
 fn highest_level_first_and_fifo_within_a_level() {
     let q = queue(4, &ManualClock::new());
+    assert_eq!(q.priority_levels(), 4);
     for (body, priority) in [
         ("a0", 0),
         ("b2", 2),

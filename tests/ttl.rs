@@ -170,6 +170,7 @@ fn a_batch_receive_passes_over_killed_and_expired_messages() {
 fn per_message_ttl_shorter_and_longer_than_the_queues() {
     let clock = ManualClock::new();
     let q: Queue<u32> = ttl_queue(&clock, 8, None);
+    assert_eq!(q.message_ttl(), Some(TTL));
     q.send_with(1, &SendOptions::new().ttl(ms(3))).unwrap();
     q.send(2).unwrap();
     q.send_with(3, &SendOptions::new().ttl(ms(30))).unwrap();

@@ -185,10 +185,8 @@ pub struct Queue<T> {
     pub(crate) deaths: OnceLock<DeathRecords>,
     latency: Option<LatencyRecorder>,
     rate_window: Mutex<RateWindow>,
-    priority_levels: u8,
     /// The lanes of message groups, for a queue built with them; see [`super::groups`].
     groups: Option<Lanes>,
-    message_ttl: Option<Duration>,
     /// Expiry ticks and graves, for a queue with a message time-to-live (see [`super::ttl`]).
     pub(crate) ttl: Option<Ttl>,
 }
@@ -285,9 +283,7 @@ impl<T> Queue<T> {
             deaths,
             latency,
             rate_window: Mutex::new(RateWindow::default()),
-            priority_levels: settings.priority_levels,
             groups,
-            message_ttl: settings.message_ttl,
             ttl,
         })
     }
@@ -490,10 +486,11 @@ impl<T> Queue<T> {
 
     /// Whether this queue can honour `options` (see [`Queue::send_with`]).
     fn check_options(&self, options: &SendOptions) -> Result<(), InvalidSend> {
-        if options.priority >= self.priority_levels {
+        let levels = self.priority_levels();
+        if options.priority >= levels {
             return Err(InvalidSend::PriorityOutOfRange {
                 priority: options.priority,
-                levels: self.priority_levels,
+                levels,
             });
         }
         if options.group.is_some() {
@@ -505,7 +502,7 @@ impl<T> Queue<T> {
             }
         }
         if let Some(ttl) = options.ttl {
-            if self.message_ttl.is_none() {
+            if self.ttl.is_none() {
                 return Err(InvalidSend::NoMessageTtl);
             }
             if ttl.is_zero() || ttl > MAX_MESSAGE_TTL {
@@ -518,7 +515,7 @@ impl<T> Queue<T> {
     /// The priority levels the queue was built with
     /// ([`Builder::priorities`](crate::Builder::priorities); 1 when it has none).
     pub fn priority_levels(&self) -> u8 {
-        self.priority_levels
+        self.ready.level_count()
     }
 
     /// The lanes of message groups, if the queue was built with
@@ -549,7 +546,7 @@ impl<T> Queue<T> {
     /// The default message time-to-live, if the queue was built with
     /// [`Builder::message_ttl`](crate::Builder::message_ttl).
     pub fn message_ttl(&self) -> Option<Duration> {
-        self.message_ttl
+        self.ttl.as_ref().map(|ttl| ttl.default)
     }
 
     /// Takes a message that died in another queue, with its death record (taken out of

@@ -140,6 +140,12 @@ impl ReadyRings {
         self.lower.iter().rev().find_map(IndexRing::pop)
     }
 
+    /// How many levels there are (1 for a queue without priorities).
+    pub(crate) fn level_count(&self) -> u8 {
+        // At most `MAX_PRIORITY_LEVELS` (16), checked by the builder.
+        1 + self.lower.len() as u8
+    }
+
     /// Each level's ring, from the highest down.
     pub(crate) fn levels(&self) -> impl Iterator<Item = &IndexRing> {
         std::iter::once(&self.top).chain(self.lower.iter().rev())
