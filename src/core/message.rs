@@ -106,28 +106,6 @@ impl<T> Delivery<T> {
     }
 }
 
-#[cfg(all(test, not(loom)))]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    proptest! {
-        #[test]
-        fn receipt_round_trips(slot in 0u32..(1 << SLOT_BITS), epoch in 0u64..=EPOCH_MASK) {
-            let receipt = Receipt::new(slot, epoch);
-            prop_assert_eq!(receipt.slot(), slot as usize);
-            prop_assert_eq!(receipt.epoch(), epoch);
-            prop_assert_eq!(Receipt::from_u64(receipt.to_u64()), receipt);
-        }
-    }
-
-    #[test]
-    fn message_id_displays_as_number() {
-        assert_eq!(MessageId(42).to_string(), "42");
-        assert!(MessageId(1) < MessageId(2));
-    }
-}
-
 /// A message removed from its queue as it was handed over, by
 /// [`Queue::try_take`](crate::Queue::try_take) or [`Queue::take`](crate::Queue::take): an
 /// at-most-once receive. It has no receipt: there is nothing left to settle.
@@ -158,5 +136,27 @@ impl<T> Taken<T> {
     /// The body, moved out.
     pub fn into_body(self) -> T {
         self.body
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn receipt_round_trips(slot in 0u32..(1 << SLOT_BITS), epoch in 0u64..=EPOCH_MASK) {
+            let receipt = Receipt::new(slot, epoch);
+            prop_assert_eq!(receipt.slot(), slot as usize);
+            prop_assert_eq!(receipt.epoch(), epoch);
+            prop_assert_eq!(Receipt::from_u64(receipt.to_u64()), receipt);
+        }
+    }
+
+    #[test]
+    fn message_id_displays_as_number() {
+        assert_eq!(MessageId(42).to_string(), "42");
+        assert!(MessageId(1) < MessageId(2));
     }
 }
