@@ -30,6 +30,17 @@ fn ttl_queue(clock: &ManualClock, dlq: Option<&std::sync::Arc<Queue<Body>>>) -> 
     .expect("valid settings")
 }
 
+/// A thread that receives once, deletes what it got and answers its body's value.
+fn receive_and_delete(q: &Arc<Queue<Body>>) -> thread::JoinHandle<Option<u32>> {
+    let q = q.clone();
+    thread::spawn(move || {
+        q.try_receive().map(|d| {
+            q.delete(d.receipt()).expect("a fresh lease");
+            d.into_body().value
+        })
+    })
+}
+
 /// Model L1: the message's time-to-live ends (the main thread advances the clock and runs the
 /// wheel, which kills it in the ready ring and drops its body after the run) while a receive
 /// (spawned) pops its index. Exactly one owns the body: the receive delivers it (it claimed
@@ -44,15 +55,7 @@ fn ttl_kill_races_receive() {
         let q = Arc::new(ttl_queue(&clock, None));
         q.send(Body::new(1, &live)).unwrap();
 
-        let receiver = {
-            let q = q.clone();
-            thread::spawn(move || {
-                q.try_receive().map(|d| {
-                    q.delete(d.receipt()).expect("a fresh lease");
-                    d.into_body().value
-                })
-            })
-        };
+        let receiver = receive_and_delete(&q);
         clock.advance(TICK);
         q.stats(); // runs the wheel
         let received = receiver.join().unwrap();
@@ -89,15 +92,7 @@ fn ttl_kill_with_full_dead_letter_queue_races_receive() {
         let q = Arc::new(ttl_queue(&clock, Some(&dlq)));
         q.send(Body::new(1, &live)).unwrap();
 
-        let receiver = {
-            let q = q.clone();
-            thread::spawn(move || {
-                q.try_receive().map(|d| {
-                    q.delete(d.receipt()).expect("a fresh lease");
-                    d.into_body().value
-                })
-            })
-        };
+        let receiver = receive_and_delete(&q);
         clock.advance(TICK);
         q.stats(); // runs the wheel: the kill, refused by the full dead-letter queue
         let received = receiver.join().unwrap();
