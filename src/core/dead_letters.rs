@@ -20,7 +20,6 @@ use crate::core::queue::{GiveBackOnUnwind, Queue};
 use crate::core::ring::IndexRing;
 use crate::core::slot::State;
 use crate::core::stats::bump;
-use crate::core::ttl::unclaimed;
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -236,11 +235,9 @@ impl<T> Queue<T> {
             let visit = seen.insert(index).then(|| {
                 // A panicking clone or send must not strand the message outside the ring.
                 let give_back = GiveBackOnUnwind {
-                    slot: &self.slots[index as usize],
-                    ring: &self.ready,
-                    waiters: &self.waiters,
+                    queue: self,
                     index,
-                    not_received: None,
+                    count_not_received: false,
                 };
                 let visit = look(index);
                 std::mem::forget(give_back);
@@ -270,17 +267,6 @@ impl<T> Queue<T> {
                 return;
             }
         }
-    }
-
-    /// Pushes the popped slot `index` back to the ready rings, to the back of its own level,
-    /// its claim cleared (see [`super::ttl`]).
-    fn push_back_ready(&self, index: u32) {
-        let slot = &self.slots[index as usize];
-        slot.store(unclaimed(slot.load()));
-        self.ready
-            .push(index)
-            .expect("the ready ring has room for every slot");
-        self.waiters.notify_one_after_rmw();
     }
 
     /// Frees the owned slot `index`, whose body has been moved out, and its death record.

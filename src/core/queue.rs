@@ -139,7 +139,7 @@ use crate::core::ready::ReadyRings;
 use crate::core::send_options::{GroupKey, SendOptions};
 use crate::core::slot::{epoch_origin, Slot, State, Word, ENDED_BY_EXPIRY, FILLING};
 use crate::core::stats::{bump, count_refusal, Counters, Memory, RateWindow, Stats};
-use crate::core::sync::{lock, AtomicBool, AtomicU64, Mutex, Ordering};
+use crate::core::sync::{lock, AtomicBool, Mutex, Ordering};
 use crate::core::ttl::{holds_body, unclaimed, Ttl, BODY_GONE, KILLED, POPPED};
 use crate::core::waiters::{Backoff, Waiters};
 use crate::core::wheel::{Refile, Wheel, NEVER};
@@ -836,11 +836,9 @@ impl<T> Queue<T> {
         debug_assert_eq!(ready.state(), State::Ready);
         // A panicking clone must not strand the message outside the ready ring.
         let give_back = GiveBackOnUnwind {
-            slot,
-            ring: &self.ready,
-            waiters: &self.waiters,
+            queue: self,
             index,
-            not_received: Some(&self.counters.not_received),
+            count_not_received: true,
         };
         // SAFETY: `index` came out of the ready ring, so this thread owns the `Ready` slot and
         // its body is written; nothing else reads or writes the body until `InFlight` is
@@ -1669,6 +1667,19 @@ impl<T> Queue<T> {
         self.publish_ready(head, word, now);
     }
 
+    /// Pushes the popped slot `index`, which this thread owns, back to the ready rings, to the
+    /// back of its own level, its claim cleared (see [`super::ttl`]), and wakes a sleeping
+    /// receiver for it as any other push to the ready rings does: a message a dead-letter
+    /// inspection looked at, or one given back because its clone panicked.
+    pub(crate) fn push_back_ready(&self, index: u32) {
+        let slot = &self.slots[index as usize];
+        slot.store(unclaimed(slot.load()));
+        self.ready
+            .push(index)
+            .expect("the ready ring has room for every slot");
+        self.waiters.notify_one_after_rmw();
+    }
+
     /// Makes sure the wheel will look at slot `index` by tick `deadline`, which was just stored
     /// along with the state that makes it live.
     #[inline]
@@ -1758,22 +1769,19 @@ fn has_unclaimed(ready: &ReadyRings) -> bool {
 /// popper has not counted it already), and wakes a sleeping receiver for it as any other push
 /// to the ready rings does; forgotten on success.
 pub(crate) struct GiveBackOnUnwind<'a, T> {
-    /// The popped slot, `index`'s.
-    pub(crate) slot: &'a Slot<T>,
-    pub(crate) ring: &'a ReadyRings,
-    pub(crate) waiters: &'a Waiters,
+    pub(crate) queue: &'a Queue<T>,
+    /// The popped slot.
     pub(crate) index: u32,
-    pub(crate) not_received: Option<&'a AtomicU64>,
+    /// Whether to count the pop in `not_received` (false if the popper has counted it).
+    pub(crate) count_not_received: bool,
 }
 
 impl<T> Drop for GiveBackOnUnwind<'_, T> {
     fn drop(&mut self) {
-        if let Some(not_received) = self.not_received {
-            bump(not_received);
+        if self.count_not_received {
+            bump(&self.queue.counters.not_received);
         }
-        self.slot.store(unclaimed(self.slot.load()));
-        let _ = self.ring.push(self.index);
-        self.waiters.notify_one_after_rmw();
+        self.queue.push_back_ready(self.index);
     }
 }
 
@@ -1797,11 +1805,9 @@ impl<T> Drop for GiveBackUnleased<'_, T> {
             slot.receive_count
                 .store(delivery.receive_count - 1, Ordering::Relaxed);
             drop(GiveBackOnUnwind {
-                slot,
-                ring: &q.ready,
-                waiters: &q.waiters,
+                queue: q,
                 index,
-                not_received: Some(&q.counters.not_received),
+                count_not_received: true,
             });
         }
     }
