@@ -115,6 +115,10 @@ use std::time::Duration;
 /// The longest visibility timeout, lease extension or send delay: 12 hours.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(12 * 60 * 60);
 
+/// The shortest timing-wheel tick ([`Builder::tick`]): 1 µs. A slot keeps its deadline tick
+/// in 48 bits, which at this tick is 8.9 years of a queue's life.
+pub const MIN_TICK: Duration = Duration::from_micros(1);
+
 /// The longest message time-to-live ([`Builder::message_ttl`], [`SendOptions::ttl`]): 14 days,
 /// SQS's longest retention period.
 pub const MAX_MESSAGE_TTL: Duration = Duration::from_secs(14 * 24 * 60 * 60);

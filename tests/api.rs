@@ -136,6 +136,21 @@ fn build_rejects_zero_tick() {
 }
 
 #[test]
+fn build_rejects_tick_under_min_tick_and_takes_min_tick() {
+    let err = Queue::<u32>::builder()
+        .tick(visq::MIN_TICK - NANO)
+        .build()
+        .unwrap_err();
+    assert_eq!(err, BuildError::TickTooShort);
+    let q = Queue::<u32>::builder()
+        .tick(visq::MIN_TICK)
+        .build()
+        .unwrap();
+    q.send(1).unwrap();
+    assert_eq!(*q.try_receive().unwrap().body(), 1);
+}
+
+#[test]
 fn build_rejects_tick_over_max_timeout() {
     let err = Queue::<u32>::builder()
         .tick(MAX_TIMEOUT + NANO)
@@ -154,12 +169,6 @@ fn build_rejects_tick_over_max_timeout() {
         .build()
         .unwrap();
     assert_eq!(q.capacity(), 4);
-    // So is the smallest tick.
-    Queue::<u32>::builder()
-        .capacity(4)
-        .tick(NANO)
-        .build()
-        .unwrap();
 }
 
 #[test]
@@ -212,6 +221,7 @@ fn build_errors_display_and_are_errors() {
         BuildError::ZeroCapacity,
         BuildError::CapacityTooLarge(MAX_CAPACITY + 1),
         BuildError::ZeroTick,
+        BuildError::TickTooShort,
         BuildError::TickTooLong,
         BuildError::InvalidVisibilityTimeout,
         BuildError::ZeroMaxReceives,

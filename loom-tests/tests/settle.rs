@@ -331,3 +331,43 @@ fn late_change_visibility_races_next_lease() {
         assert_empty_and_dropped(q, &live);
     });
 }
+
+/// Model 11b: a late change_visibility racing the end of its lease by a release and the
+/// message's next receive *in the same tick*, so that the next lease's deadline equals the
+/// deadline the late call read. The late call must still leave the new lease's deadline alone.
+#[test]
+fn late_change_visibility_races_same_tick_release() {
+    check("late_change_visibility_races_same_tick_release", || {
+        let live = Arc::new(AtomicUsize::new(0));
+        let clock = ManualClock::new();
+        let q = Arc::new(tiny_queue(1, &clock));
+        q.send(Body::new(1, &live)).unwrap();
+        let old = lease(&q); // deadline tick 1
+
+        let old_holder = {
+            let q = q.clone();
+            thread::spawn(move || q.change_visibility(old, 3 * TICK))
+        };
+        q.release(old).ok();
+        let d = q.try_receive();
+        let late = old_holder.join().unwrap();
+        assert!(matches!(
+            late,
+            Ok(()) | Err(ReceiptError::Expired | ReceiptError::Stale)
+        ));
+        if let Some(d) = d {
+            let current = d.receipt();
+            drop(d);
+            clock.advance(LEASE + TICK); // tick 2: the new lease (deadline tick 1) has ended
+            assert_eq!(
+                q.delete(current),
+                Err(ReceiptError::Expired),
+                "the new holder's lease was moved by a call on the old one"
+            );
+        }
+        while let Some(d) = q.try_receive() {
+            q.delete(d.receipt()).unwrap();
+        }
+        assert_empty_and_dropped(q, &live);
+    });
+}

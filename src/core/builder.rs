@@ -85,6 +85,8 @@ impl<T> Builder<T> {
     /// invariant TSC that the kernel uses as its clock source; `VISQ_CLOCK=monotonic` turns it
     /// off), a deadline is rounded up by 2 µs to cover the counter's skew from the monotonic
     /// clock, so against the monotonic clock it fires at most one tick and 4 µs late.
+    /// At least [`MIN_TICK`](crate::MIN_TICK) (1 µs): `build` refuses a shorter one with
+    /// [`BuildError::TickTooShort`] (and a zero one with [`BuildError::ZeroTick`]).
     pub fn tick(mut self, tick: Duration) -> Self {
         self.settings.tick = tick;
         self
@@ -286,6 +288,9 @@ impl<T> Builder<T> {
         }
         if self.settings.tick.is_zero() {
             return Err(BuildError::ZeroTick);
+        }
+        if self.settings.tick < crate::MIN_TICK {
+            return Err(BuildError::TickTooShort);
         }
         if self.settings.tick > MAX_TIMEOUT {
             return Err(BuildError::TickTooLong);

@@ -33,6 +33,8 @@ pub enum BuildError {
     CapacityTooLarge(usize),
     /// `tick(Duration::ZERO)`.
     ZeroTick,
+    /// A tick shorter than [`MIN_TICK`](crate::MIN_TICK), but not zero.
+    TickTooShort,
     /// The tick is longer than [`MAX_TIMEOUT`](crate::MAX_TIMEOUT).
     TickTooLong,
     /// The visibility timeout is zero or longer than [`MAX_TIMEOUT`](crate::MAX_TIMEOUT).
@@ -62,6 +64,7 @@ impl fmt::Display for BuildError {
                 crate::MAX_CAPACITY
             ),
             Self::ZeroTick => write!(f, "tick must be longer than zero"),
+            Self::TickTooShort => write!(f, "tick must be at least MIN_TICK (1 µs)"),
             Self::TickTooLong => write!(f, "tick must not be longer than MAX_TIMEOUT"),
             Self::InvalidVisibilityTimeout => {
                 write!(

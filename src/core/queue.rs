@@ -882,7 +882,7 @@ impl<T> Queue<T> {
         // its skew; the `max` keeps the rule local).
         let leased_at = now.max(slot.visible_since.load(Ordering::Relaxed));
         let deadline = self.time.deadline(leased_at, self.visibility_timeout);
-        slot.set_deadline(deadline);
+        slot.set_deadline(lease, deadline);
         // While `InFlight`, `visible_since` holds when the lease began.
         slot.visible_since.store(leased_at, Ordering::Relaxed);
         if let (Some(latency), 1) = (&self.latency, receive_count) {
@@ -1311,18 +1311,10 @@ impl<T> Queue<T> {
         let slot = self.slots.get(receipt.slot()).ok_or(ReceiptError::Stale)?;
         loop {
             let lease = self.validate(receipt, slot)?;
-            // `deadline` is shared with whoever owns the slot next, so write it only by a CAS
-            // from this lease's own deadline (read, then confirmed by re-reading the word): a
-            // call whose lease ended meanwhile must not move the next lease's deadline.
-            let current = slot.deadline.load(Ordering::Acquire);
-            if slot.load() != lease {
-                continue;
-            }
-            if slot
-                .deadline
-                .compare_exchange(current, deadline, Ordering::AcqRel, Ordering::Acquire)
-                .is_err()
-            {
+            // The deadline is shared with whoever leases the slot next, so it changes only by
+            // a CAS from a value of this lease's (see `Slot::change_deadline`): a call whose
+            // lease ended meanwhile must not move the next lease's deadline.
+            if !slot.change_deadline(lease, deadline) {
                 continue;
             }
             if slot.cas(lease, lease.next_version()).is_ok() {
@@ -1507,9 +1499,7 @@ impl<T> Queue<T> {
             return Err(ReceiptError::Stale);
         }
         match word.state() {
-            State::InFlight if self.time.has_passed(slot.deadline.load(Ordering::Relaxed)) => {
-                Err(ReceiptError::Expired)
-            }
+            State::InFlight if self.time.has_passed(slot.deadline()) => Err(ReceiptError::Expired),
             State::InFlight => Ok(word),
             State::Ready | State::Delayed if word.ended_by() == ENDED_BY_EXPIRY => {
                 Err(ReceiptError::Expired)
@@ -1727,7 +1717,7 @@ impl<T> Queue<T> {
             // A delayed message whose time-to-live has ended dies now, its delay over or not.
             let waiting = word.state() == State::Delayed;
             let ttl_ended = waiting && self.ttl_ended_at(index, now);
-            let deadline = slot.deadline.load(Ordering::Relaxed);
+            let deadline = slot.deadline();
             if deadline > now && !ttl_ended {
                 return Some(if waiting {
                     self.delayed_until(index, deadline)

@@ -65,6 +65,14 @@
 //! * `BODY_GONE`: the killer is done with the body (moved or dropped). Whichever of the
 //!   killer and the popper of the index comes second frees the slot.
 //!
+//! # The deadline
+//!
+//! `deadline` holds the tick at which the lease or the delay ends, stamped with the low 16 bits
+//! of the epoch that set it: its owner sets it before publishing `InFlight` or `Delayed`, and a
+//! `change_visibility` moves it only by a CAS from a value with its own lease's stamp
+//! ([`Slot::change_deadline`]), so a call whose lease has ended cannot move the next lease's
+//! deadline, even one equal to its own.
+//!
 //! # Who may touch the body
 //!
 //! Only the slot's owner (per the table): the sender writes it while it holds a `Free` slot
@@ -111,6 +119,19 @@ const EPOCH_SHIFT: u32 = STATE_BITS + TAG_BITS;
 const STATE_MASK: u64 = (1 << STATE_BITS) - 1;
 const TAG_MASK: u64 = (1 << TAG_BITS) - 1;
 pub(crate) const EPOCH_MASK: u64 = (1 << EPOCH_BITS) - 1;
+
+/// Low bits of the epoch kept with each deadline (see [`Slot::change_deadline`]).
+const STAMP_BITS: u32 = 16;
+const STAMP_MASK: u64 = (1 << STAMP_BITS) - 1;
+/// The latest deadline tick a slot can hold: 2^48 - 1, 8.9 years of queue time at the
+/// shortest tick, [`MIN_TICK`](crate::MIN_TICK).
+pub(crate) const MAX_DEADLINE_TICK: u64 = u64::MAX >> STAMP_BITS;
+
+/// `deadline` with the low bits of `epoch`.
+fn stamped(deadline: u64, epoch: u64) -> u64 {
+    debug_assert!(deadline <= MAX_DEADLINE_TICK);
+    (deadline << STAMP_BITS) | (epoch & STAMP_MASK)
+}
 
 /// Tag of a non-`InFlight` slot whose last lease ended by expiry.
 pub(crate) const ENDED_BY_EXPIRY: u32 = 1;
@@ -188,8 +209,9 @@ impl Word {
 /// 16 bytes per slot and showed no difference either.
 pub(crate) struct Slot<T> {
     word: AtomicU64,
-    /// Tick at which the lease (`InFlight`) or the delay (`Delayed`) ends.
-    pub(crate) deadline: AtomicU64,
+    /// Tick at which the lease (`InFlight`) or the delay (`Delayed`) ends, stamped with the
+    /// low bits of the epoch that wrote it (see [`Slot::change_deadline`]).
+    deadline: AtomicU64,
     /// The message id (written by the sender).
     pub(crate) id: AtomicU64,
     /// While `Ready`: nanoseconds (queue time) since which the message has been receivable, for
@@ -220,14 +242,62 @@ impl<T> Slot<T> {
     }
 
     /// Sets the deadline of a slot the caller owns (before publishing the state that makes it
-    /// live). A swap, not a store: a `change_visibility` whose lease has just ended may be
-    /// running its deadline CAS concurrently, and that CAS must either land before this write
-    /// or fail. A plain store gives that too (RMW atomicity), but loom does not model RMW
-    /// atomicity against plain stores of unrelated threads and would report a false
-    /// overwrite; the swap costs one locked instruction on the receive path.
+    /// live), stamped with `owned`'s epoch. A plain store: a late
+    /// [`Slot::change_deadline`] of an earlier lease that lands after it fails on the stamp.
+    /// `Release`, paired with that call's `Acquire` load: a late call that reads this value
+    /// then reads a word no older than this one's owner had, so its next validation fails
+    /// (without it, it could re-read its ended lease's word forever).
+    ///
+    /// Under loom the store is a swap: loom 0.7 does not hold a plain store to RMW atomicity
+    /// (tokio-rs/loom#254: the store can squeeze between the read and the write of another
+    /// thread's CAS), so it reports the late CAS overwriting this value, which the memory
+    /// model rules out. The swap is the same write with that atomicity made explicit; on x86
+    /// it would cost a locked instruction on every receive.
     #[inline]
-    pub(crate) fn set_deadline(&self, deadline: u64) {
-        self.deadline.swap(deadline, Ordering::AcqRel);
+    pub(crate) fn set_deadline(&self, owned: Word, deadline: u64) {
+        let value = stamped(deadline, owned.epoch());
+        if cfg!(loom) {
+            self.deadline.swap(value, Ordering::AcqRel);
+        } else {
+            self.deadline.store(value, Ordering::Release);
+        }
+    }
+
+    /// The deadline tick last set (read `Relaxed`: the caller orders it by the word it read
+    /// before, or checks the word again after).
+    #[inline]
+    pub(crate) fn deadline(&self) -> u64 {
+        self.deadline.load(Ordering::Relaxed) >> STAMP_BITS
+    }
+
+    /// Moves the deadline of `lease` to `deadline`, if the cell still holds a deadline of that
+    /// lease: a CAS from a value stamped with its epoch. `false` if the cell belongs to
+    /// another lease (this one has ended) or changed under the CAS (the caller re-validates).
+    ///
+    /// # Why the stamp
+    ///
+    /// The cell is shared by all the leases of the slot. A `change_visibility` reads its lease's
+    /// deadline and CASes it; if meanwhile its lease ended and the next receive stored a deadline
+    /// that happens to be *equal* (same tick: a release and a receive within one tick), a CAS on
+    /// the bare tick would succeed and move the next lease's deadline (loom model 11b,
+    /// `late_change_visibility_races_same_tick_release`, caught this). With the epoch's low 16
+    /// bits in the value, the late CAS fails: the next lease's value carries another stamp. It
+    /// could match again only 65,536 leases of the same slot later, *and* with a deadline in
+    /// the very tick the late call read, all while that call is stalled between its load and
+    /// its CAS (the same kind of wrap as the epoch's; see the module docs).
+    #[inline]
+    pub(crate) fn change_deadline(&self, lease: Word, deadline: u64) -> bool {
+        let current = self.deadline.load(Ordering::Acquire);
+        current & STAMP_MASK == lease.epoch() & STAMP_MASK
+            && self
+                .deadline
+                .compare_exchange(
+                    current,
+                    stamped(deadline, lease.epoch()),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
     }
 
     /// Publishes the owned slot (word `owned`) as `Delayed` with `tag` until tick `deadline`:
@@ -235,7 +305,7 @@ impl<T> Slot<T> {
     /// then makes sure the wheel will visit the slot.
     #[inline]
     pub(crate) fn publish_delayed(&self, owned: Word, tag: u32, deadline: u64) {
-        self.set_deadline(deadline);
+        self.set_deadline(owned, deadline);
         self.store(owned.with(State::Delayed, tag));
     }
 
