@@ -18,6 +18,7 @@
 
 mod async_front;
 mod backends;
+mod bounds;
 #[path = "../../benches/common/mod.rs"]
 mod common;
 mod features;
@@ -200,6 +201,8 @@ pub struct WheelCell {
 
 pub struct Results {
     pub uncontended: Uncontended,
+    /// What bounds the lifecycle: primitives' costs, 1P1C on one CPU and on two.
+    pub bounds: bounds::Bounds,
     pub histogram_cost: HistogramCost,
     pub workloads: Vec<Workload>,
     /// 1P1C batch 1 u64 throughput (M msgs/s), one cell per capacity of [`SWEEP`], repeats
@@ -261,6 +264,8 @@ fn main() {
 
     progress("uncontended", started);
     let uncontended = measure_uncontended(&plan);
+    progress("what bounds the lifecycle", started);
+    let bounds = bounds::measure(&plan);
     progress("capacity sweep, 1P1C", started);
     let sweep = measure_sweep(&plan);
     let mut workloads = Vec::new();
@@ -293,6 +298,7 @@ fn main() {
     let features = features::measure(&plan);
     let results = Results {
         uncontended,
+        bounds,
         histogram_cost,
         workloads,
         sweep,

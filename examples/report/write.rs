@@ -280,6 +280,13 @@ fn breakdown_median(results: &Results, op: &str, contender: Contender) -> Option
         .and_then(|(_, runs)| median_of(runs, contender))
 }
 
+/// visq's consumer-side work per message: a receive and a delete, each timed on its own.
+fn consumer_ns(results: &Results) -> Option<f64> {
+    breakdown_median(results, "receive", Contender::Visq)
+        .zip(breakdown_median(results, "delete", Contender::Visq))
+        .map(|(r, d)| r + d)
+}
+
 fn sweep_runs(cells: &[SweepCell], capacity: usize, contender: Contender) -> &[f64] {
     cells
         .iter()
@@ -444,8 +451,12 @@ fn targets(results: &Results) -> Vec<Target> {
             fmt_ratio_stats(at_large)
         ),
         met: verdict(s, None, Some(2.0)),
-        why: where_time_goes.clone(),
+        why: format!(
+            "{where_time_goes} {}",
+            crate::bounds::barrier_summary(&results.bounds, |c| median_of(unc, c))
+        ),
     });
+    let one_to_one = crate::bounds::one_to_one_summary(&results.bounds, consumer_ns(results));
 
     // 3. Lifecycle throughput against crossbeam-channel's raw handoff and the reference.
     for (threads, baseline, bar) in [
@@ -474,10 +485,8 @@ fn targets(results: &Results) -> Vec<Target> {
                 baseline.name(),
                 rates(baseline),
                 if threads == "4P4C" { 8 } else { 2 },
-                if baseline == Contender::Channel {
-                    "The channel does two operations per message (send, recv) where visq does \
-                     three (send, receive, delete), and a receive also files a deadline."
-                        .to_string()
+                if threads == "1P1C" {
+                    one_to_one.clone()
                 } else {
                     where_time_goes.clone()
                 }
@@ -756,6 +765,13 @@ pub fn write(out: &Path, machine: &Machine, plan: &Plan, results: &Results) -> i
 
     sweep_section(w, results);
     uncontended_section(w, results);
+    let unc = uncontended_runs(results);
+    crate::bounds::section(
+        w,
+        &results.bounds,
+        |c| median_of(unc, c),
+        consumer_ns(results),
+    );
     throughput_section(w, out, results)?;
     latency_section(w, out, results)?;
     histogram_cost_section(w, &results.histogram_cost);
