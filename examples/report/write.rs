@@ -570,7 +570,11 @@ fn targets(results: &Results) -> Vec<Target> {
             "per slot: slots {} (the {body} B body included), rings {}, wheel {}, death records {} \
              (only with a dead-letter queue: {}), latency recorder {}. Peak RSS per held message \
              with {} in flight, u64 body: visq {}, the lock-based reference {}. See the memory \
-             section.",
+             section. What 40 B would have to hold: the lease word, the deadline, the message \
+             id (ids grow in send order), the receive count, a free-stack link and a ready-ring \
+             entry are 8 + 8 + 8 + 4 + 4 + 8 = 40 B by themselves, before any index of the \
+             deadlines (the wheel's per-slot link, 24 B, and its notice inbox, 8 B) and the \
+             lease start that the ages in `Stats` and the latency metrics read (8 B).",
             per(plain, plain.slots),
             per(plain, plain.rings),
             per(plain, plain.wheel),
@@ -608,8 +612,13 @@ fn targets(results: &Results) -> Vec<Target> {
             met: verdict(s, Some(3.0), None),
             why: "every measured operation goes through the whole queue (receive or \
                   change_visibility: ring, slot, clock), not the bookkeeping alone; with 1 M \
-                  pending each touches a random slot far beyond the caches, on both sides. See \
-                  the timing-wheel section for 1 k and 100 k pending."
+                  pending each touches a random slot far beyond the caches, on both sides. \
+                  Counted with valgrind's cache simulator (`bash benches/cache_misses.sh`, \
+                  results/cache-misses.md): the reference's change_visibility misses the \
+                  last level fewer than 3 times per call, one of them for the receipt's own \
+                  slot, which visq must touch too; so even a wheel that cost nothing would \
+                  leave visq under 3× cheaper there. See the timing-wheel section for 1 k and \
+                  100 k pending."
                 .into(),
         });
     }
@@ -624,9 +633,10 @@ fn targets(results: &Results) -> Vec<Target> {
         measured: fmt_ratio_stats(s),
         met: verdict(s, Some(10.0), None),
         why: format!(
-            "uncontended, the tutorial design costs {} per message against visq's {}.",
+            "uncontended, the tutorial design costs {} per message against visq's {}. {}",
             fmt_opt_ns(median_of(unc, Contender::Tutorial)),
-            fmt_opt_ns(visq_unc)
+            fmt_opt_ns(visq_unc),
+            one_to_one
         ),
     });
     let cell = latency_cell(results, 10_000, large)
