@@ -10,7 +10,6 @@
 //! ```
 
 #[path = "../benches/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use common::adapters::Contender;
