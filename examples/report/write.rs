@@ -573,7 +573,8 @@ fn targets(results: &Results) -> Vec<Target> {
              section. What 40 B would have to hold: the lease word, the deadline, the message \
              id (ids grow in send order), the receive count, a free-stack link and a ready-ring \
              entry are 8 + 8 + 8 + 4 + 4 + 8 = 40 B by themselves, before any index of the \
-             deadlines (the wheel's per-slot link, 24 B, and its notice inbox, 8 B) and the \
+             deadlines (the wheel's per-slot link, 24 B, its notice inbox threaded through \
+             it) and the \
              lease start that the ages in `Stats` and the latency metrics read (8 B).",
             per(plain, plain.slots),
             per(plain, plain.rings),

@@ -222,6 +222,36 @@ fn shorten_races_wheel_visit() {
     });
 }
 
+/// Model 4d: two threads shorten the same lease at once (a worker and its heartbeat), both
+/// below the tick the wheel has the slot filed at, so both must notice the wheel: the slot
+/// enters the wheel's inbox once (the notifier that claims it pushes it; the other finds it
+/// claimed), the wheel files the earlier deadline, and the lease ends by it, once.
+#[test]
+fn two_shortenings_race_into_the_inbox() {
+    check("two_shortenings_race_into_the_inbox", || {
+        let live = Arc::new(AtomicUsize::new(0));
+        let clock = ManualClock::new();
+        let q = Arc::new(tiny_queue(2, &clock));
+        q.send(Body::new(1, &live)).unwrap();
+        let receipt = lease(&q); // deadline tick 1, filed at 1
+        q.change_visibility(receipt, 4 * TICK).unwrap(); // deadline tick 4, still filed at 1
+        clock.advance(TICK);
+        assert!(q.try_receive().is_none()); // runs the wheel: re-filed at tick 4
+
+        let shorten = || {
+            let q = q.clone();
+            thread::spawn(move || q.change_visibility(receipt, TICK)) // deadline tick 2
+        };
+        let (a, b) = (shorten(), shorten());
+        assert_eq!((a.join().unwrap(), b.join().unwrap()), (Ok(()), Ok(())));
+
+        // Tick 2: the shortened lease has ended, not the one filed at tick 4.
+        clock.advance(TICK);
+        drain_one(&q, 2);
+        assert_empty_and_dropped(q, &live);
+    });
+}
+
 /// Model 5: a stale receipt (from before a redelivery) used concurrently with the new holder's
 /// delete: the stale one always fails, the current one always succeeds.
 #[test]

@@ -13,7 +13,7 @@
 //! | `send_options` | how one message is sent: delay, priority, message group, time-to-live |
 //! | `free` | the free slots: a LIFO stack (tagged head) linked through the slots, so a send reuses the slot freed last |
 //! | `groups` | FIFO message groups: lanes of ordered slot indices (intrusive MPSC lists), each letting one message, its head, into the ready ring at a time |
-//! | `ring` | the bounded MPMC rings of slot indices (ready messages, the wheel's inbox) |
+//! | `ring` | the bounded MPMC ring of slot indices (ready messages, one per priority level) |
 //! | `ready` | the ready messages, by priority level: a ring per level (the highest tried first) and each slot's level |
 //! | `wheel` | the hierarchical timing wheel of deadlines (leases, delays, retries) |
 //! | `waiters` | parking and waking blocked receivers and senders: threads, and futures (an intrusive list of waker nodes) |

@@ -194,15 +194,6 @@ impl IndexRing {
     pub(crate) fn pushes_acquired(&self) -> u64 {
         self.tail.fetch_add(0, Ordering::AcqRel)
     }
-
-    /// Whether a value looked present at the head at the moment of the call (a hint for
-    /// waiters; it consumes nothing).
-    #[inline]
-    pub(crate) fn has_ready_head(&self) -> bool {
-        let head = self.head.load(Ordering::SeqCst);
-        let cell = self.cells[(head & self.mask) as usize].load(Ordering::SeqCst);
-        stamp_distance(cell, head + 1) == 0
-    }
 }
 
 #[cfg(all(test, not(loom)))]
@@ -216,12 +207,10 @@ mod tests {
             ring.push(v).unwrap();
         }
         assert_eq!(ring.push(9), Err(9));
-        assert!(ring.has_ready_head());
         for (p, v) in (0..4).enumerate() {
             assert_eq!(ring.pop(), Some((p as u64, v)));
         }
         assert_eq!(ring.pop(), None);
-        assert!(!ring.has_ready_head());
     }
 
     /// A ring asked for room for one value still tells full from empty: with one cell the

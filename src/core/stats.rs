@@ -63,7 +63,8 @@ pub struct Memory {
     /// messages whose bodies wait to be dropped (8 bytes per slot, rounded up to a power of
     /// two). 0 otherwise.
     pub ttl: usize,
-    /// The timing wheel: its per-slot links, its levels and its inbox ring.
+    /// The timing wheel: its per-slot links (the inbox of notices runs through them) and its
+    /// levels.
     pub wheel: usize,
     /// Death records, one per slot, for a queue that has a dead-letter queue or is one.
     pub death_records: usize,

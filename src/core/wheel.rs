@@ -52,14 +52,17 @@
 //! A queue operation that sets a deadline (receive, change_visibility, send_delayed) stores it,
 //! issues a `SeqCst` fence and reads `filed` for the slot. If the slot is filed at or before the
 //! new deadline nothing more is needed (the entry fires first and is re-filed). Otherwise it
-//! calls [`Wheel::notify`]: a per-slot `pending` flag (so each slot is in the inbox at most once,
-//! which is why the inbox, sized for every slot, can never be full) and a push to the inbox.
+//! calls [`Wheel::notify`], which pushes the slot onto the inbox: a stack linked through the
+//! slots' `Link::inbox_next` (no memory of its own, and never full), which any thread pushes
+//! to and the owner takes whole with one swap. A slot is in it at most once: the notifier that
+//! moves its `inbox_next` from `OUT` to `LINKING` by CAS pushes it, any later one finds it
+//! marked and leaves, until the owner takes it out (it reads its link, then stores `OUT`).
 //! The owner, before visiting an entry, stores `filed = NEVER` and fences; so either it reads the
 //! new deadline, or the operation reads `NEVER` and notifies (Dekker's pattern: a `SeqCst`
 //! fence on each side between its store and its load; the accesses themselves may be
 //! `Relaxed`, so a visit costs one full barrier). An operation that reads an older `filed`
 //! than the owner's latest store is covered the same way: what it read comes before the
-//! owner's `NEVER`, so that visit reads its deadline. The inbox owner clears `pending` before reading the deadline, for the same reason.
+//! owner's `NEVER`, so that visit reads its deadline. The inbox owner stores `OUT` before reading the deadline, for the same reason.
 //!
 //! # Waking sleepers: every change of `next_due`
 //!
@@ -72,13 +75,18 @@
 //! between the turns sleeps its whole wait.
 
 use crate::core::error::{try_boxed_slice, OutOfMemory};
-use crate::core::ring::IndexRing;
 use crate::core::sync::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 use crossbeam_utils::CachePadded;
 
 /// "No tick": not filed, or no deadline pending.
 pub(crate) const NEVER: u64 = u64::MAX;
 const NIL: u32 = u32::MAX;
+/// `Link::inbox_next` of a slot that is not in the inbox.
+const OUT: u32 = u32::MAX;
+/// The inbox's bottom: `Link::inbox_next` of its last slot, and the empty inbox's top.
+const END: u32 = u32::MAX - 1;
+/// `Link::inbox_next` of a slot whose notifier has claimed it and is pushing it.
+const LINKING: u32 = u32::MAX - 2;
 /// Buckets per level: 256, so that a deadline up to 65 s away (at the default 1 ms tick: the
 /// default 30 s visibility timeout included) is filed at level 1 and cascades once before it
 /// fires, where 64 buckets filed it at level 2 and cascaded it twice (see "Shape").
@@ -95,8 +103,9 @@ const MASK_WORDS: usize = (BUCKETS / 64) as usize;
 struct Link {
     /// The tick the slot is filed at, or `NEVER`. Written by the owner, read by anyone.
     filed: AtomicU64,
-    /// Set while the slot is in the inbox.
-    pending: AtomicBool,
+    /// The slot's place in the inbox: [`OUT`] while it is not in it, else the slot below it
+    /// ([`END`] at the bottom, [`LINKING`] while its notifier is pushing it).
+    inbox_next: AtomicU32,
     // Owner-only from here on.
     next: AtomicU32,
     prev: AtomicU32,
@@ -146,7 +155,9 @@ pub(crate) struct Wheel {
     /// The earliest tick at which running the wheel can do anything (a lower bound of the next
     /// deadline), or `NEVER`. Published by the owner, read by every queue operation.
     next_due: CachePadded<AtomicU64>,
-    inbox: IndexRing,
+    /// The top of the inbox: a stack of notified slots, linked through `Link::inbox_next`
+    /// (pushed by any thread, taken whole by the owner), or [`END`].
+    inbox: CachePadded<AtomicU32>,
     elapsed: AtomicU64,
     levels: Box<[Level]>,
     links: Box<[Link]>,
@@ -167,12 +178,9 @@ impl Drop for Claim<'_> {
 pub(crate) type Refile = Option<u64>;
 
 impl Wheel {
-    /// Bytes of the wheel's per-slot links, its levels and its inbox ring (allocated by
-    /// `new`).
+    /// Bytes of the wheel's per-slot links and its levels (allocated by `new`).
     pub(crate) fn heap_bytes(&self) -> usize {
-        std::mem::size_of_val(&*self.links)
-            + std::mem::size_of_val(&*self.levels)
-            + self.inbox.heap_bytes()
+        std::mem::size_of_val(&*self.links) + std::mem::size_of_val(&*self.levels)
     }
 
     /// The number of levels needed so that half the wheel's range covers `max_ticks` (and at
@@ -186,12 +194,12 @@ impl Wheel {
         levels
     }
 
-    /// A wheel for `slots` slots, starting at tick 0; `OutOfMemory` if its links, levels or
-    /// inbox cannot be allocated.
+    /// A wheel for `slots` slots, starting at tick 0; `OutOfMemory` if its links or levels
+    /// cannot be allocated.
     pub(crate) fn new(slots: usize, levels: u32) -> Result<Self, OutOfMemory> {
         let links = try_boxed_slice(slots, |_| Link {
             filed: AtomicU64::new(NEVER),
-            pending: AtomicBool::new(false),
+            inbox_next: AtomicU32::new(OUT),
             next: AtomicU32::new(NIL),
             prev: AtomicU32::new(NIL),
             bucket: AtomicU32::new(NIL),
@@ -203,7 +211,7 @@ impl Wheel {
         Ok(Self {
             claimed: CachePadded::new(AtomicBool::new(false)),
             next_due: CachePadded::new(AtomicU64::new(NEVER)),
-            inbox: IndexRing::with_capacity(slots)?,
+            inbox: CachePadded::new(AtomicU32::new(END)),
             elapsed: AtomicU64::new(0),
             levels,
             links,
@@ -247,14 +255,30 @@ impl Wheel {
         self.links[slot as usize].filed.load(Ordering::SeqCst) > deadline
     }
 
-    /// Leaves `slot` in the inbox for the owner to (re)file from its current deadline.
+    /// Leaves `slot` in the inbox for the owner to (re)file from its current deadline, unless
+    /// it is there already.
     pub(crate) fn notify(&self, slot: u32) {
-        if !self.links[slot as usize]
-            .pending
-            .swap(true, Ordering::SeqCst)
+        let link = &self.links[slot as usize].inbox_next;
+        // `SeqCst`: the owner clears the mark, fences and then reads the deadline; this
+        // caller stored the deadline and fenced before its look at `filed`.
+        if link
+            .compare_exchange(OUT, LINKING, Ordering::SeqCst, Ordering::Relaxed)
+            .is_err()
         {
-            let pushed = self.inbox.push(slot);
-            debug_assert!(pushed.is_ok(), "the inbox has room for every slot");
+            return;
+        }
+        // A push onto a stack that is only ever pushed to or taken whole: no ABA (whatever
+        // the top is when the CAS succeeds, the link stored before it names that top).
+        let mut top = self.inbox.load(Ordering::Relaxed);
+        loop {
+            link.store(top, Ordering::Relaxed);
+            match self
+                .inbox
+                .compare_exchange_weak(top, slot, Ordering::Release, Ordering::Relaxed)
+            {
+                Ok(_) => return,
+                Err(now) => top = now,
+            }
         }
     }
 
@@ -303,7 +327,7 @@ impl Wheel {
             // Work left while we held the claim: notices (pushed after our drain) or time that
             // passed. Whoever pushed it saw the claim taken and left; take it again.
             fence(Ordering::SeqCst);
-            if !self.inbox.has_ready_head() && !self.is_due(now()) {
+            if self.inbox.load(Ordering::SeqCst) == END && !self.is_due(now()) {
                 break;
             }
         }
@@ -314,10 +338,14 @@ impl Wheel {
     /// them in (`NEVER` if none).
     fn drain_inbox(&self, now: u64, visit: &mut impl FnMut(u32, u64) -> Refile) -> u64 {
         let mut earliest = NEVER;
-        while let Some((_, slot)) = self.inbox.pop() {
+        let mut next = self.inbox.swap(END, Ordering::Acquire);
+        while next != END {
+            let slot = next;
             let link = &self.links[slot as usize];
+            // Read before the slot leaves the inbox: a notifier may push it again at once.
+            next = link.inbox_next.load(Ordering::Relaxed);
             // Relaxed: the fence in `visit_and_refile` orders it before the deadline's read.
-            link.pending.store(false, Ordering::Relaxed);
+            link.inbox_next.store(OUT, Ordering::Relaxed);
             if link.filed.load(Ordering::Relaxed) != NEVER {
                 self.unlink(slot);
             }
@@ -606,6 +634,32 @@ mod tests {
         assert_eq!(h.fired.borrow().len(), 1);
         h.run_to(300);
         assert_eq!(h.fired.borrow()[1], (1, 300));
+    }
+
+    /// The inbox takes each notified slot once, however often it is notified before a run,
+    /// visits every slot notified, and takes a slot again once a run has taken it out.
+    #[test]
+    fn the_inbox_visits_each_notified_slot_once() {
+        let wheel = Wheel::new(8, 2).unwrap();
+        for slot in [3, 5, 3, 0, 5, 7] {
+            wheel.notify(slot);
+        }
+        let visits = |wheel: &Wheel| {
+            let mut visited = Vec::new();
+            wheel.run(
+                || 0,
+                |slot, _| {
+                    visited.push(slot);
+                    None
+                },
+            );
+            visited.sort_unstable();
+            visited
+        };
+        assert_eq!(visits(&wheel), vec![0, 3, 5, 7]);
+        assert_eq!(visits(&wheel), Vec::<u32>::new());
+        wheel.notify(3);
+        assert_eq!(visits(&wheel), vec![3]);
     }
 
     #[test]
