@@ -222,10 +222,12 @@ fn shorten_races_wheel_visit() {
     });
 }
 
-/// Model 4d: two threads shorten the same lease at once (a worker and its heartbeat), both
-/// below the tick the wheel has the slot filed at, so both must notice the wheel: the slot
-/// enters the wheel's inbox once (the notifier that claims it pushes it; the other finds it
-/// claimed), the wheel files the earlier deadline, and the lease ends by it, once.
+/// Model 4d: two threads shorten the same lease at once to the same tick (a worker and its
+/// heartbeat), below the tick the wheel has the slot filed at. The second deadline CAS replaces
+/// the first one's equal value, which is no move earlier; so if the first call's version CAS
+/// fails because of the second, the first must still tell the wheel on its retry (it replaced
+/// a later deadline on its first try), or nobody does. The lease ends at the shortened tick,
+/// once.
 #[test]
 fn two_shortenings_race_into_the_inbox() {
     check("two_shortenings_race_into_the_inbox", || {
@@ -247,6 +249,45 @@ fn two_shortenings_race_into_the_inbox() {
 
         // Tick 2: the shortened lease has ended, not the one filed at tick 4.
         clock.advance(TICK);
+        drain_one(&q, 2);
+        assert_empty_and_dropped(q, &live);
+    });
+}
+
+/// Model 4e: two changes of the same lease to different ticks, both before the tick the wheel
+/// has the slot filed at: whichever lands second extends or shortens the first. A call that
+/// only replaced earlier deadlines skips the wheel (no fence, no look at `filed`); when the
+/// later target lands first, both calls move the deadline earlier and both notify, and the
+/// slot enters the wheel's inbox once (the notifier whose CAS marks it pushes it). Whatever
+/// the order, the lease ends by the later of the two deadlines, not before the earlier one,
+/// and is redelivered once.
+#[test]
+fn shorten_races_extend() {
+    check("shorten_races_extend", || {
+        let live = Arc::new(AtomicUsize::new(0));
+        let clock = ManualClock::new();
+        let q = Arc::new(tiny_queue(2, &clock));
+        q.send(Body::new(1, &live)).unwrap();
+        let receipt = lease(&q); // deadline tick 1, filed at 1
+        q.change_visibility(receipt, 4 * TICK).unwrap(); // deadline tick 4, still filed at 1
+        clock.advance(TICK);
+        assert!(q.try_receive().is_none()); // runs the wheel: re-filed at tick 4
+
+        let change = |timeout| {
+            let q = q.clone();
+            thread::spawn(move || q.change_visibility(receipt, timeout))
+        };
+        let (shorten, extend) = (change(TICK), change(2 * TICK)); // ticks 2 and 3
+        assert_eq!(
+            (shorten.join().unwrap(), extend.join().unwrap()),
+            (Ok(()), Ok(()))
+        );
+        assert!(
+            q.try_receive().is_none(),
+            "redelivered before either deadline"
+        );
+
+        clock.advance(2 * TICK); // tick 3: both deadlines have come
         drain_one(&q, 2);
         assert_empty_and_dropped(q, &live);
     });

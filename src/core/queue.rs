@@ -1309,16 +1309,22 @@ impl<T> Queue<T> {
         let now = self.time.now_nanos();
         let deadline = self.time.deadline(now, timeout);
         let slot = self.slots.get(receipt.slot()).ok_or(ReceiptError::Stale)?;
+        // Whether some deadline this call replaced was later than its own: only then may the
+        // wheel have the slot filed too late (see "Telling the wheel" in `super::wheel`).
+        let mut moved_earlier = false;
         loop {
             let lease = self.validate(receipt, slot)?;
             // The deadline is shared with whoever leases the slot next, so it changes only by
             // a CAS from a value of this lease's (see `Slot::change_deadline`): a call whose
             // lease ended meanwhile must not move the next lease's deadline.
-            if !slot.change_deadline(lease, deadline) {
+            let Some(replaced) = slot.change_deadline(lease, deadline) else {
                 continue;
-            }
+            };
+            moved_earlier |= replaced > deadline;
             if slot.cas(lease, lease.next_version()).is_ok() {
-                self.schedule(receipt.slot() as u32, deadline);
+                if moved_earlier {
+                    self.schedule(receipt.slot() as u32, deadline);
+                }
                 return Ok(());
             }
         }

@@ -271,8 +271,9 @@ impl<T> Slot<T> {
     }
 
     /// Moves the deadline of `lease` to `deadline`, if the cell still holds a deadline of that
-    /// lease: a CAS from a value stamped with its epoch. `false` if the cell belongs to
-    /// another lease (this one has ended) or changed under the CAS (the caller re-validates).
+    /// lease: a CAS from a value stamped with its epoch. Returns the deadline it replaced;
+    /// `None` if the cell belongs to another lease (this one has ended) or changed under the
+    /// CAS (the caller re-validates).
     ///
     /// # Why the stamp
     ///
@@ -286,18 +287,20 @@ impl<T> Slot<T> {
     /// the very tick the late call read, all while that call is stalled between its load and
     /// its CAS (the same kind of wrap as the epoch's; see the module docs).
     #[inline]
-    pub(crate) fn change_deadline(&self, lease: Word, deadline: u64) -> bool {
+    pub(crate) fn change_deadline(&self, lease: Word, deadline: u64) -> Option<u64> {
         let current = self.deadline.load(Ordering::Acquire);
-        current & STAMP_MASK == lease.epoch() & STAMP_MASK
-            && self
-                .deadline
-                .compare_exchange(
-                    current,
-                    stamped(deadline, lease.epoch()),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
-                .is_ok()
+        if current & STAMP_MASK != lease.epoch() & STAMP_MASK {
+            return None;
+        }
+        self.deadline
+            .compare_exchange(
+                current,
+                stamped(deadline, lease.epoch()),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .ok()
+            .map(|replaced| replaced >> STAMP_BITS)
     }
 
     /// Publishes the owned slot (word `owned`) as `Delayed` with `tag` until tick `deadline`:

@@ -64,6 +64,14 @@
 //! than the owner's latest store is covered the same way: what it read comes before the
 //! owner's `NEVER`, so that visit reads its deadline. The inbox owner stores `OUT` before reading the deadline, for the same reason.
 //!
+//! A `change_visibility` that only moves its lease's deadline later (every value it replaced,
+//! by CAS, was at or before its own) skips the fence and the look: the slot is filed at or
+//! before the deadline it replaced (every deadline that moved earlier was noticed), or a notice
+//! is pending whose visit reads the deadline afterwards, or the owner is visiting it and files
+//! whichever of the two deadlines it reads; each is at or before the new one, so the entry
+//! still comes first and is re-filed. Extending, what heartbeats do, then touches only the
+//! slot (loom models 4c and `extend_races_wheel_firing`).
+//!
 //! # Waking sleepers: every change of `next_due`
 //!
 //! Parked receivers nap until `next_due` (see [`super::waiters`]), so every store that changes
