@@ -193,12 +193,51 @@ pub(crate) struct Ticks {
     /// The source's reading at build time.
     origin: u64,
     tick_nanos: u64,
+    /// Divides by `tick_nanos` with a multiply: a queue's hot paths turn readings into ticks
+    /// several times per message, and a 64-bit division costs tens of cycles.
+    per_tick: Divisor,
     /// How many ticks [`Ticks::recent_nanos`] is assumed to lag the exact time at most, plus one
     /// for rounding (0 for the manual clock, whose readings are all exact).
     lag_ticks: u64,
     /// Nanoseconds added to every deadline before rounding up: twice the most an exact reading
     /// may differ from the monotonic clock (0 unless the source is the counter).
     margin: u64,
+}
+
+/// Exact division of a `u64` by a divisor fixed at build time, by a multiply and a shift
+/// (Granlund and Montgomery, "Division by invariant integers using multiplication", 1994,
+/// theorem 4.2): with `l = ceil(log2 d)` and `m = ceil(2^(63 + l) / d)`,
+/// `2^(63 + l) <= m * d < 2^(63 + l) + 2^l`, so `floor(n / d) = floor(m * n / 2^(63 + l))` for
+/// every `n < 2^63`, and `m < 2^64`. Larger dividends (saturated readings, never a real clock's)
+/// take the hardware division.
+#[derive(Clone, Copy, Debug)]
+struct Divisor {
+    divisor: u64,
+    multiplier: u64,
+    shift: u32,
+}
+
+impl Divisor {
+    /// `divisor` must be at least 1.
+    fn new(divisor: u64) -> Self {
+        debug_assert!(divisor >= 1);
+        let l = 64 - (divisor - 1).leading_zeros();
+        let shift = 63 + l;
+        let multiplier = (1u128 << shift).div_ceil(u128::from(divisor));
+        Self {
+            divisor,
+            multiplier: u64::try_from(multiplier).expect("m < 2^64 (see the type's docs)"),
+            shift,
+        }
+    }
+
+    #[inline]
+    fn divide(self, n: u64) -> u64 {
+        if n >> 63 != 0 {
+            return n / self.divisor;
+        }
+        ((u128::from(self.multiplier) * u128::from(n)) >> self.shift) as u64
+    }
 }
 
 /// A counter value and a monotonic reading taken between two reads of the counter: `count` is
@@ -508,6 +547,7 @@ impl Ticks {
                 origin: clock.nanos.load(Ordering::SeqCst),
                 source: Source::Manual(clock),
                 tick_nanos,
+                per_tick: Divisor::new(tick_nanos),
                 lag_ticks: 0,
                 margin: 0,
             },
@@ -526,6 +566,7 @@ impl Ticks {
                     // `SKEW` behind saturates to it).
                     origin: monotonic::recent(),
                     tick_nanos,
+                    per_tick: Divisor::new(tick_nanos),
                     lag_ticks: monotonic::lag_bound()
                         .div_ceil(tick_nanos)
                         .saturating_add(1),
@@ -585,7 +626,7 @@ impl Ticks {
     /// The current tick: whole ticks elapsed since build (rounded down).
     #[inline]
     pub(crate) fn tick_of(&self, nanos: u64) -> u64 {
-        nanos / self.tick_nanos
+        self.per_tick.divide(nanos)
     }
 
     /// The deadline tick for `after` from `nanos`: the first tick boundary at or after
@@ -596,7 +637,8 @@ impl Ticks {
     pub(crate) fn deadline(&self, nanos: u64, after: Duration) -> u64 {
         let after = u64::try_from(after.as_nanos()).unwrap_or(u64::MAX);
         let target = nanos.saturating_add(after).saturating_add(self.margin);
-        let rounded_up = target.div_ceil(self.tick_nanos);
+        let below = self.per_tick.divide(target);
+        let rounded_up = below + u64::from(below * self.tick_nanos != target);
         rounded_up.max(self.tick_of(nanos) + 1)
     }
 
@@ -625,6 +667,34 @@ impl Ticks {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+
+    /// The multiply-and-shift division equals the hardware's for divisors from 1 ns to 12 h
+    /// (powers of two, their neighbours, round numbers, random ones) and dividends up to and
+    /// past 2^63.
+    #[test]
+    fn divisor_divides_exactly() {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut random = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut divisors = vec![1, 2, 3, 7, 1_000, 1_000_000, 999_983, 43_200_000_000_000];
+        for k in 1..46 {
+            divisors.extend([(1u64 << k) - 1, 1 << k, (1 << k) + 1]);
+        }
+        divisors.extend((0..200).map(|_| 1 + random() % 43_200_000_000_000));
+        for d in divisors {
+            let divisor = Divisor::new(d);
+            let mut dividends = vec![0, 1, d - 1, d, d + 1, (1 << 63) - 1, 1 << 63, u64::MAX];
+            dividends.extend((0..200).map(|_| random() >> 1));
+            dividends.extend((0..50).map(|_| (random() % ((1 << 62) / d)) * d));
+            for n in dividends {
+                assert_eq!(divisor.divide(n), n / d, "{n} / {d}");
+            }
+        }
+    }
 
     #[test]
     fn deadlines_round_up_and_now_rounds_down() {
