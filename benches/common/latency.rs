@@ -89,6 +89,29 @@ pub struct Latency {
     /// Whether every planned message was sent within the limit.
     pub complete: bool,
     pub elapsed: Duration,
+    /// How long the producer and the consumer (in that order) were runnable but not running
+    /// during the run (the kernel's run-queue wait, `/proc/thread-self/schedstat`); `None`
+    /// where the kernel does not report it. A stall that the threads' own scheduler caused (a thread
+    /// woken onto a busy core, or preempted) shows here; one from outside the guest (the
+    /// hypervisor running another guest on the vCPU) does not.
+    pub runqueue_wait: Option<[Duration; 2]>,
+}
+
+/// The calling thread's total run-queue wait so far: the second field of
+/// `/proc/thread-self/schedstat` (Linux with schedstats), in nanoseconds.
+fn runqueue_wait_ns() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    text.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The run-queue wait of the calling thread from `start` (a [`runqueue_wait_ns`] reading) on.
+fn runqueue_wait_since(start: Option<u64>) -> Option<u64> {
+    Some(runqueue_wait_ns()?.saturating_sub(start?))
+}
+
+/// The producer's and the consumer's run-queue waits, if both were measured.
+fn both_waits(producer: Option<u64>, consumer: Option<u64>) -> Option<[Duration; 2]> {
+    Some([producer?, consumer?].map(Duration::from_nanos))
 }
 
 impl Latency {
@@ -193,6 +216,7 @@ fn lease_latency<Q: Lease<u64>>(config: &Config, spec: Spec, wait: Duration) -> 
             let mut count = 0;
             let mut out = Vec::with_capacity(1);
             barrier.wait();
+            let waited = runqueue_wait_ns();
             loop {
                 if q.receive_batch(&mut out, 1, wait) == 0 {
                     if Instant::now() > give_up {
@@ -213,21 +237,24 @@ fn lease_latency<Q: Lease<u64>>(config: &Config, spec: Spec, wait: Duration) -> 
                 count += 1;
                 received.store(count, Ordering::Release);
             }
-            (to_receive, to_delete)
+            (to_receive, to_delete, runqueue_wait_since(waited))
         });
         barrier.wait();
         let started = Instant::now();
+        let waited = runqueue_wait_ns();
         let gave_up = AtomicBool::new(false);
         let send = |stamp: u64| send_until(q, stamp, give_up, &gave_up);
         let (sent, complete) = produce(spec, base, received, send);
         send_until(q, STOP, give_up, &gave_up);
-        let (to_receive, to_delete) = consumer.join().expect("consumer");
+        let producer_waited = runqueue_wait_since(waited);
+        let (to_receive, to_delete, consumer_waited) = consumer.join().expect("consumer");
         Latency {
             receive: to_receive,
             delete: Some(to_delete),
             sent,
             complete,
             elapsed: started.elapsed(),
+            runqueue_wait: both_waits(producer_waited, consumer_waited),
         }
     })
 }
@@ -244,6 +271,7 @@ fn handoff_latency<H: Handoff<u64>>(spec: Spec) -> Latency {
             let mut to_receive = histogram();
             let mut count = 0;
             barrier.wait();
+            let waited = runqueue_wait_ns();
             loop {
                 match q.pop(give_up) {
                     Some(STOP) => break,
@@ -257,19 +285,22 @@ fn handoff_latency<H: Handoff<u64>>(spec: Spec) -> Latency {
                     None => break,
                 }
             }
-            to_receive
+            (to_receive, runqueue_wait_since(waited))
         });
         barrier.wait();
         let started = Instant::now();
+        let waited = runqueue_wait_ns();
         let (sent, complete) = produce(spec, base, received, |stamp| q.push(stamp, give_up));
         q.push(STOP, give_up);
-        let to_receive = consumer.join().expect("consumer");
+        let producer_waited = runqueue_wait_since(waited);
+        let (to_receive, consumer_waited) = consumer.join().expect("consumer");
         Latency {
             receive: to_receive,
             delete: None,
             sent,
             complete,
             elapsed: started.elapsed(),
+            runqueue_wait: both_waits(producer_waited, consumer_waited),
         }
     })
 }

@@ -185,6 +185,8 @@ pub struct LatencyRun {
     pub delete: Option<[u64; 6]>,
     pub sent: u64,
     pub complete: bool,
+    /// The producer's and the consumer's run-queue wait during the run.
+    pub runqueue_wait: Option<[Duration; 2]>,
 }
 
 pub struct LatencyCell {
@@ -535,6 +537,7 @@ fn measure_latency(plan: &Plan, spec: Spec) -> LatencyCell {
                 delete: run.delete.as_ref().map(Latency::percentiles),
                 sent: run.sent,
                 complete: run.complete,
+                runqueue_wait: run.runqueue_wait,
             });
         }
     }

@@ -287,6 +287,28 @@ fn consumer_ns(results: &Results) -> Option<f64> {
         .map(|(r, d)| r + d)
 }
 
+/// The run-queue waits of `contender`'s repeats in `cell` (producer + consumer), as a list.
+fn runqueue_waits(cell: &LatencyCell, contender: Contender) -> String {
+    let runs = cell
+        .runs
+        .iter()
+        .find(|(c, _)| *c == contender)
+        .map_or(&[][..], |(_, runs)| runs);
+    let waits: Option<Vec<String>> = runs
+        .iter()
+        .map(|run| {
+            run.runqueue_wait.map(|[producer, consumer]| {
+                format!(
+                    "{} + {}",
+                    fmt_ns(producer.as_nanos() as f64),
+                    fmt_ns(consumer.as_nanos() as f64)
+                )
+            })
+        })
+        .collect();
+    waits.map_or("not reported by this kernel".into(), |w| w.join(", "))
+}
+
 fn sweep_runs(cells: &[SweepCell], capacity: usize, contender: Contender) -> &[f64] {
     cells
         .iter()
@@ -538,10 +560,16 @@ fn targets(results: &Results) -> Vec<Target> {
                     "p99 per repeat, visq: {}; crossbeam-channel: {}; the lock-based reference: \
                      {}. A p99 in the milliseconds at these rates is a stall of the consumer or \
                      the producer (a receiver parked and woken late, or a preempted thread: one \
-                     scheduler tick is several ms), not the queue's per-message cost.{}",
+                     scheduler tick is several ms), not the queue's per-message cost. How long \
+                     the producer + the consumer sat runnable but not running (their run-queue \
+                     wait) in the same repeats, visq: {}; crossbeam-channel: {}: where a \
+                     millisecond p99 comes with a wait far below a millisecond, the stall came \
+                     from outside this machine's scheduler (the hypervisor).{}",
                     fmt_list(&latency_runs(cell, Contender::Visq, 2, false), fmt_ns),
                     fmt_list(&latency_runs(cell, Contender::Channel, 2, false), fmt_ns),
                     fmt_list(&latency_runs(cell, Contender::LockRef, 2, false), fmt_ns),
+                    runqueue_waits(cell, Contender::Visq),
+                    runqueue_waits(cell, Contender::Channel),
                     if c50.is_some_and(|c| c.0 > DISTURBED_P50_NS) {
                         " In this run even crossbeam-channel's median was above 100 µs: the \
                          machine was busy, and this cell says little about the queues."
