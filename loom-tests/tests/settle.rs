@@ -222,6 +222,22 @@ fn shorten_races_wheel_visit() {
     });
 }
 
+/// A queue on `clock` holding one leased message whose deadline is tick 4 and which the wheel
+/// has filed at tick 4 (leased with deadline tick 1, extended to tick 4, which told the wheel
+/// nothing, then re-filed by the wheel's visit at tick 1); the clock is at tick 1.
+fn lease_filed_at_tick_4(
+    clock: &ManualClock,
+    live: &Arc<AtomicUsize>,
+) -> (Arc<Queue<Body>>, visq::Receipt) {
+    let q = Arc::new(tiny_queue(2, clock));
+    q.send(Body::new(1, live)).unwrap();
+    let receipt = lease(&q);
+    q.change_visibility(receipt, 4 * TICK).unwrap();
+    clock.advance(TICK);
+    assert!(q.try_receive().is_none()); // runs the wheel: re-filed at tick 4
+    (q, receipt)
+}
+
 /// Model 4d: two threads shorten the same lease at once to the same tick (a worker and its
 /// heartbeat), below the tick the wheel has the slot filed at. The second deadline CAS replaces
 /// the first one's equal value, which is no move earlier; so if the first call's version CAS
@@ -233,12 +249,7 @@ fn two_shortenings_race_into_the_inbox() {
     check("two_shortenings_race_into_the_inbox", || {
         let live = Arc::new(AtomicUsize::new(0));
         let clock = ManualClock::new();
-        let q = Arc::new(tiny_queue(2, &clock));
-        q.send(Body::new(1, &live)).unwrap();
-        let receipt = lease(&q); // deadline tick 1, filed at 1
-        q.change_visibility(receipt, 4 * TICK).unwrap(); // deadline tick 4, still filed at 1
-        clock.advance(TICK);
-        assert!(q.try_receive().is_none()); // runs the wheel: re-filed at tick 4
+        let (q, receipt) = lease_filed_at_tick_4(&clock, &live);
 
         let shorten = || {
             let q = q.clone();
@@ -266,12 +277,7 @@ fn shorten_races_extend() {
     check("shorten_races_extend", || {
         let live = Arc::new(AtomicUsize::new(0));
         let clock = ManualClock::new();
-        let q = Arc::new(tiny_queue(2, &clock));
-        q.send(Body::new(1, &live)).unwrap();
-        let receipt = lease(&q); // deadline tick 1, filed at 1
-        q.change_visibility(receipt, 4 * TICK).unwrap(); // deadline tick 4, still filed at 1
-        clock.advance(TICK);
-        assert!(q.try_receive().is_none()); // runs the wheel: re-filed at tick 4
+        let (q, receipt) = lease_filed_at_tick_4(&clock, &live);
 
         let change = |timeout| {
             let q = q.clone();
