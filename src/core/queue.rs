@@ -1682,7 +1682,9 @@ impl<T> Queue<T> {
     pub(crate) fn schedule(&self, index: u32, deadline: u64) {
         if self.wheel.needs_notice(index, deadline) {
             self.wheel.notify(index);
-            self.run_wheel();
+            if self.wheel.needs_run_for(deadline) {
+                self.run_wheel();
+            }
         }
     }
 

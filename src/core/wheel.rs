@@ -64,6 +64,15 @@
 //! than the owner's latest store is covered the same way: what it read comes before the
 //! owner's `NEVER`, so that visit reads its deadline. The inbox owner stores `OUT` before reading the deadline, for the same reason.
 //!
+//! The notifier then runs the wheel itself only if its deadline comes before `next_due`
+//! ([`Wheel::needs_run_for`]); otherwise the run that `next_due` already calls for, at or
+//! before the deadline, drains the inbox first and files it (or fires it, if its tick has
+//! come). The look at `next_due` comes after a fence that follows the push, against the
+//! owner's store of `next_due`, letting go, fence and look at the inbox: either the notifier
+//! sees that owner's `next_due` (and runs the wheel if it is later than its deadline), or the
+//! owner's re-check sees the push and runs again. So a shortened lease (the common notice)
+//! costs its caller a push, and the wheel's work on it is done in the next run, with others.
+//!
 //! A `change_visibility` that only moves its lease's deadline later (every value it replaced,
 //! by CAS, was at or before its own) skips the fence and the look: the slot is filed at or
 //! before the deadline it replaced (every deadline that moved earlier was noticed), or a notice
@@ -261,6 +270,18 @@ impl Wheel {
     pub(crate) fn needs_notice(&self, slot: u32, deadline: u64) -> bool {
         fence(Ordering::SeqCst);
         self.links[slot as usize].filed.load(Ordering::SeqCst) > deadline
+    }
+
+    /// Whether the wheel must run now for a slot just left in the inbox (by this thread or
+    /// an earlier one) with deadline `deadline`: only if `deadline` comes before `next_due`.
+    /// Otherwise the run that `next_due` calls for, at or before `deadline`, takes the slot out
+    /// of the inbox first (see "Telling the wheel" in the module docs).
+    pub(crate) fn needs_run_for(&self, deadline: u64) -> bool {
+        // Pairs with the fence an owner issues between letting go and re-checking the inbox:
+        // either this load sees the `next_due` that owner stored, or its re-check sees the
+        // push.
+        fence(Ordering::SeqCst);
+        self.next_due.load(Ordering::SeqCst) > deadline
     }
 
     /// Leaves `slot` in the inbox for the owner to (re)file from its current deadline, unless
