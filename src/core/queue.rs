@@ -1323,7 +1323,7 @@ impl<T> Queue<T> {
             moved_earlier |= replaced > deadline;
             if slot.cas(lease, lease.next_version()).is_ok() {
                 if moved_earlier {
-                    self.schedule(receipt.slot() as u32, deadline);
+                    self.schedule_earlier(receipt.slot() as u32, deadline);
                 }
                 return Ok(());
             }
@@ -1680,6 +1680,18 @@ impl<T> Queue<T> {
     /// along with the state that makes it live.
     #[inline]
     pub(crate) fn schedule(&self, index: u32, deadline: u64) {
+        if self.wheel.needs_notice(index, deadline) {
+            self.wheel.notify(index);
+            self.run_wheel();
+        }
+    }
+
+    /// [`Queue::schedule`] for a lease that a `change_visibility` moved earlier: the wheel is
+    /// run now only if `deadline` comes before `next_due`; otherwise the run `next_due` calls
+    /// for files it (see "Telling the wheel" in [`super::wheel`]), so a shortening costs its
+    /// caller a push. Not for a new lease or delay: the slot would stay in the inbox, unfiled,
+    /// until that run, and each of its leases meanwhile would pay the notice again.
+    fn schedule_earlier(&self, index: u32, deadline: u64) {
         if self.wheel.needs_notice(index, deadline) {
             self.wheel.notify(index);
             if self.wheel.needs_run_for(deadline) {

@@ -64,10 +64,12 @@
 //! than the owner's latest store is covered the same way: what it read comes before the
 //! owner's `NEVER`, so that visit reads its deadline. The inbox owner stores `OUT` before reading the deadline, for the same reason.
 //!
-//! The notifier then runs the wheel itself only if its deadline comes before `next_due`
-//! ([`Wheel::needs_run_for`]); otherwise the run that `next_due` already calls for, at or
-//! before the deadline, drains the inbox first and files it (or fires it, if its tick has
-//! come). The look at `next_due` comes after a fence that follows the push, against the
+//! A `change_visibility` that moved its lease's deadline earlier then runs the wheel itself
+//! only if its deadline comes before `next_due` ([`Wheel::needs_run_for`]); otherwise the run
+//! that `next_due` already calls for, at or before the deadline, drains the inbox first and
+//! files it (or fires it, if its tick has come). (A new lease or delay runs the wheel at
+//! once: its slot, unfiled in the inbox until then, would make every lease of it meanwhile
+//! notice again.) The look at `next_due` comes after a fence that follows the push, against the
 //! owner's store of `next_due`, letting go, fence and look at the inbox: either the notifier
 //! sees that owner's `next_due` (and runs the wheel if it is later than its deadline), or the
 //! owner's re-check sees the push and runs again. So a shortened lease (the common notice)
