@@ -1,11 +1,11 @@
 //! The report's account of what bounds the lifecycle (issue 10): the cost on this machine of
-//! the primitives a lifecycle is made of, and how much of the one-producer/one-consumer time
-//! goes to moving cache lines between cores. Every figure is measured in the run, except the
+//! the primitives a lifecycle is made of, and how much of the 1P1C and 4P4C lifecycle time goes
+//! to moving cache lines between cores. Every figure is measured in the run, except the
 //! number of full barriers per lifecycle, which is counted from each queue's code
 //! ([`BARRIERS`]).
 
 use crate::common::adapters::Contender;
-use crate::common::throughput::{CAPACITY, SHAPES};
+use crate::common::throughput::{Shape, CAPACITY, SHAPES};
 use crate::write::{fmt_ns, fmt_ratio_stats, ratios, stats};
 use crate::{Plan, Runs};
 use std::fmt::Write;
@@ -14,8 +14,10 @@ use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// The queues whose 1P1C runs are repeated on one CPU.
+/// The queues whose runs are repeated on one CPU.
 const PINNED: [Contender; 3] = [Contender::Visq, Contender::Channel, Contender::LockRef];
+/// The workloads run on one CPU and on two: 1P1C and 4P4C, batch 1 (u64).
+const PINNED_SHAPES: [Shape; 2] = [SHAPES[0], SHAPES[4]];
 
 /// Full barriers (locked read-modify-writes and `SeqCst` fences) per uncontended lifecycle,
 /// counted from each queue's code on the path the uncontended run takes, step by step.
@@ -41,7 +43,16 @@ pub const BARRIERS: [(Contender, u32, &str); 3] = [
     ),
 ];
 
-/// What the section measures: ns per primitive and 1P1C M msgs/s on one CPU and on two.
+/// One workload's lifecycle runs (batch 1, u64, capacity [`CAPACITY`]), M msgs/s, with every
+/// thread pinned to one CPU and with the threads placed by the scheduler (two CPUs here).
+pub struct Cores {
+    pub shape: Shape,
+    pub one_cpu: Runs,
+    pub free: Runs,
+}
+
+/// What the section measures: ns per primitive, and 1P1C and 4P4C M msgs/s on one CPU and on
+/// two.
 pub struct Bounds {
     /// ns per uncontended compare-and-swap (a locked instruction).
     pub rmw: Vec<f64>,
@@ -49,10 +60,8 @@ pub struct Bounds {
     pub fence: Vec<f64>,
     /// ns per one-way transfer of a cache line between two threads (half a ping-pong).
     pub transfer: Vec<f64>,
-    /// 1P1C lifecycle, batch 1, u64, capacity [`CAPACITY`], both threads on one CPU.
-    pub one_cpu: Runs,
-    /// The same runs with the threads placed by the scheduler (two CPUs here).
-    pub free: Runs,
+    /// The runs of each of [`PINNED_SHAPES`], in that order.
+    pub cores: Vec<Cores>,
     /// Why the one-CPU runs are missing, if they are.
     pub not_pinned: Option<String>,
 }
@@ -63,8 +72,14 @@ pub fn measure(plan: &Plan) -> Bounds {
         rmw: Vec::new(),
         fence: Vec::new(),
         transfer: Vec::new(),
-        one_cpu: PINNED.iter().map(|&c| (c, Vec::new())).collect(),
-        free: PINNED.iter().map(|&c| (c, Vec::new())).collect(),
+        cores: PINNED_SHAPES
+            .iter()
+            .map(|&shape| Cores {
+                shape,
+                one_cpu: PINNED.iter().map(|&c| (c, Vec::new())).collect(),
+                free: PINNED.iter().map(|&c| (c, Vec::new())).collect(),
+            })
+            .collect(),
         not_pinned: None,
     };
     let ops = if plan.quick { 1_000_000 } else { 10_000_000 };
@@ -81,13 +96,16 @@ pub fn measure(plan: &Plan) -> Bounds {
     }
     let messages = plan.messages;
     for _ in 0..plan.reps {
-        for (i, &contender) in PINNED.iter().enumerate() {
-            bounds.free[i]
-                .1
-                .push(crate::rate::<u64>(contender, CAPACITY, SHAPES[0], messages));
-            match on_one_cpu(|| crate::rate::<u64>(contender, CAPACITY, SHAPES[0], messages)) {
-                Ok(rate) => bounds.one_cpu[i].1.push(rate),
-                Err(why) => bounds.not_pinned = Some(why),
+        for cores in &mut bounds.cores {
+            let shape = cores.shape;
+            for (i, &contender) in PINNED.iter().enumerate() {
+                cores.free[i]
+                    .1
+                    .push(crate::rate::<u64>(contender, CAPACITY, shape, messages));
+                match on_one_cpu(|| crate::rate::<u64>(contender, CAPACITY, shape, messages)) {
+                    Ok(rate) => cores.one_cpu[i].1.push(rate),
+                    Err(why) => bounds.not_pinned = Some(why),
+                }
             }
         }
     }
@@ -131,7 +149,7 @@ fn ping_pong(rounds: u64) -> f64 {
 }
 
 /// Runs `run` on a thread pinned to the first CPU this process may use; the threads it spawns
-/// inherit the pinning, so a lifecycle run's producer and consumer share that CPU.
+/// inherit the pinning, so a lifecycle run's producers and consumers share that CPU.
 #[cfg(target_os = "linux")]
 fn on_one_cpu(run: impl FnOnce() -> f64 + Send) -> Result<f64, String> {
     std::thread::scope(|scope| {
@@ -177,7 +195,7 @@ fn median(values: &[f64]) -> Option<f64> {
     stats(values).map(|s| s.0)
 }
 
-/// ns per message of a 1P1C run at `rate` M msgs/s.
+/// ns per message of a run at `rate` M msgs/s.
 fn ns_per_message(rate: f64) -> f64 {
     1e3 / rate
 }
@@ -213,13 +231,11 @@ pub fn barrier_summary(bounds: &Bounds, uncontended: impl Fn(Contender) -> Optio
 /// One sentence for the targets' reasons: 1P1C on one CPU against two, and the consumer's
 /// own work as a ceiling (`consumer_ns`: visq's receive + delete, timed on their own).
 pub fn one_to_one_summary(bounds: &Bounds, consumer_ns: Option<f64>) -> String {
-    let (Some(one), Some(free)) = (
-        median(runs_of(&bounds.one_cpu, Contender::Visq)),
-        median(runs_of(&bounds.free, Contender::Visq)),
-    ) else {
+    let cores = &bounds.cores[0];
+    let (Some(one), Some(free)) = medians(cores, Contender::Visq) else {
         return String::new();
     };
-    let channel = median(runs_of(&bounds.free, Contender::Channel));
+    let channel = median(runs_of(&cores.free, Contender::Channel));
     let ceiling = consumer_ns.map(|ns| 1e3 / ns);
     format!(
         "visq's 1P1C runs at {one:.2} M msgs/s with both threads on one CPU and {free:.2} M/s on \
@@ -235,6 +251,54 @@ pub fn one_to_one_summary(bounds: &Bounds, consumer_ns: Option<f64>) -> String {
             .zip(channel)
             .map_or("?".into(), |(c, ch)| format!("{:.2}×", c / ch)),
         channel.map_or("?".into(), |c| format!("{c:.1}")),
+    )
+}
+
+/// One sentence for the 4P4C target's reason: visq and the lock-based reference on one CPU and
+/// on two, and what 3× the reference would leave per message for moving cache lines.
+pub fn four_to_four_summary(bounds: &Bounds) -> String {
+    let cores = &bounds.cores[1];
+    let (Some(one), Some(free)) = medians(cores, Contender::Visq) else {
+        return String::new();
+    };
+    let (Some(ref_one), Some(ref_free)) = medians(cores, Contender::LockRef) else {
+        return String::new();
+    };
+    let transfer = median(&bounds.transfer);
+    let (visq_ns, budget) = (ns_per_message(free), ns_per_message(3.0 * ref_free));
+    let bound = if budget < visq_ns {
+        format!(
+            "3× the reference would leave visq {} per message on two CPUs, {} less than \
+             measured{}",
+            fmt_ns(budget),
+            fmt_ns(visq_ns - budget),
+            transfer.map_or(String::new(), |t| format!(
+                ", about {:.1} cache-line transfers of {} each",
+                (visq_ns - budget) / t,
+                fmt_ns(t)
+            )),
+        )
+    } else {
+        "In these runs visq reached 3× the reference on two CPUs".to_string()
+    };
+    format!(
+        "Same run, 4P4C (8 threads) with every thread pinned to one CPU and placed by the \
+         scheduler: visq {one:.2} and {free:.2} M msgs/s ({} per message more on two CPUs), the \
+         lock-based reference {ref_one:.2} and {ref_free:.2}. On one CPU, where nothing crosses \
+         cores, visq is {:.1}× the reference; on two its threads move the free stack's head, the \
+         ready ring's head and tail and the slots between the cores on every message, while the \
+         reference's threads queue on its lock either way. {bound} (see 'What bounds the \
+         lifecycle').",
+        fmt_ns(visq_ns - ns_per_message(one)),
+        one / ref_one,
+    )
+}
+
+/// The medians of `contender`'s runs on one CPU and on two.
+fn medians(cores: &Cores, contender: Contender) -> (Option<f64>, Option<f64>) {
+    (
+        median(runs_of(&cores.one_cpu, contender)),
+        median(runs_of(&cores.free, contender)),
     )
 }
 
@@ -296,21 +360,25 @@ pub fn section(
     );
     let _ = writeln!(
         w,
-        "**Cores.** 1P1C lifecycle (batch 1, u64, capacity {CAPACITY}) with both threads pinned \
-         to one CPU, and placed by the scheduler (two CPUs here), repeats interleaved; M msgs/s \
-         and ns per message:\n"
+        "**Cores.** 1P1C and 4P4C lifecycle (batch 1, u64, capacity {CAPACITY}) with every \
+         thread pinned to one CPU, and placed by the scheduler (two CPUs here), repeats \
+         interleaved; M msgs/s and ns per message:\n"
     );
     if let Some(why) = &bounds.not_pinned {
         let _ = writeln!(w, "(The one-CPU runs are missing: {why}.)\n");
     }
     let _ = writeln!(
         w,
-        "| queue | one CPU | two CPUs | two ÷ one (time per message, per repeat) | ns per message more on two CPUs |\n|---|---|---|---|---|"
+        "| workload | queue | one CPU | two CPUs | two ÷ one (time per message, per repeat) | ns per message on two CPUs minus on one |\n|---|---|---|---|---|---|"
     );
-    for contender in PINNED {
+    for (cores, contender) in bounds
+        .cores
+        .iter()
+        .flat_map(|cores| PINNED.iter().map(move |&c| (cores, c)))
+    {
         let (one, free) = (
-            runs_of(&bounds.one_cpu, contender),
-            runs_of(&bounds.free, contender),
+            runs_of(&cores.one_cpu, contender),
+            runs_of(&cores.free, contender),
         );
         let rate = |v: &[f64]| {
             stats(v).map_or("—".into(), |(m, lo, hi)| {
@@ -322,7 +390,8 @@ pub fn section(
         });
         let _ = writeln!(
             w,
-            "| {} | {} | {} | {} | {extra} |",
+            "| {} | {} | {} | {} | {} | {extra} |",
+            cores.shape.threads(),
             contender.name(),
             rate(one),
             rate(free),
@@ -341,4 +410,5 @@ pub fn section(
          line per several messages.\n"
     );
     let _ = writeln!(w, "{}\n", one_to_one_summary(bounds, consumer_ns));
+    let _ = writeln!(w, "{}\n", four_to_four_summary(bounds));
 }

@@ -510,7 +510,7 @@ fn targets(results: &Results) -> Vec<Target> {
                 if threads == "1P1C" {
                     one_to_one.clone()
                 } else {
-                    where_time_goes.clone()
+                    crate::bounds::four_to_four_summary(&results.bounds)
                 }
             ),
         });
