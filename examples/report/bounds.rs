@@ -229,20 +229,23 @@ pub fn barrier_summary(bounds: &Bounds, uncontended: impl Fn(Contender) -> Optio
 }
 
 /// One sentence for the targets' reasons: 1P1C on one CPU against two, and the consumer's
-/// own work as a ceiling (`consumer_ns`: visq's receive + delete, timed on their own).
-pub fn one_to_one_summary(bounds: &Bounds, consumer_ns: Option<f64>) -> String {
-    let cores = &bounds.cores[0];
-    let (Some(one), Some(free)) = medians(cores, Contender::Visq) else {
+/// own work as a ceiling (`consumer_ns`: visq's receive + delete, timed on their own) against
+/// crossbeam-channel's 1P1C throughput (`channel`: the median target 3 uses, M msgs/s).
+pub fn one_to_one_summary(
+    bounds: &Bounds,
+    consumer_ns: Option<f64>,
+    channel: Option<f64>,
+) -> String {
+    let (Some(one), Some(free)) = medians(&bounds.cores[0], Contender::Visq) else {
         return String::new();
     };
-    let channel = median(runs_of(&cores.free, Contender::Channel));
     let ceiling = consumer_ns.map(|ns| 1e3 / ns);
     format!(
         "visq's 1P1C runs at {one:.2} M msgs/s with both threads on one CPU and {free:.2} M/s on \
          two, in the same run: {} per message goes to moving cache lines between the cores \
          (one transfer costs {} here). And the consumer's own work (receive + delete, {}) caps \
-         1P1C at {} M msgs/s even with no transfer at all: {} crossbeam-channel's {} M/s (see \
-         'What bounds the lifecycle').",
+         1P1C at {} M msgs/s even with no transfer at all: {} crossbeam-channel's {} M/s in the \
+         throughput runs (see 'What bounds the lifecycle').",
         fmt_ns(ns_per_message(free) - ns_per_message(one)),
         median(&bounds.transfer).map_or("?".into(), fmt_ns),
         consumer_ns.map_or("?".into(), fmt_ns),
@@ -308,6 +311,7 @@ pub fn section(
     bounds: &Bounds,
     uncontended: impl Fn(Contender) -> Option<f64>,
     consumer_ns: Option<f64>,
+    channel_one_to_one: Option<f64>,
 ) {
     let _ = writeln!(w, "\n## What bounds the lifecycle\n");
     let _ = writeln!(
@@ -409,6 +413,10 @@ pub fn section(
          ready ring's cell. crossbeam-channel's producer runs ahead of its consumer and moves a \
          line per several messages.\n"
     );
-    let _ = writeln!(w, "{}\n", one_to_one_summary(bounds, consumer_ns));
+    let _ = writeln!(
+        w,
+        "{}\n",
+        one_to_one_summary(bounds, consumer_ns, channel_one_to_one)
+    );
     let _ = writeln!(w, "{}\n", four_to_four_summary(bounds));
 }

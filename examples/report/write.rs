@@ -281,6 +281,12 @@ fn breakdown_median(results: &Results, op: &str, contender: Contender) -> Option
 }
 
 /// visq's consumer-side work per message: a receive and a delete, each timed on its own.
+/// crossbeam-channel's 1P1C (batch 1, u64) M msgs/s in the throughput workloads: the median
+/// that target 3 compares visq with.
+fn channel_one_to_one(results: &Results) -> Option<f64> {
+    workload(results, "1P1C", 1, "u64").and_then(|w| median_of(&w.runs, Contender::Channel))
+}
+
 fn consumer_ns(results: &Results) -> Option<f64> {
     breakdown_median(results, "receive", Contender::Visq)
         .zip(breakdown_median(results, "delete", Contender::Visq))
@@ -478,7 +484,11 @@ fn targets(results: &Results) -> Vec<Target> {
             crate::bounds::barrier_summary(&results.bounds, |c| median_of(unc, c))
         ),
     });
-    let one_to_one = crate::bounds::one_to_one_summary(&results.bounds, consumer_ns(results));
+    let one_to_one = crate::bounds::one_to_one_summary(
+        &results.bounds,
+        consumer_ns(results),
+        channel_one_to_one(results),
+    );
 
     // 3. Lifecycle throughput against crossbeam-channel's raw handoff and the reference.
     for (threads, baseline, bar) in [
@@ -810,6 +820,7 @@ pub fn write(out: &Path, machine: &Machine, plan: &Plan, results: &Results) -> i
         &results.bounds,
         |c| median_of(unc, c),
         consumer_ns(results),
+        channel_one_to_one(results),
     );
     throughput_section(w, out, results)?;
     latency_section(w, out, results)?;
