@@ -15,33 +15,30 @@ mod common;
 use common::adapters::Contender;
 use common::wheel::{AnyFixture, Op};
 
+/// Says how to call this and exits with status 2.
+fn usage() -> ! {
+    eprintln!("usage: cache_misses visq|lockref lease|expire|change PENDING OPS");
+    std::process::exit(2)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: cache_misses visq|lockref lease|expire|change PENDING OPS";
     let [queue, op, pending, ops] = args.as_slice() else {
-        eprintln!("{usage}");
-        std::process::exit(2);
+        usage()
     };
     let contender = match queue.as_str() {
         "visq" => Contender::Visq,
         "lockref" => Contender::LockRef,
-        _ => {
-            eprintln!("{usage}");
-            std::process::exit(2);
-        }
+        _ => usage(),
     };
     let op = match op.as_str() {
         "lease" => Op::Lease,
         "expire" => Op::Expire,
         "change" => Op::Change,
-        _ => {
-            eprintln!("{usage}");
-            std::process::exit(2);
-        }
+        _ => usage(),
     };
     let (Ok(pending), Ok(ops)) = (pending.parse::<usize>(), ops.parse::<u64>()) else {
-        eprintln!("{usage}");
-        std::process::exit(2);
+        usage()
     };
     let mut fixture = AnyFixture::new(contender, pending, op == Op::Change);
     fixture.run(op, 1024);

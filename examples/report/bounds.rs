@@ -6,7 +6,7 @@
 
 use crate::common::adapters::Contender;
 use crate::common::throughput::{Shape, CAPACITY, SHAPES};
-use crate::write::{fmt_ns, fmt_ratio_stats, ratios, stats};
+use crate::write::{fmt_ns, fmt_ratio_stats, ratios, runs_of, stats};
 use crate::{Plan, Runs};
 use std::fmt::Write;
 use std::hint::black_box;
@@ -183,12 +183,6 @@ fn on_one_cpu(run: impl FnOnce() -> f64 + Send) -> Result<f64, String> {
 #[cfg(not(target_os = "linux"))]
 fn on_one_cpu(_run: impl FnOnce() -> f64 + Send) -> Result<f64, String> {
     Err("pinning threads to a CPU is only done on Linux".to_string())
-}
-
-fn runs_of(runs: &Runs, contender: Contender) -> &[f64] {
-    runs.iter()
-        .find(|(c, _)| *c == contender)
-        .map_or(&[], |(_, v)| v)
 }
 
 fn median(values: &[f64]) -> Option<f64> {

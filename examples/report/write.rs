@@ -9,7 +9,8 @@ use super::common::tutorial::DEFAULT_POLL;
 use super::common::wheel::Op;
 use super::svg::{self, Series};
 use super::{
-    HistogramCost, LatencyCell, Plan, Results, Runs, SweepCell, WheelCell, Workload, SAMPLINGS,
+    HistogramCost, LatencyCell, LatencyRun, Plan, Results, Runs, SweepCell, WheelCell, Workload,
+    SAMPLINGS,
 };
 use std::fmt::Write as _;
 use std::fs;
@@ -102,7 +103,8 @@ pub fn ratios(a: &[f64], b: &[f64], f: impl Fn(f64, f64) -> f64) -> Option<(f64,
     stats(&paired)
 }
 
-fn runs_of(runs: &Runs, contender: Contender) -> &[f64] {
+/// `contender`'s values in `runs` (empty if it has none).
+pub fn runs_of(runs: &Runs, contender: Contender) -> &[f64] {
     runs.iter()
         .find(|(c, _)| *c == contender)
         .map_or(&[][..], |(_, v)| v.as_slice())
@@ -238,20 +240,24 @@ fn latency_runs(
     quantile: usize,
     delete: bool,
 ) -> Vec<f64> {
+    runs_in_cell(cell, contender)
+        .iter()
+        .filter_map(|r| {
+            if delete {
+                r.delete.map(|d| d[quantile] as f64)
+            } else {
+                Some(r.receive[quantile] as f64)
+            }
+        })
+        .collect()
+}
+
+/// `contender`'s repeats in a latency cell.
+fn runs_in_cell(cell: &LatencyCell, contender: Contender) -> &[LatencyRun] {
     cell.runs
         .iter()
         .find(|(c, _)| *c == contender)
-        .map_or_else(Vec::new, |(_, runs)| {
-            runs.iter()
-                .filter_map(|r| {
-                    if delete {
-                        r.delete.map(|d| d[quantile] as f64)
-                    } else {
-                        Some(r.receive[quantile] as f64)
-                    }
-                })
-                .collect()
-        })
+        .map_or(&[][..], |(_, runs)| runs.as_slice())
 }
 
 /// Median over runs of a percentile (index into QUANTILES).
@@ -280,13 +286,13 @@ fn breakdown_median(results: &Results, op: &str, contender: Contender) -> Option
         .and_then(|(_, runs)| median_of(runs, contender))
 }
 
-/// visq's consumer-side work per message: a receive and a delete, each timed on its own.
 /// crossbeam-channel's 1P1C (batch 1, u64) M msgs/s in the throughput workloads: the median
 /// that target 3 compares visq with.
 fn channel_one_to_one(results: &Results) -> Option<f64> {
     workload(results, "1P1C", 1, "u64").and_then(|w| median_of(&w.runs, Contender::Channel))
 }
 
+/// visq's consumer-side work per message: a receive and a delete, each timed on its own.
 fn consumer_ns(results: &Results) -> Option<f64> {
     breakdown_median(results, "receive", Contender::Visq)
         .zip(breakdown_median(results, "delete", Contender::Visq))
@@ -295,12 +301,7 @@ fn consumer_ns(results: &Results) -> Option<f64> {
 
 /// The run-queue waits of `contender`'s repeats in `cell` (producer + consumer), as a list.
 fn runqueue_waits(cell: &LatencyCell, contender: Contender) -> String {
-    let runs = cell
-        .runs
-        .iter()
-        .find(|(c, _)| *c == contender)
-        .map_or(&[][..], |(_, runs)| runs);
-    let waits: Option<Vec<String>> = runs
+    let waits: Option<Vec<String>> = runs_in_cell(cell, contender)
         .iter()
         .map(|run| {
             run.runqueue_wait.map(|[producer, consumer]| {
@@ -612,8 +613,8 @@ fn targets(results: &Results) -> Vec<Target> {
              id (ids grow in send order), the receive count, a free-stack link and a ready-ring \
              entry are 8 + 8 + 8 + 4 + 4 + 8 = 40 B by themselves, before any index of the \
              deadlines (the wheel's per-slot link, 24 B, its notice inbox threaded through \
-             it) and the \
-             lease start that the ages in `Stats` and the latency metrics read (8 B).",
+             it) and the lease start that the ages in `Stats` and the latency metrics read \
+             (8 B).",
             per(plain, plain.slots),
             per(plain, plain.rings),
             per(plain, plain.wheel),

@@ -7,6 +7,7 @@ use common::{check, tiny_queue, Body, LEASE, TICK};
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
+use std::time::Duration;
 use visq::{ManualClock, Queue, ReceiptError};
 
 /// Receives the one message of `q` on `clock`, forgetting the body.
@@ -37,6 +38,16 @@ fn drain_one(q: &Queue<Body>, receive_count: u32) {
     assert_eq!(d.receive_count(), receive_count);
     q.delete(d.receipt()).unwrap();
     assert!(q.try_receive().is_none());
+}
+
+/// Runs `q.change_visibility(receipt, timeout)` on a new thread.
+fn spawn_change_visibility(
+    q: &Arc<Queue<Body>>,
+    receipt: visq::Receipt,
+    timeout: Duration,
+) -> thread::JoinHandle<Result<(), ReceiptError>> {
+    let q = q.clone();
+    thread::spawn(move || q.change_visibility(receipt, timeout))
 }
 
 /// Model 2: delete racing lease expiry. The delete wins and the message is gone, or expiry
@@ -251,10 +262,7 @@ fn two_shortenings_race_into_the_inbox() {
         let clock = ManualClock::new();
         let (q, receipt) = lease_filed_at_tick_4(&clock, &live);
 
-        let shorten = || {
-            let q = q.clone();
-            thread::spawn(move || q.change_visibility(receipt, TICK)) // deadline tick 2
-        };
+        let shorten = || spawn_change_visibility(&q, receipt, TICK); // deadline tick 2
         let (a, b) = (shorten(), shorten());
         assert_eq!((a.join().unwrap(), b.join().unwrap()), (Ok(()), Ok(())));
 
@@ -279,10 +287,7 @@ fn shorten_races_extend() {
         let clock = ManualClock::new();
         let (q, receipt) = lease_filed_at_tick_4(&clock, &live);
 
-        let change = |timeout| {
-            let q = q.clone();
-            thread::spawn(move || q.change_visibility(receipt, timeout))
-        };
+        let change = |timeout| spawn_change_visibility(&q, receipt, timeout);
         let (shorten, extend) = (change(TICK), change(2 * TICK)); // ticks 2 and 3
         assert_eq!(
             (shorten.join().unwrap(), extend.join().unwrap()),
@@ -381,10 +386,7 @@ fn late_change_visibility_races_next_lease() {
         q.send(Body::new(1, &live)).unwrap();
         let old = lease(&q); // deadline tick 1
 
-        let old_holder = {
-            let q = q.clone();
-            thread::spawn(move || q.change_visibility(old, TICK))
-        };
+        let old_holder = spawn_change_visibility(&q, old, TICK);
         clock.advance(LEASE + TICK); // tick 2: the old lease has ended
         let d = q
             .try_receive()
@@ -421,10 +423,7 @@ fn late_change_visibility_races_same_tick_release() {
         q.send(Body::new(1, &live)).unwrap();
         let old = lease(&q); // deadline tick 1
 
-        let old_holder = {
-            let q = q.clone();
-            thread::spawn(move || q.change_visibility(old, 3 * TICK))
-        };
+        let old_holder = spawn_change_visibility(&q, old, 3 * TICK);
         q.release(old).ok();
         let d = q.try_receive();
         let late = old_holder.join().unwrap();
